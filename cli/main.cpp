@@ -1,0 +1,103 @@
+// pidlock: argument parsing and dispatch. The work is in run.cpp and status.cpp.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <string_view>
+
+#include "commands.hpp"
+
+namespace {
+
+using namespace pidlock::cli;
+
+constexpr const char* usage_line =
+    "usage: pidlock run [-n | -w SECONDS] [-E CODE] [-o | --exec] [--role NAME] [--no-mkdir] "
+    "FILE -- COMMAND [ARG...]\n"
+    "       pidlock status [--json] FILE\n"
+    "       pidlock --help | --version\n";
+
+// Everything after the first "--" is the command, taken verbatim: its own options must never be
+// read as ours.
+std::vector<std::string> split_command(std::vector<std::string>& args) {
+  const auto separator = std::find(args.begin(), args.end(), "--");
+  if (separator == args.end()) return {};
+  std::vector<std::string> command(separator + 1, args.end());
+  args.erase(separator, args.end());
+  return command;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> command = split_command(args);
+  const bool had_separator = static_cast<int>(args.size()) != argc - 1;
+
+  CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1)."};
+  app.set_version_flag("-V,--version", std::string(pidlock::version()));
+  app.require_subcommand(1);
+
+  RunRequest run_request;
+  bool nonblock = false;
+  bool close_mode = false;
+  bool exec_mode = false;
+  bool no_mkdir = false;
+  std::vector<std::string> trailing;
+  auto* run = app.add_subcommand("run", "Hold the lock on FILE while COMMAND runs");
+  run->add_flag("-n,--nonblock", nonblock, "Fail at once if the lock is busy (the default)");
+  auto* wait = run->add_option("-w,--wait,--timeout", run_request.wait_seconds,
+                               "Wait up to SECONDS (fractions allowed) for a busy lock")
+                   ->check(CLI::NonNegativeNumber);
+  run->add_option("-E,--conflict-exit-code", run_request.busy_exit_code,
+                  "Exit code when the lock is busy (default 75)")
+      ->check(CLI::Range(0, 255));
+  auto* close = run->add_flag("-o,--close", close_mode,
+                              "Do not pass the lock on to COMMAND; only pidlock holds it");
+  auto* exec = run->add_flag("--exec", exec_mode,
+                             "Replace pidlock with COMMAND, which then holds the lock");
+  run->add_option("--role", run_request.role, "Noun in the busy message (default: installer)");
+  run->add_flag("--no-mkdir", no_mkdir, "Do not create missing parent directories");
+  run->add_option("FILE", run_request.file, "The lock file")->required();
+  run->add_option("COMMAND", trailing, "The command to run, after --");
+  wait->excludes(run->get_option("--nonblock"));
+  close->excludes(exec);
+
+  StatusRequest status_request;
+  auto* status = app.add_subcommand("status", "Report who holds the lock on FILE");
+  status->add_flag("--json", status_request.json, "Print one JSON object");
+  status->add_option("FILE", status_request.file, "The lock file")->required();
+
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them reversed
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "pidlock: %s\n%s", e.what(), usage_line);
+    return exit_code::usage;
+  }
+
+  if (run->parsed()) {
+    if (had_separator && !trailing.empty()) {
+      std::fprintf(stderr, "pidlock: unexpected arguments before --\n%s", usage_line);
+      return exit_code::usage;
+    }
+    run_request.command = had_separator ? command : trailing;
+    if (run_request.command.empty()) {
+      std::fprintf(stderr, "pidlock: run needs a COMMAND\n%s", usage_line);
+      return exit_code::usage;
+    }
+    run_request.create_parents = !no_mkdir;
+    run_request.inheritance = exec_mode    ? Inheritance::exec
+                              : close_mode ? Inheritance::close
+                                           : Inheritance::inherit;
+    return pidlock::cli::run(run_request);
+  }
+  if (had_separator) {
+    std::fprintf(stderr, "pidlock: status takes no command\n%s", usage_line);
+    return exit_code::usage;
+  }
+  return pidlock::cli::status(status_request);
+}

@@ -1,0 +1,190 @@
+// pidlock run: hold the lock while a command runs.
+#include <fmt/core.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "commands.hpp"
+
+namespace pidlock::cli {
+namespace {
+
+constexpr std::array forwarded_signals{SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+std::chrono::nanoseconds to_wait(double seconds) {
+  if (!std::isfinite(seconds)) return wait_forever;
+  // Far beyond any deadline a steady clock can represent: treat as forever.
+  if (seconds > 1e9) return wait_forever;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+}
+
+// One updating line on a terminal while we wait; nothing when stderr is a pipe or a file.
+class Progress {
+ public:
+  explicit Progress(std::string path) : path_(std::move(path)), enabled_(::isatty(STDERR_FILENO) == 1) {}
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  ~Progress() { clear(); }
+
+  void show(std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {
+    if (!enabled_) return;
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(waited).count();
+    std::string who = holder ? fmt::format("pid {}{}", holder->pid,
+                                           holder->command.empty() ? "" : fmt::format(" ({})", holder->command))
+                             : std::string("the holder");
+    fmt::print(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, path_, secs);
+    std::fflush(stderr);
+    shown_ = true;
+  }
+
+  void clear() {
+    if (!shown_) return;
+    fmt::print(stderr, "\r\033[K");
+    std::fflush(stderr);
+    shown_ = false;
+  }
+
+ private:
+  std::string path_;
+  bool enabled_;
+  bool shown_ = false;
+};
+
+std::vector<char*> to_argv(const std::vector<std::string>& command) {
+  std::vector<char*> argv;
+  argv.reserve(command.size() + 1);
+  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  return argv;
+}
+
+int exec_failure_code(int error) {
+  return error == ENOENT || error == ENOTDIR ? exit_code::not_found : exit_code::cannot_execute;
+}
+
+// Only async-signal-safe calls: this runs between fork and exec.
+[[noreturn]] void exec_child(const std::vector<char*>& argv, const sigset_t& original_mask) {
+  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+  ::execvp(argv[0], argv.data());
+  const int error = errno;
+  const char* reason = ::strerror(error);
+  const char* parts[] = {"pidlock: ", argv[0], ": ", reason, "\n"};
+  for (const char* part : parts) {
+    [[maybe_unused]] auto written = ::write(STDERR_FILENO, part, std::strlen(part));
+  }
+  ::_exit(exec_failure_code(error));
+}
+
+int status_to_exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return exit_code::software;
+}
+
+// Waits for the child, passing on the signals an operator or a service manager sends us. A
+// signal the terminal sent (si_code SI_KERNEL) already reached the child, which is in our
+// process group: sending it again would turn one Ctrl-C into two.
+int supervise(pid_t child, const sigset_t& watched) {
+  for (;;) {
+    siginfo_t info{};
+    const int sig = ::sigwaitinfo(&watched, &info);
+    if (sig < 0) {
+      if (errno == EINTR) continue;
+      fmt::print(stderr, "pidlock: sigwaitinfo: {}\n", std::strerror(errno));
+      return exit_code::os_error;
+    }
+    if (sig == SIGCHLD) {
+      int status = 0;
+      const pid_t done = ::waitpid(child, &status, WNOHANG);
+      if (done == child) return status_to_exit_code(status);
+      if (done < 0 && errno != EINTR) {
+        fmt::print(stderr, "pidlock: waitpid: {}\n", std::strerror(errno));
+        return exit_code::os_error;
+      }
+      continue;
+    }
+    if (info.si_code != SI_KERNEL) ::kill(child, sig);
+  }
+}
+
+int fork_and_supervise(const std::vector<std::string>& command) {
+  sigset_t watched{};
+  sigset_t original{};
+  ::sigemptyset(&watched);
+  for (const int sig : forwarded_signals) ::sigaddset(&watched, sig);
+  ::sigaddset(&watched, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &watched, &original);
+  const auto argv = to_argv(command);
+  const pid_t child = ::fork();
+  if (child < 0) {
+    fmt::print(stderr, "pidlock: fork: {}\n", std::strerror(errno));
+    return exit_code::os_error;
+  }
+  if (child == 0) exec_child(argv, original);
+  return supervise(child, watched);
+}
+
+int exec_in_place(const std::vector<std::string>& command) {
+  const auto argv = to_argv(command);
+  ::execvp(argv[0], argv.data());
+  const int error = errno;
+  fmt::print(stderr, "pidlock: {}: {}\n", command.front(), std::strerror(error));
+  return exec_failure_code(error);
+}
+
+}  // namespace
+
+int exit_code_for(const Error& error, int busy_code, int open_failure) {
+  if (error.held()) return busy_code;
+  const int value = error.code().value();
+  if (value == EACCES || value == EPERM) return exit_code::no_permission;
+  const auto& op = error.operation();
+  if (op == "write" || op == "truncate" || op == "fdatasync" || value == EIO ||
+      value == ENOSPC || value == EDQUOT) {
+    return exit_code::io_error;
+  }
+  if (op == "open" || op == "mkdir" || op == "stat" || op == "fstat") return open_failure;
+  return exit_code::os_error;
+}
+
+int run(const RunRequest& request) {
+  Progress progress(request.file);
+  Options options;
+  options.role = request.role;
+  options.create_parents = request.create_parents;
+  options.wait = to_wait(request.wait_seconds);
+  options.inheritable = request.inheritance != Inheritance::close;
+  options.on_wait = [&progress](std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {
+    progress.show(waited, holder);
+  };
+
+  auto lock = Lock::acquire(request.file, options);
+  progress.clear();
+  if (!lock) {
+    fmt::print(stderr, "{}\n", lock.error().message());
+    return exit_code_for(lock.error(), request.busy_exit_code, exit_code::cant_create);
+  }
+  if (auto warning = unreliable_filesystem(request.file)) {
+    fmt::print(stderr, "pidlock: warning: {}\n", *warning);
+  }
+  switch (request.inheritance) {
+    case Inheritance::exec:
+      return exec_in_place(request.command);
+    case Inheritance::inherit:
+      // pidlock's own descriptor closes when it exits; the command's copy keeps the lock.
+      return fork_and_supervise(request.command);
+    case Inheritance::close: {
+      const int code = fork_and_supervise(request.command);
+      lock->release();
+      return code;
+    }
+  }
+  return exit_code::software;
+}
+
+}  // namespace pidlock::cli

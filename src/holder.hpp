@@ -1,0 +1,37 @@
+// Holder discovery: who holds a lock file's flock, according to the kernel.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <ctime>
+#include <expected>
+#include <optional>
+#include <system_error>
+#include <vector>
+
+#include "pidlock/pidlock.hpp"
+#include "proc_parse.hpp"
+
+namespace pidlock::holder {
+
+proc::FileId file_id(const struct stat& st) noexcept;
+
+struct Discovery {
+  bool held = false;               // the kernel lists a granted flock on the file
+  std::vector<Holder> holders;     // live processes confirmed to hold it, primary first
+  std::vector<Waiter> waiters;
+};
+
+struct Hints {
+  std::optional<pid_t> recorded_pid;       // from the file, to mark record agreement
+  std::optional<struct timespec> record_mtime;  // when the record was last written
+};
+
+// Reads /proc/locks for granted and blocked flocks on `file`, confirms the granted locker
+// through its /proc/<pid>/fdinfo, and, when the locker is gone or is not the one holding it (an
+// inherited descriptor outlived it, or its PID was recycled), scans every process's descriptors
+// for the one that holds the lock. Fails only when /proc/locks cannot be read.
+std::expected<Discovery, std::error_code> discover(const proc::FileId& file, const Hints& hints,
+                                                   bool with_waiters);
+
+}  // namespace pidlock::holder

@@ -1,0 +1,245 @@
+// Acquiring and releasing the lock.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "holder.hpp"
+#include "pidlock/pidlock.hpp"
+#include "record.hpp"
+#include "sys.hpp"
+#include "wait.hpp"
+
+namespace pidlock {
+namespace {
+
+namespace fs = std::filesystem;
+using sys::UniqueFd;
+
+// A path replaced under us this many times in a row is being fought over; give up rather than
+// spin.
+constexpr int max_replacements = 64;
+
+std::error_code errno_code(int value) { return {value, std::system_category()}; }
+
+const char* file_type_name(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    case S_IFLNK: return "a symbolic link";
+    default: return "not a regular file";
+  }
+}
+
+Error not_regular(const fs::path& path, mode_t mode) {
+  return Error::failure("open", path, errno_code(EINVAL),
+                        std::string("refusing a lock file that is ") + file_type_name(mode));
+}
+
+// mkdir -p, one component at a time, so that an error names the directory that failed.
+std::expected<void, Error> make_parents(const fs::path& directory, mode_t mode) {
+  fs::path prefix;
+  for (const auto& part : directory) {
+    prefix /= part;
+    if (::mkdir(prefix.c_str(), mode) == 0 || errno == EEXIST) continue;
+    return std::unexpected(Error::failure("mkdir", prefix, sys::last_error()));
+  }
+  return {};
+}
+
+std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Options& options) {
+  // O_NOFOLLOW: a symlink planted at the path is refused, not followed to a file we do not own.
+  // O_NONBLOCK: a FIFO planted at the path must not hang the open (it is refused right after).
+  constexpr int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  UniqueFd fd(::open(path.c_str(), flags, options.mode));
+  if (!fd && errno == ENOENT && options.create_parents && path.has_parent_path()) {
+    if (auto made = make_parents(path.parent_path(), 0755); !made) {
+      return std::unexpected(made.error());
+    }
+    fd.reset(::open(path.c_str(), flags, options.mode));
+  }
+  if (fd) return fd;
+  if (errno == ELOOP) {
+    return std::unexpected(Error::failure("open", path, sys::last_error(),
+                                          "is a symbolic link; refusing to follow it"));
+  }
+  return std::unexpected(Error::failure("open", path, sys::last_error()));
+}
+
+std::expected<struct stat, Error> stat_regular(int fd, const fs::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+  if (!S_ISREG(st.st_mode)) return std::unexpected(not_regular(path, st.st_mode));
+  return st;
+}
+
+struct Claim {
+  std::optional<Holder> holder;        // who the kernel says holds it
+  std::optional<pid_t> recorded_pid;   // what the file says
+};
+
+// The kernel is asked who holds the lock; the record is read only to mark agreement, and to
+// fall back on where /proc is unavailable.
+Claim identify_holder(int fd, const struct stat& st) {
+  Claim claim;
+  holder::Hints hints;
+  if (auto text = sys::read_fd(fd, record::read_limit)) hints.recorded_pid = record::parse(*text);
+  hints.record_mtime = st.st_mtim;
+  claim.recorded_pid = hints.recorded_pid;
+  auto found = holder::discover(holder::file_id(st), hints, false);
+  if (found && !found->holders.empty()) claim.holder = found->holders.front();
+  return claim;
+}
+
+Error busy(int fd, const struct stat& st, const fs::path& path, const Options& options) {
+  auto claim = identify_holder(fd, st);
+  return Error::busy(path, options.role, std::move(claim.holder), claim.recorded_pid);
+}
+
+std::optional<Holder> current_holder(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::nullopt;
+  return identify_holder(fd, st).holder;
+}
+
+wait::Clock::time_point deadline_after(std::chrono::nanoseconds wait) {
+  const auto now = wait::Clock::now();
+  if (wait == wait_forever || wait >= wait::Clock::time_point::max() - now) {
+    return wait::Clock::time_point::max();
+  }
+  return now + std::chrono::duration_cast<wait::Clock::duration>(wait);
+}
+
+std::expected<void, Error> take_flock(int fd, const fs::path& path, const Options& options,
+                                      wait::Clock::time_point deadline) {
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
+    auto st = stat_regular(fd, path);  // a busy FIFO is still not a lock file
+    if (!st) return std::unexpected(st.error());
+    if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
+      return std::unexpected(busy(fd, *st, path, options));
+    }
+    wait::Tick tick;
+    if (options.on_wait) {
+      tick = [&](std::chrono::nanoseconds waited) { options.on_wait(waited, current_holder(fd)); };
+    }
+    auto outcome = wait::until_locked(fd, deadline, tick, options.progress_interval);
+    if (!outcome) return std::unexpected(Error::failure("flock", path, outcome.error()));
+    if (*outcome == wait::Outcome::timed_out) {
+      return std::unexpected(busy(fd, *st, path, options));
+    }
+    return {};
+  }
+  return {};
+}
+
+// Whether `path` still names the inode we locked. Between our open() and flock() the previous
+// holder (or anyone) may have unlinked or replaced the file; a lock on an orphaned inode
+// excludes nobody.
+std::expected<bool, Error> still_names(const struct stat& locked, const fs::path& path) {
+  struct stat now {};
+  if (::fstatat(AT_FDCWD, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    return std::unexpected(Error::failure("stat", path, sys::last_error()));
+  }
+  return now.st_dev == locked.st_dev && now.st_ino == locked.st_ino;
+}
+
+// Writes "<pid>\n" over the old record, then cuts the file to that length. Never empty, and a
+// reader that catches the moment in between still finds the new PID on the first line.
+std::expected<void, Error> write_record(int fd, const fs::path& path, const Options& options) {
+  const auto text = record::format(::getpid());
+  ssize_t written = 0;
+  do {
+    written = ::pwrite(fd, text.bytes, text.size, 0);
+  } while (written < 0 && errno == EINTR);
+  if (written < 0) return std::unexpected(Error::failure("write", path, sys::last_error()));
+  if (static_cast<std::size_t>(written) != text.size) {
+    return std::unexpected(Error::failure("write", path, errno_code(ENOSPC)));
+  }
+  if (::ftruncate(fd, static_cast<off_t>(text.size)) != 0) {
+    return std::unexpected(Error::failure("truncate", path, sys::last_error()));
+  }
+  if (options.sync_record && ::fdatasync(fd) != 0) {
+    return std::unexpected(Error::failure("fdatasync", path, sys::last_error()));
+  }
+  return {};
+}
+
+// Drops a lock taken in this call that we cannot hand out. Unlocking first matters when another
+// thread forked meanwhile: closing alone would leave the lock held by its copy.
+void abandon(UniqueFd& fd) {
+  ::flock(fd.get(), LOCK_UN);
+  fd.reset();
+}
+
+}  // namespace
+
+std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& options) {
+  if (path.empty()) return std::unexpected(Error::failure("open", path, errno_code(ENOENT)));
+  const auto deadline = deadline_after(options.wait);
+  for (int attempt = 0; attempt < max_replacements; ++attempt) {
+    auto fd = open_lock_file(path, options);
+    if (!fd) return std::unexpected(fd.error());
+    if (auto locked = take_flock(fd->get(), path, options, deadline); !locked) {
+      return std::unexpected(locked.error());
+    }
+    auto st = stat_regular(fd->get(), path);
+    if (!st) {
+      abandon(*fd);
+      return std::unexpected(st.error());
+    }
+    auto same = still_names(*st, path);
+    if (!same || !*same) {
+      abandon(*fd);
+      if (!same) return std::unexpected(same.error());
+      continue;
+    }
+    if (auto written = write_record(fd->get(), path, options); !written) {
+      abandon(*fd);
+      return std::unexpected(written.error());
+    }
+    if (options.inheritable && ::fcntl(fd->get(), F_SETFD, 0) != 0) {
+      const auto error = Error::failure("fcntl", path, sys::last_error());
+      abandon(*fd);
+      return std::unexpected(error);
+    }
+    return Lock(fd->release(), path, options.inheritable);
+  }
+  return std::unexpected(Error::failure("open", path, errno_code(EAGAIN),
+                                        "the path kept being replaced while we locked it"));
+}
+
+Lock::Lock(Lock&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      inheritable_(other.inheritable_),
+      path_(std::move(other.path_)) {}
+
+Lock& Lock::operator=(Lock&& other) noexcept {
+  if (this != &other) {
+    release();
+    fd_ = std::exchange(other.fd_, -1);
+    inheritable_ = other.inheritable_;
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+Lock::~Lock() { release(); }
+
+std::error_code Lock::release() noexcept {
+  if (fd_ < 0) return {};
+  std::error_code error;
+  if (!inheritable_ && ::flock(fd_, LOCK_UN) != 0) error = sys::last_error();
+  if (::close(fd_) != 0 && !error && errno != EINTR) error = sys::last_error();
+  fd_ = -1;
+  return error;
+}
+
+}  // namespace pidlock

@@ -1,0 +1,138 @@
+#include "proc_parse.hpp"
+
+#include <array>
+#include <charconv>
+#include <cstddef>
+
+namespace pidlock::proc {
+namespace {
+
+bool is_space(char c) noexcept { return c == ' ' || c == '\t'; }
+
+// Splits off the next whitespace-separated token.
+std::string_view next_token(std::string_view& s) noexcept {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  std::size_t n = 0;
+  while (n < s.size() && !is_space(s[n])) ++n;
+  const std::string_view token = s.substr(0, n);
+  s.remove_prefix(n);
+  return token;
+}
+
+template <typename T>
+std::optional<T> to_number(std::string_view s, int base = 10) noexcept {
+  T value{};
+  if (s.empty()) return std::nullopt;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value, base);
+  if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+LockKind kind_of(std::string_view token) noexcept {
+  if (token == "FLOCK") return LockKind::flock;
+  if (token == "POSIX") return LockKind::posix;
+  if (token == "OFDLCK") return LockKind::ofd;
+  if (token == "LEASE" || token == "DELEG") return LockKind::lease;
+  return LockKind::other;
+}
+
+// "fe:00:10952837": hex major, hex minor, decimal inode.
+std::optional<FileId> parse_file_id(std::string_view s) noexcept {
+  const auto first = s.find(':');
+  if (first == std::string_view::npos) return std::nullopt;
+  const auto second = s.find(':', first + 1);
+  if (second == std::string_view::npos) return std::nullopt;
+  const auto major = to_number<unsigned>(s.substr(0, first), 16);
+  const auto minor = to_number<unsigned>(s.substr(first + 1, second - first - 1), 16);
+  const auto inode = to_number<std::uint64_t>(s.substr(second + 1));
+  if (!major || !minor || !inode) return std::nullopt;
+  return FileId{*major, *minor, *inode};
+}
+
+}  // namespace
+
+std::optional<LockLine> parse_lock_line(std::string_view line) {
+  LockLine out;
+  const std::string_view ordinal = next_token(line);
+  if (ordinal.size() < 2 || ordinal.back() != ':') return std::nullopt;
+  std::string_view kind = next_token(line);
+  if (kind == "->") {
+    out.blocked = true;
+    kind = next_token(line);
+  }
+  out.kind = kind_of(kind);
+  next_token(line);  // ADVISORY / MANDATORY / ACTIVE / BREAKING / BREAKER
+  const std::string_view access = next_token(line);
+  out.write = access == "WRITE";
+  const auto pid = to_number<pid_t>(next_token(line));
+  const auto file = parse_file_id(next_token(line));
+  if (!pid || !file || access.empty()) return std::nullopt;
+  out.pid = *pid;
+  out.file = *file;
+  return out;
+}
+
+FdInfo parse_fdinfo(std::string_view text) {
+  FdInfo out;
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    if (line.starts_with("ino:")) {
+      line.remove_prefix(4);
+      out.inode = to_number<std::uint64_t>(next_token(line));
+    } else if (line.starts_with("lock:")) {
+      line.remove_prefix(5);
+      if (auto lock = parse_lock_line(line)) out.locks.push_back(*lock);
+    }
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  return out;
+}
+
+std::optional<StatFields> parse_stat(std::string_view text) {
+  const auto open = text.find('(');
+  const auto close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) {
+    return std::nullopt;
+  }
+  StatFields out;
+  out.command = std::string(text.substr(open + 1, close - open - 1));
+  std::string_view rest = text.substr(close + 1);
+  // Fields after the command: state is field 3, so field N is token N-3.
+  constexpr std::size_t parent_index = 4 - 3;
+  constexpr std::size_t start_index = 22 - 3;
+  std::array<std::string_view, start_index + 1> tokens{};
+  for (auto& token : tokens) {
+    token = next_token(rest);
+    if (token.empty()) return std::nullopt;
+  }
+  const auto parent = to_number<pid_t>(tokens[parent_index]);
+  const auto start = to_number<std::uint64_t>(tokens[start_index]);
+  if (!parent || !start) return std::nullopt;
+  out.parent = *parent;
+  out.start_ticks = *start;
+  return out;
+}
+
+std::optional<uid_t> parse_status_euid(std::string_view text) {
+  const auto at = text.find("\nUid:");
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view line = text.substr(at + 5);
+  line = line.substr(0, line.find('\n'));
+  next_token(line);  // real
+  return to_number<uid_t>(next_token(line));
+}
+
+std::vector<std::string> parse_cmdline(std::string_view text) {
+  std::vector<std::string> args;
+  while (!text.empty()) {
+    const auto end = text.find('\0');
+    args.emplace_back(text.substr(0, end));
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  return args;
+}
+
+}  // namespace pidlock::proc

@@ -1,0 +1,47 @@
+#include "sys.hpp"
+
+#include <algorithm>
+
+namespace pidlock::sys {
+namespace {
+
+// Reads until EOF or `limit`; /proc files are generated on read and may come in short pieces.
+template <typename ReadAt>
+std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, ReadAt read_at) {
+  std::string out;
+  std::size_t chunk = std::min<std::size_t>(limit, 4096);
+  while (out.size() < limit) {
+    const std::size_t want = std::min(chunk, limit - out.size());
+    const std::size_t old = out.size();
+    out.resize(old + want);
+    const ssize_t n = read_at(out.data() + old, want, old);
+    if (n < 0) {
+      out.resize(old);
+      if (errno == EINTR) continue;
+      return std::unexpected(last_error());
+    }
+    out.resize(old + static_cast<std::size_t>(n));
+    if (n == 0) break;
+    chunk = 65536;  // /proc/locks on a busy machine runs to tens of KiB
+  }
+  return out;
+}
+
+}  // namespace
+
+std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit) {
+  return read_until_eof(limit, [fd](char* buf, std::size_t len, std::size_t offset) {
+    return ::pread(fd, buf, len, static_cast<off_t>(offset));
+  });
+}
+
+std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
+                                                         std::size_t limit) {
+  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
+  if (!fd) return std::unexpected(last_error());
+  return read_until_eof(limit, [&fd](char* buf, std::size_t len, std::size_t) {
+    return ::read(fd.get(), buf, len);
+  });
+}
+
+}  // namespace pidlock::sys

@@ -1,0 +1,53 @@
+// Small, exception-free wrappers around the syscalls the library repeats.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <expected>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace pidlock::sys {
+
+inline std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+
+// Owns a file descriptor; closes it exactly once.
+class UniqueFd {
+ public:
+  UniqueFd() noexcept = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept {
+    // close() is not retried on EINTR: on Linux the descriptor is gone either way.
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Reads at most `limit` bytes of a small file (a /proc entry or a lock record) relative to
+// `dirfd`. /proc files are generated on read, so they are read in a loop until EOF.
+std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
+                                                         std::size_t limit);
+
+// Reads at most `limit` bytes from an already open descriptor, from offset 0.
+std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit);
+
+}  // namespace pidlock::sys

@@ -1,0 +1,338 @@
+// The pidlock command, run as a user would run it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support.hpp"
+
+namespace pidlock {
+namespace {
+
+using test::Child;
+using test::pidlock_binary;
+using test::run;
+using test::TempDir;
+
+// `pidlock run FILE -- sh -c 'echo $$; read _'`: holds until its stdin closes. Returns once the
+// command runs, with the command's PID as its first line.
+struct Held {
+  Child child;
+  pid_t command_pid;
+};
+
+Held hold(const std::filesystem::path& path, std::vector<std::string> options = {}) {
+  std::vector<std::string> argv{pidlock_binary(), "run"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  argv.insert(argv.end(), {path.string(), "--", "sh", "-c", "echo $$; read _ || :"});
+  Child child = Child::spawn(argv);
+  const std::string line = child.read_line();
+  return {std::move(child), line.empty() ? -1 : std::stoi(line)};
+}
+
+bool flock_free(const std::filesystem::path& path) {
+  return run({"flock", "-n", path.string(), "true"}).code == 0;
+}
+
+TEST(Cli, BusyExits75NamingTheHolder) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 75);
+  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(held.child.pid()) +
+                            ", pidlock, for ",
+                        0),
+            0u)
+      << r.err;
+  EXPECT_NE(r.err.find("— lock file: " + (dir / "l").string() + "\n"), std::string::npos);
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(Cli, RunsTheCommandAndReturnsItsStatus) {
+  TempDir dir;
+  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "exit 7"}).code, 7);
+  const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "echo", "-n", "hi"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out, "hi");  // "-n" belongs to echo, not to pidlock
+}
+
+TEST(Cli, CommandKilledBySignalGives128PlusN) {
+  TempDir dir;
+  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "kill -TERM $$"}).code,
+            128 + SIGTERM);
+}
+
+TEST(Cli, CommandNotFoundIs127AndNotExecutableIs126) {
+  TempDir dir;
+  const auto missing = run({pidlock_binary(), "run", (dir / "l").string(), "--", "no-such-command-xyz"});
+  EXPECT_EQ(missing.code, 127);
+  EXPECT_NE(missing.err.find("no-such-command-xyz"), std::string::npos);
+  test::write_text(dir / "script", "#!/bin/sh\n");
+  ::chmod((dir / "script").c_str(), 0644);
+  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", (dir / "script").string()}).code, 126);
+  for (const char* mode : {"--exec", "-o"}) {
+    EXPECT_EQ(run({pidlock_binary(), "run", mode, (dir / "l").string(), "--", "no-such-command-xyz"}).code,
+              127)
+        << mode;
+  }
+}
+
+TEST(Cli, ConflictExitCodeIsSettable) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  EXPECT_EQ(run({pidlock_binary(), "run", "-E", "3", (dir / "l").string(), "--", "true"}).code, 3);
+  EXPECT_EQ(run({pidlock_binary(), "run", "-n", (dir / "l").string(), "--", "true"}).code, 75);
+}
+
+TEST(Cli, RoleNamesTheKindOfProcess) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  const auto r = run({pidlock_binary(), "run", "--role", "updater", (dir / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 75);
+  EXPECT_EQ(r.err.rfind("another updater is running (pid ", 0), 0u) << r.err;
+}
+
+TEST(Cli, WaitTimesOutWith75) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  const auto r = run({pidlock_binary(), "run", "-w", "0.2", (dir / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 75);
+  EXPECT_NE(r.err.find("another installer is running"), std::string::npos);
+  EXPECT_EQ(r.err.find("waiting for"), std::string::npos);  // no progress line off a terminal
+}
+
+TEST(Cli, WaitZeroIsNonBlocking) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  EXPECT_EQ(run({pidlock_binary(), "run", "-w", "0", (dir / "l").string(), "--", "true"}).code, 75);
+}
+
+TEST(Cli, WaitIsHandedTheLockWhenTheHolderFinishes) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  Child waiter = Child::spawn({pidlock_binary(), "run", "-w", "60", (dir / "l").string(), "--", "echo", "mine"});
+  waiter.close_stdin();
+  ASSERT_TRUE(test::eventually([&] {
+    return run({pidlock_binary(), "status", "--json", (dir / "l").string()}).out.find("\"waiters\":[{") !=
+           std::string::npos;
+  }));
+  held.child.close_stdin();
+  EXPECT_EQ(held.child.wait(), 0);
+  EXPECT_EQ(waiter.wait(), 0);
+  EXPECT_EQ(waiter.drain_stdout(), "mine\n");
+}
+
+TEST(Cli, InteropFlockHolderMakesPidlockBusy) {
+  TempDir dir;
+  Child flock = Child::spawn({"flock", (dir / "l").string(), "sh", "-c", "echo ready; read _"});
+  ASSERT_EQ(flock.read_line(), "ready");
+  const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 75);
+  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(flock.pid()) + ", flock", 0),
+            0u)
+      << r.err;
+}
+
+TEST(Cli, InteropPidlockHolderMakesFlockBusy) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  EXPECT_FALSE(flock_free(dir / "l"));
+  held.child.close_stdin();
+  EXPECT_EQ(held.child.wait(), 0);
+  EXPECT_TRUE(flock_free(dir / "l"));
+}
+
+TEST(Cli, TheCommandInheritsTheLockAndKeepsItIfPidlockIsKilled) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  held.child.signal(SIGKILL);
+  EXPECT_EQ(held.child.wait(), 128 + SIGKILL);
+  EXPECT_FALSE(flock_free(dir / "l"));  // sh still runs, and still holds it
+  const auto status = run({pidlock_binary(), "status", "--json", (dir / "l").string()});
+  const auto json = nlohmann::json::parse(status.out);
+  EXPECT_EQ(json["holder"]["pid"], held.command_pid);
+  EXPECT_EQ(json["record"], "stale");  // the record names the killed pidlock
+  ::kill(held.command_pid, SIGKILL);
+  EXPECT_TRUE(test::eventually([&] { return flock_free(dir / "l"); }));
+}
+
+TEST(Cli, CloseKeepsTheLockInPidlockAlone) {
+  TempDir dir;
+  Held held = hold(dir / "l", {"-o"});
+  EXPECT_FALSE(flock_free(dir / "l"));
+  held.child.signal(SIGKILL);
+  EXPECT_EQ(held.child.wait(), 128 + SIGKILL);
+  EXPECT_TRUE(flock_free(dir / "l"));  // the command runs on, without the lock
+  ::kill(held.command_pid, SIGKILL);
+}
+
+TEST(Cli, ExecReplacesPidlockSoTheRecordIsTheCommandsPid) {
+  TempDir dir;
+  Held held = hold(dir / "l", {"--exec"});
+  EXPECT_EQ(held.command_pid, held.child.pid());
+  EXPECT_EQ(test::read_text(dir / "l"), std::to_string(held.command_pid) + "\n");
+  EXPECT_FALSE(flock_free(dir / "l"));
+}
+
+TEST(Cli, DefaultModeRecordsPidlocksOwnPid) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  EXPECT_NE(held.command_pid, held.child.pid());
+  EXPECT_EQ(test::read_text(dir / "l"), std::to_string(held.child.pid()) + "\n");
+}
+
+class ForwardedSignal : public testing::TestWithParam<int> {};
+
+TEST_P(ForwardedSignal, ReachesTheCommand) {
+  TempDir dir;
+  Child child = Child::spawn({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c",
+                              "echo ready; exec sleep 60"});
+  ASSERT_EQ(child.read_line(), "ready");
+  // sh has exec'd sleep once /proc shows it; a signal before that would hit sh instead.
+  ASSERT_TRUE(test::eventually([&] {
+    auto r = run({pidlock_binary(), "status", "--json", (dir / "l").string()});
+    return r.out.find("\"sleep\"") != std::string::npos || r.out.find("sleep 60") != std::string::npos ||
+           run({"pgrep", "-P", std::to_string(child.pid()), "-x", "sleep"}).code == 0;
+  }));
+  child.signal(GetParam());
+  EXPECT_EQ(child.wait(), 128 + GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, ForwardedSignal, testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
+
+TEST(Cli, StatusOfAFreeOrMissingFile) {
+  TempDir dir;
+  const auto missing = run({pidlock_binary(), "status", (dir / "l").string()});
+  EXPECT_EQ(missing.code, 0);
+  EXPECT_NE(missing.out.find("free"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir / "l"));
+  const auto json = nlohmann::json::parse(run({pidlock_binary(), "status", "--json", (dir / "l").string()}).out);
+  EXPECT_EQ(json["path"], (dir / "l").string());
+  EXPECT_EQ(json["held"], false);
+  EXPECT_TRUE(json["holder"].is_null());
+  EXPECT_TRUE(json["recorded_pid"].is_null());
+}
+
+TEST(Cli, StatusOfAHeldFile) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  const auto human = run({pidlock_binary(), "status", (dir / "l").string()});
+  EXPECT_EQ(human.code, 75);
+  EXPECT_NE(human.out.find("held by pid " + std::to_string(held.child.pid()) + " (pidlock)"),
+            std::string::npos)
+      << human.out;
+  EXPECT_NE(human.out.find("record: pid " + std::to_string(held.child.pid()) + " (agrees)"),
+            std::string::npos);
+  const auto r = run({pidlock_binary(), "status", "--json", (dir / "l").string()});
+  EXPECT_EQ(r.code, 75);
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json["path"], (dir / "l").string());
+  EXPECT_EQ(json["held"], true);
+  EXPECT_EQ(json["holder"]["pid"], held.child.pid());
+  EXPECT_EQ(json["holder"]["command"], "pidlock");
+  EXPECT_EQ(json["holder"]["record_agrees"], true);
+  EXPECT_EQ(json["holder"]["user"], "root");
+  EXPECT_EQ(json["recorded_pid"], held.child.pid());
+  EXPECT_EQ(json["record"], "agrees");
+  EXPECT_TRUE(json["waiters"].is_array());
+}
+
+TEST(Cli, StatusNeverCreatesWritesOrLocks) {
+  TempDir dir;
+  test::write_text(dir / "l", "12345\n");
+  struct stat before {};
+  ::stat((dir / "l").c_str(), &before);
+  EXPECT_EQ(run({pidlock_binary(), "status", (dir / "l").string()}).code, 0);
+  struct stat after {};
+  ::stat((dir / "l").c_str(), &after);
+  EXPECT_EQ(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+  EXPECT_EQ(test::read_text(dir / "l"), "12345\n");
+  EXPECT_EQ(run({pidlock_binary(), "status", (dir.path() / "a" / "b").string()}).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "a"));
+}
+
+TEST(Cli, UsageErrorsExit64) {
+  TempDir dir;
+  const auto f = (dir / "l").string();
+  const std::vector<std::vector<std::string>> bad{
+      {},
+      {"run"},
+      {"run", f},
+      {"run", f, "--"},
+      {"run", "-n", "-w", "1", f, "--", "true"},
+      {"run", "-o", "--exec", f, "--", "true"},
+      {"run", "-w", "-1", f, "--", "true"},
+      {"run", "-w", "soon", f, "--", "true"},
+      {"run", "--bogus", f, "--", "true"},
+      {"status"},
+      {"status", f, "--", "true"},
+      {"frobnicate"},
+  };
+  for (auto args : bad) {
+    args.insert(args.begin(), pidlock_binary());
+    const auto r = run(args);
+    EXPECT_EQ(r.code, 64) << testing::PrintToString(args);
+    EXPECT_NE(r.err.find("usage: pidlock"), std::string::npos) << r.err;
+  }
+}
+
+TEST(Cli, HelpAndVersion) {
+  EXPECT_EQ(run({pidlock_binary(), "--help"}).code, 0);
+  const auto v = run({pidlock_binary(), "--version"});
+  EXPECT_EQ(v.code, 0);
+  EXPECT_FALSE(v.out.empty());
+}
+
+TEST(Cli, HostilePathsFailClearlyAndNotAs75) {
+  TempDir dir;
+  test::write_text(dir / "precious", "keep\n");
+  std::filesystem::create_symlink(dir / "precious", dir / "link");
+  auto r = run({pidlock_binary(), "run", (dir / "link").string(), "--", "true"});
+  EXPECT_EQ(r.code, 73);
+  EXPECT_EQ(r.err, "pidlock: open " + (dir / "link").string() + ": is a symbolic link; refusing to follow it\n");
+  EXPECT_EQ(test::read_text(dir / "precious"), "keep\n");
+
+  std::filesystem::create_directory(dir / "d");
+  r = run({pidlock_binary(), "run", (dir / "d").string(), "--", "true"});
+  EXPECT_EQ(r.code, 73);
+  EXPECT_EQ(r.err, "pidlock: open " + (dir / "d").string() + ": Is a directory\n");
+
+  r = run({pidlock_binary(), "run", "--no-mkdir", (dir.path() / "x" / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 73);
+  EXPECT_NE(r.err.find("No such file or directory"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "x"));
+}
+
+TEST(Cli, ProgressLineOnATerminalWhileWaiting) {
+  TempDir dir;
+  Held held = hold(dir / "l");
+  int master = -1;
+  int slave = -1;
+  ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+  Child waiter = Child::fork([&] {
+    ::dup2(slave, STDERR_FILENO);
+    ::execl(pidlock_binary().c_str(), "pidlock", "run", "-w", "1.5", (dir / "l").c_str(), "--", "true",
+            nullptr);
+    return 127;
+  });
+  ::close(slave);
+  EXPECT_EQ(waiter.wait(), 75);
+  std::string screen;
+  char buf[4096];
+  ssize_t n = 0;
+  ::fcntl(master, F_SETFL, O_NONBLOCK);
+  while ((n = ::read(master, buf, sizeof buf)) > 0) screen.append(buf, static_cast<std::size_t>(n));
+  ::close(master);
+  EXPECT_NE(screen.find("waiting for pid " + std::to_string(held.child.pid()) + " (pidlock) to release " +
+                        (dir / "l").string() + " — "),
+            std::string::npos)
+      << screen;
+  EXPECT_NE(screen.find("another installer is running"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pidlock

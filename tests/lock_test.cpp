@@ -1,0 +1,507 @@
+// The lock: every case of the seed package's test list, plus what it left out.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pidlock/pidlock.hpp"
+#include "support.hpp"
+
+namespace pidlock {
+namespace {
+
+using test::Child;
+using test::read_text;
+using test::TempDir;
+using test::write_text;
+
+std::string record_of(pid_t pid) { return std::to_string(pid) + "\n"; }
+
+// A child that holds the lock on `path` until its stdin closes; its first line is "ready".
+Child holder_child(const std::filesystem::path& path, Options options = {}) {
+  Child child = Child::fork([path, options] {
+    auto lock = Lock::acquire(path, options);
+    if (!lock) {
+      std::printf("error %s\n", lock.error().message().c_str());
+      return 1;
+    }
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char c;
+    while (::read(0, &c, 1) > 0) {
+    }
+    return 0;
+  });
+  EXPECT_EQ(child.read_line(), "ready");
+  return child;
+}
+
+pid_t dead_pid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return pid;  // reaped: nobody has it until the PID space wraps
+}
+
+TEST(Acquire, FirstAcquireSucceeds) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "installer.lock");
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_TRUE(lock->held());
+  EXPECT_EQ(lock->path(), dir / "installer.lock");
+  EXPECT_TRUE(std::filesystem::is_regular_file(dir / "installer.lock"));
+}
+
+TEST(Acquire, DefaultLockFileNameIsInstallerLock) {
+  static_assert(default_lock_file == std::string_view("installer.lock"));
+  TempDir dir;
+  auto lock = Lock::acquire(dir.path() / default_lock_file);
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(lock->path().filename(), "installer.lock");
+}
+
+TEST(Acquire, RecordHoldsOurPidExactly) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+TEST(Acquire, SecondAcquireInTheSameProcessFailsNamingOurPid) {
+  TempDir dir;
+  auto first = Lock::acquire(dir / "l");
+  ASSERT_TRUE(first);
+  auto second = Lock::acquire(dir / "l");
+  ASSERT_FALSE(second);
+  EXPECT_TRUE(second.error().held());
+  ASSERT_TRUE(second.error().holder());
+  EXPECT_EQ(second.error().holder()->pid, ::getpid());
+  const std::string expected = "another installer is running (pid " + std::to_string(::getpid());
+  EXPECT_EQ(second.error().message().rfind(expected, 0), 0u) << second.error().message();
+  EXPECT_NE(second.error().message().find("— lock file: " + (dir / "l").string()), std::string::npos);
+  EXPECT_EQ(second.error().code(), std::errc::resource_unavailable_try_again);
+}
+
+TEST(Acquire, SecondAcquireFromAnotherProcessNamesThatProcess) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  auto second = Lock::acquire(dir / "l");
+  ASSERT_FALSE(second);
+  ASSERT_TRUE(second.error().held());
+  ASSERT_TRUE(second.error().holder());
+  EXPECT_EQ(second.error().holder()->pid, holder.pid());
+  EXPECT_NE(second.error().message().find("another installer is running (pid " +
+                                          std::to_string(holder.pid()) + ", "),
+            std::string::npos)
+      << second.error().message();
+  // The record of a file we could not lock is untouched.
+  EXPECT_EQ(read_text(dir / "l"), record_of(holder.pid()));
+}
+
+TEST(Acquire, RoleNamesTheKindOfProcess) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options;
+  options.role = "updater";
+  auto second = Lock::acquire(dir / "l", options);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().message().rfind("another updater is running (pid ", 0), 0u);
+}
+
+TEST(Acquire, StalePidIsReclaimed) {
+  TempDir dir;
+  write_text(dir / "l", record_of(dead_pid()));
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+TEST(Acquire, RecordOfALiveProcessThatDoesNotHoldTheLockIsReclaimed) {
+  TempDir dir;
+  write_text(dir / "l", record_of(1));  // init is alive, and holds nothing here
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+class JunkRecord : public testing::TestWithParam<std::string> {};
+
+TEST_P(JunkRecord, IsReclaimedAndOverwritten) {
+  TempDir dir;
+  write_text(dir / "l", GetParam());
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Records, JunkRecord,
+                         testing::Values("", "   \n\t ", "junk\n", "-42\n", "0\n",
+                                         "99999999999999999999999999\n",
+                                         std::string(4096, '7'), "12 34\n",
+                                         std::string("4\0" "2\n", 4)));
+
+TEST(Release, ThenReacquire) {
+  TempDir dir;
+  auto first = Lock::acquire(dir / "l");
+  ASSERT_TRUE(first);
+  EXPECT_FALSE(first->release());
+  EXPECT_FALSE(first->held());
+  auto second = Lock::acquire(dir / "l");
+  ASSERT_TRUE(second) << second.error().message();
+}
+
+TEST(Release, OfAnEmptyLockIsANoOp) {
+  Lock empty;
+  EXPECT_FALSE(empty.held());
+  EXPECT_FALSE(empty.release());
+}
+
+TEST(Release, TwiceIsANoOp) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  EXPECT_FALSE(lock->release());
+  EXPECT_FALSE(lock->release());
+}
+
+TEST(Release, LeavesTheFileAndItsRecord) {
+  TempDir dir;
+  {
+    auto lock = Lock::acquire(dir / "l");
+    ASSERT_TRUE(lock);
+  }
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+TEST(Release, DestructorReleases) {
+  TempDir dir;
+  { auto lock = Lock::acquire(dir / "l"); }
+  EXPECT_TRUE(Lock::acquire(dir / "l"));
+}
+
+TEST(Release, MovedFromLockHoldsNothingAndTheMoveTargetHolds) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  Lock moved = std::move(*lock);
+  EXPECT_FALSE(lock->held());  // NOLINT(bugprone-use-after-move): that is the point
+  EXPECT_TRUE(moved.held());
+  EXPECT_FALSE(Lock::acquire(dir / "l"));
+  moved = Lock();
+  EXPECT_TRUE(Lock::acquire(dir / "l"));
+}
+
+TEST(Release, UnlocksForForkedChildrenToo) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  Child sharer = Child::fork([] {  // inherits the locked descriptor
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char c;
+    while (::read(0, &c, 1) > 0) {
+    }
+    return 0;
+  });
+  ASSERT_EQ(sharer.read_line(), "ready");
+  lock->release();
+  EXPECT_TRUE(Lock::acquire(dir / "l"));
+}
+
+TEST(Release, AnInheritableLockStaysWithTheProcessesItWasPassedTo) {
+  TempDir dir;
+  Options options;
+  options.inheritable = true;
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_TRUE(lock);
+  Child sharer = Child::fork([] {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    char c;
+    while (::read(0, &c, 1) > 0) {
+    }
+    return 0;
+  });
+  ASSERT_EQ(sharer.read_line(), "ready");
+  lock->release();
+  EXPECT_FALSE(Lock::acquire(dir / "l"));
+  sharer.close_stdin();
+  EXPECT_EQ(sharer.wait(), 0);
+  EXPECT_TRUE(Lock::acquire(dir / "l"));
+}
+
+TEST(Acquire, CreatesParentDirectories) {
+  TempDir dir;
+  const auto path = dir.path() / "var" / "lib" / "app" / "installer.lock";
+  auto lock = Lock::acquire(path);
+  ASSERT_TRUE(lock) << lock.error().message();
+  struct stat st {};
+  ASSERT_EQ(::stat((dir.path() / "var" / "lib").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777 & ~0755u, 0u);
+}
+
+TEST(Acquire, WithoutCreateParentsAMissingDirectoryIsAnError) {
+  TempDir dir;
+  Options options;
+  options.create_parents = false;
+  auto lock = Lock::acquire(dir.path() / "missing" / "l", options);
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().code(), std::errc::no_such_file_or_directory);
+  EXPECT_EQ(lock.error().message(),
+            "pidlock: open " + (dir.path() / "missing" / "l").string() + ": No such file or directory");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "missing"));
+}
+
+TEST(Acquire, NewFileGetsTheConfiguredModeUnderUmask) {
+  TempDir dir;
+  const mode_t old = ::umask(022);
+  Options options;
+  options.mode = 0640;
+  auto lock = Lock::acquire(dir / "l", options);
+  ::umask(old);
+  ASSERT_TRUE(lock);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "l").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+}
+
+TEST(Acquire, SyncRecordStillWritesTheRecord) {
+  TempDir dir;
+  Options options;
+  options.sync_record = true;
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
+}
+
+TEST(Acquire, SecondAcquireWhileTheRecordIsTruncatedStillNamesTheHolder) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  ::truncate((dir / "l").c_str(), 0);  // the instant between lock and write, or a wiped file
+  auto second = Lock::acquire(dir / "l");
+  ASSERT_FALSE(second);
+  EXPECT_TRUE(second.error().held());
+  ASSERT_TRUE(second.error().holder());
+  EXPECT_EQ(second.error().holder()->pid, holder.pid());
+  EXPECT_EQ(read_text(dir / "l"), "");
+}
+
+TEST(Acquire, InteroperatesWithFlockOnTheSamePath) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(test::run({"flock", "-n", (dir / "l").string(), "true"}).code, 1);
+  lock->release();
+  EXPECT_EQ(test::run({"flock", "-n", (dir / "l").string(), "true"}).code, 0);
+}
+
+// --- Hostile paths: a clear error, not "held", and nothing changed. ---
+
+struct Snapshot {
+  std::string content;
+  struct timespec mtime;
+  mode_t mode;
+};
+
+Snapshot snapshot(const std::filesystem::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0);
+  return {read_text(path), st.st_mtim, st.st_mode};
+}
+
+void expect_unchanged(const std::filesystem::path& path, const Snapshot& before) {
+  const auto after = snapshot(path);
+  EXPECT_EQ(after.content, before.content);
+  EXPECT_EQ(after.mtime.tv_sec, before.mtime.tv_sec);
+  EXPECT_EQ(after.mtime.tv_nsec, before.mtime.tv_nsec);
+  EXPECT_EQ(after.mode, before.mode);
+}
+
+TEST(Hostile, SymlinkToAFileIsRefusedAndTheTargetIsUntouched) {
+  TempDir dir;
+  write_text(dir / "precious", "do not touch\n");
+  const auto before = snapshot(dir / "precious");
+  std::filesystem::create_symlink(dir / "precious", dir / "l");
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().message(),
+            "pidlock: open " + (dir / "l").string() + ": is a symbolic link; refusing to follow it");
+  expect_unchanged(dir / "precious", before);
+}
+
+TEST(Hostile, DanglingSymlinkIsRefusedAndCreatesNothing) {
+  TempDir dir;
+  std::filesystem::create_symlink(dir / "target", dir / "l");
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().code().value(), ELOOP);
+  EXPECT_FALSE(std::filesystem::exists(dir / "target"));
+}
+
+TEST(Hostile, SymlinkToADirectoryIsRefused) {
+  TempDir dir;
+  std::filesystem::create_directory(dir / "d");
+  std::filesystem::create_symlink(dir / "d", dir / "l");
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().code().value(), ELOOP);
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "d"));
+}
+
+TEST(Hostile, DirectoryIsRefused) {
+  TempDir dir;
+  std::filesystem::create_directory(dir / "l");
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir / "l").string() + ": Is a directory");
+}
+
+TEST(Hostile, FifoIsRefusedWithoutBlocking) {
+  TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "l").c_str(), 0644), 0);
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().message(),
+            "pidlock: open " + (dir / "l").string() + ": refusing a lock file that is a FIFO");
+}
+
+TEST(Hostile, CharacterDeviceIsRefused) {
+  TempDir dir;
+  if (::mknod((dir / "l").c_str(), S_IFCHR | 0666, ::makedev(1, 3)) != 0) {
+    GTEST_SKIP() << "mknod needs CAP_MKNOD";
+  }
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_NE(lock.error().message().find("refusing a lock file that is a character device"),
+            std::string::npos);
+}
+
+TEST(Hostile, ParentThatIsAFileIsAClearError) {
+  TempDir dir;
+  write_text(dir / "file", "x");
+  auto lock = Lock::acquire(dir / "file" / "l");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().code().value(), ENOTDIR);
+  EXPECT_EQ(read_text(dir / "file"), "x");
+}
+
+TEST(Hostile, PathTooLongIsAClearError) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir.path() / std::string(300, 'x'));
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().code().value(), ENAMETOOLONG);
+  EXPECT_NE(lock.error().message().find("File name too long"), std::string::npos);
+}
+
+TEST(Hostile, EmptyPathIsAnError) {
+  auto lock = Lock::acquire("");
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+}
+
+TEST(Hostile, SymlinkedParentDirectoryIsAllowed) {
+  TempDir dir;
+  std::filesystem::create_directory(dir / "real");
+  std::filesystem::create_directory_symlink(dir / "real", dir / "link");
+  auto lock = Lock::acquire(dir.path() / "link" / "l");
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_EQ(read_text(dir.path() / "real" / "l"), record_of(::getpid()));
+}
+
+// --- inspect(): read-only. ---
+
+TEST(Inspect, MissingFileIsFreeAndIsNotCreated) {
+  TempDir dir;
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_FALSE(status->exists);
+  EXPECT_FALSE(status->held);
+  EXPECT_FALSE(status->holder);
+  EXPECT_FALSE(std::filesystem::exists(dir / "l"));
+}
+
+TEST(Inspect, FreeFileReportsThePreviousHolder) {
+  TempDir dir;
+  write_text(dir / "l", "4242\n");
+  const auto before = snapshot(dir / "l");
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(status->exists);
+  EXPECT_FALSE(status->held);
+  EXPECT_EQ(status->recorded_pid, 4242);
+  EXPECT_EQ(status->record, Record::previous);
+  expect_unchanged(dir / "l", before);
+}
+
+TEST(Inspect, HeldFileNamesTheHolderAndChangesNothing) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  const auto before = snapshot(dir / "l");
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_TRUE(status->held);
+  ASSERT_TRUE(status->holder);
+  EXPECT_EQ(status->holder->pid, holder.pid());
+  EXPECT_TRUE(status->holder->record_agrees);
+  EXPECT_EQ(status->record, Record::agrees);
+  expect_unchanged(dir / "l", before);
+}
+
+TEST(Inspect, NeverLocks) {
+  TempDir dir;
+  write_text(dir / "l", "");
+  // A flock(1) that must never find the lock taken while we inspect in a loop.
+  Child prober = Child::spawn({"sh", "-c",
+                               "i=0; while [ $i -lt 200 ]; do flock -n \"$0\" true || exit 1; "
+                               "i=$((i+1)); done",
+                               (dir / "l").string()});
+  prober.close_stdin();
+  while (!prober.exited_within(std::chrono::milliseconds(0))) {
+    ASSERT_TRUE(inspect(dir / "l"));
+  }
+  EXPECT_EQ(prober.wait(), 0);
+}
+
+TEST(Inspect, SymlinkIsAnError) {
+  TempDir dir;
+  write_text(dir / "t", "1\n");
+  std::filesystem::create_symlink(dir / "t", dir / "l");
+  auto status = inspect(dir / "l");
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.error().message().find("symbolic link"), std::string::npos);
+}
+
+TEST(Inspect, WarnsAboutAParentWritableByOthers) {
+  TempDir dir;
+  std::filesystem::create_directory(dir / "open");
+  ::chmod((dir / "open").c_str(), 0777);
+  auto status = inspect(dir.path() / "open" / "l");
+  ASSERT_TRUE(status);
+  ASSERT_EQ(status->warnings.size(), 1u);
+  EXPECT_NE(status->warnings[0].find("writable by others"), std::string::npos);
+}
+
+TEST(Format, Durations) {
+  using std::chrono::seconds;
+  EXPECT_EQ(format_duration(seconds(0)), "0s");
+  EXPECT_EQ(format_duration(seconds(45)), "45s");
+  EXPECT_EQ(format_duration(seconds(192)), "3m12s");
+  EXPECT_EQ(format_duration(seconds(3600 * 2 + 180)), "2h03m");
+  EXPECT_EQ(format_duration(seconds(86400 * 4 + 3600 * 7)), "4d07h");
+  EXPECT_EQ(format_duration(seconds(-5)), "0s");
+}
+
+}  // namespace
+}  // namespace pidlock
