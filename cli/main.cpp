@@ -1,5 +1,6 @@
 // pidlock: argument parsing and dispatch. The work is in run.cpp and status.cpp.
 #include <CLI/CLI.hpp>
+#include <fmt/core.h>
 #include <algorithm>
 #include <cstdio>
 #include <string_view>
@@ -75,18 +76,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "pidlock: %s\n%s", e.what(), usage_line);
+    fmt::print(stderr, "pidlock: {}\n{}", e.what(), usage_line);
     return exit_code::usage;
   }
 
   if (run->parsed()) {
     if (had_separator && !trailing.empty()) {
-      std::fprintf(stderr, "pidlock: unexpected arguments before --\n%s", usage_line);
+      fmt::print(stderr, "pidlock: unexpected arguments before --\n{}", usage_line);
       return exit_code::usage;
     }
     run_request.command = had_separator ? command : trailing;
     if (run_request.command.empty()) {
-      std::fprintf(stderr, "pidlock: run needs a COMMAND\n%s", usage_line);
+      fmt::print(stderr, "pidlock: run needs a COMMAND\n{}", usage_line);
       return exit_code::usage;
     }
     run_request.create_parents = !no_mkdir;
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     return pidlock::cli::run(run_request);
   }
   if (had_separator) {
-    std::fprintf(stderr, "pidlock: status takes no command\n%s", usage_line);
+    fmt::print(stderr, "pidlock: status takes no command\n{}", usage_line);
     return exit_code::usage;
   }
   return pidlock::cli::status(status_request);

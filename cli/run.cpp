@@ -14,6 +14,9 @@
 namespace pidlock::cli {
 namespace {
 
+// The errno text, without strerror()'s shared buffer.
+std::string errno_text(int error) { return std::generic_category().message(error); }
+
 constexpr std::array forwarded_signals{SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
 std::chrono::nanoseconds to_wait(double seconds) {
@@ -38,14 +41,14 @@ class Progress {
                                            holder->command.empty() ? "" : fmt::format(" ({})", holder->command))
                              : std::string("the holder");
     fmt::print(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, path_, secs);
-    std::fflush(stderr);
+    (void)std::fflush(stderr);
     shown_ = true;
   }
 
   void clear() {
     if (!shown_) return;
     fmt::print(stderr, "\r\033[K");
-    std::fflush(stderr);
+    (void)std::fflush(stderr);
     shown_ = false;
   }
 
@@ -67,16 +70,13 @@ int exec_failure_code(int error) {
   return error == ENOENT || error == ENOTDIR ? exit_code::not_found : exit_code::cannot_execute;
 }
 
-// Only async-signal-safe calls: this runs between fork and exec.
+// Runs between fork and exec. pidlock has a single thread, so the child may format its message.
 [[noreturn]] void exec_child(const std::vector<char*>& argv, const sigset_t& original_mask) {
-  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // NOLINT(concurrency-mt-unsafe): one thread
   ::execvp(argv[0], argv.data());
   const int error = errno;
-  const char* reason = ::strerror(error);
-  const char* parts[] = {"pidlock: ", argv[0], ": ", reason, "\n"};
-  for (const char* part : parts) {
-    [[maybe_unused]] auto written = ::write(STDERR_FILENO, part, std::strlen(part));
-  }
+  const std::string message = fmt::format("pidlock: {}: {}\n", argv[0], errno_text(error));
+  [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message.data(), message.size());
   ::_exit(exec_failure_code(error));
 }
 
@@ -95,7 +95,7 @@ int supervise(pid_t child, const sigset_t& watched) {
     const int sig = ::sigwaitinfo(&watched, &info);
     if (sig < 0) {
       if (errno == EINTR) continue;
-      fmt::print(stderr, "pidlock: sigwaitinfo: {}\n", std::strerror(errno));
+      fmt::print(stderr, "pidlock: sigwaitinfo: {}\n", errno_text(errno));
       return exit_code::os_error;
     }
     if (sig == SIGCHLD) {
@@ -103,7 +103,7 @@ int supervise(pid_t child, const sigset_t& watched) {
       const pid_t done = ::waitpid(child, &status, WNOHANG);
       if (done == child) return status_to_exit_code(status);
       if (done < 0 && errno != EINTR) {
-        fmt::print(stderr, "pidlock: waitpid: {}\n", std::strerror(errno));
+        fmt::print(stderr, "pidlock: waitpid: {}\n", errno_text(errno));
         return exit_code::os_error;
       }
       continue;
@@ -118,11 +118,12 @@ int fork_and_supervise(const std::vector<std::string>& command) {
   ::sigemptyset(&watched);
   for (const int sig : forwarded_signals) ::sigaddset(&watched, sig);
   ::sigaddset(&watched, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &watched, &original);
+  // pidlock has one thread: the process mask is the thread's.
+  ::sigprocmask(SIG_BLOCK, &watched, &original);  // NOLINT(concurrency-mt-unsafe)
   const auto argv = to_argv(command);
   const pid_t child = ::fork();
   if (child < 0) {
-    fmt::print(stderr, "pidlock: fork: {}\n", std::strerror(errno));
+    fmt::print(stderr, "pidlock: fork: {}\n", errno_text(errno));
     return exit_code::os_error;
   }
   if (child == 0) exec_child(argv, original);
@@ -133,7 +134,7 @@ int exec_in_place(const std::vector<std::string>& command) {
   const auto argv = to_argv(command);
   ::execvp(argv[0], argv.data());
   const int error = errno;
-  fmt::print(stderr, "pidlock: {}: {}\n", command.front(), std::strerror(error));
+  fmt::print(stderr, "pidlock: {}: {}\n", command.front(), errno_text(error));
   return exec_failure_code(error);
 }
 

@@ -29,21 +29,21 @@ std::string format_duration(std::chrono::seconds duration) {
   return std::to_string(secs) + "s";
 }
 
-Error Error::busy(std::filesystem::path path, std::string role, std::optional<Holder> holder,
+Error Error::busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
                   std::optional<pid_t> recorded_pid) {
   Error e;
   e.held_ = true;
   e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
   e.operation_ = "flock";
   if (holder) {
-    e.message_ = "another " + role + " is running (" + describe_holder(*holder) +
+    e.message_ = "another " + std::string(role) + " is running (" + describe_holder(*holder) +
                  ") — lock file: " + path.string();
   } else if (recorded_pid) {
-    e.message_ = "another " + role + " holds the lock at " + path.string() +
+    e.message_ = "another " + std::string(role) + " holds the lock at " + path.string() +
                  " (holder not visible to us; the record says pid " +
                  std::to_string(*recorded_pid) + ")";
   } else {
-    e.message_ = "another " + role + " holds the lock at " + path.string() +
+    e.message_ = "another " + std::string(role) + " holds the lock at " + path.string() +
                  " (recorded pid unreadable)";
   }
   e.holder_ = std::move(holder);

@@ -35,7 +35,7 @@ Kind classify(long magic) {
     if (entry.magic == key) return {entry.name, entry.network};
   }
   std::array<char, 24> hex{};
-  std::snprintf(hex.data(), hex.size(), "0x%lx", key);
+  (void)std::snprintf(hex.data(), hex.size(), "0x%lx", key);
   return {hex.data(), false};
 }
 

@@ -21,7 +21,7 @@ using namespace std::chrono;
 
 // /proc/locks lists every lock on the machine; tens of thousands of entries still fit.
 constexpr std::size_t proc_locks_limit = std::size_t{64} << 20;
-constexpr std::size_t small_proc_file_limit = 64 * 1024;
+constexpr std::size_t small_proc_file_limit = std::size_t{64} * 1024;
 
 struct KernelLocks {
   bool held = false;
@@ -80,7 +80,8 @@ Confirmation confirm_holds(int pid_dir, const proc::FileId& file) {
   if (listing == nullptr) return Confirmation::does_not;
   const int listing_fd = fd_dir.release();  // closedir() closes it now
   Confirmation result = Confirmation::does_not;
-  while (const dirent* entry = ::readdir(listing)) {
+  // readdir() is thread-safe on a stream no other thread uses, as each of ours is.
+  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe)
     if (entry->d_name[0] == '.') continue;
     struct stat st {};
     if (::fstatat(listing_fd, entry->d_name, &st, 0) != 0) continue;  // closed meanwhile
@@ -176,7 +177,7 @@ std::vector<Holder> scan_all_processes(const proc::FileId& file, const Hints& hi
   DIR* proc_root = ::opendir("/proc");
   if (proc_root == nullptr) return found;
   const int root_fd = ::dirfd(proc_root);
-  while (const dirent* entry = ::readdir(proc_root)) {
+  while (const dirent* entry = ::readdir(proc_root)) {  // NOLINT(concurrency-mt-unsafe): private stream
     if (!all_digits(entry->d_name)) continue;
     const auto pid_dir = open_proc_dir(root_fd, entry->d_name);
     if (!pid_dir) continue;

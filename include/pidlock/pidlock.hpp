@@ -102,7 +102,7 @@ struct Status {
 class Error {
  public:
   Error() = default;
-  static Error busy(std::filesystem::path path, std::string role, std::optional<Holder> holder,
+  static Error busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
                     std::optional<pid_t> recorded_pid);
   static Error failure(std::string_view operation, std::filesystem::path path, std::error_code code,
                        std::string_view detail = {});
