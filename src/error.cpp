@@ -22,7 +22,9 @@ std::string format_duration(std::chrono::seconds duration) {
   const long long hours = total / 3600 % 24;
   const long long minutes = total / 60 % 60;
   const long long secs = total % 60;
-  auto two = [](long long n) { return (n < 10 ? "0" : "") + std::to_string(n); };
+  auto two = [](long long n) {  // n < 60
+    return std::string{static_cast<char>('0' + n / 10), static_cast<char>('0' + n % 10)};
+  };
   if (days > 0) return std::to_string(days) + "d" + two(hours) + "h";
   if (hours > 0) return std::to_string(hours) + "h" + two(minutes) + "m";
   if (minutes > 0) return std::to_string(minutes) + "m" + two(secs) + "s";

@@ -27,7 +27,9 @@ struct Hints {
   std::optional<struct timespec> record_mtime;  // when the record was last written
 };
 
-// Reads /proc/locks for granted and blocked flocks on `file`, confirms the granted locker
+// Without `with_waiters`, first checks whether the recorded process holds the lock (through its
+// fdinfo), and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks
+// on `file`, confirms the granted locker
 // through its /proc/<pid>/fdinfo, and, when the locker is gone or is not the one holding it (an
 // inherited descriptor outlived it, or its PID was recycled), scans every process's descriptors
 // for the one that holds the lock. Fails only when /proc/locks cannot be read.

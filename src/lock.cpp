@@ -1,9 +1,11 @@
 // Acquiring and releasing the lock.
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "holder.hpp"
@@ -151,10 +153,30 @@ std::expected<bool, Error> still_names(const struct stat& locked, const fs::path
   return now.st_dev == locked.st_dev && now.st_ino == locked.st_ino;
 }
 
-// Writes "<pid>\n" over the old record, then cuts the file to that length. Never empty, and a
-// reader that catches the moment in between still finds the new PID on the first line.
-std::expected<void, Error> write_record(int fd, const fs::path& path, const Options& options) {
-  const auto text = record::format(::getpid());
+// getpid() is a system call since glibc 2.25, and a cycle is only a handful of them: the PID is
+// cached, and forgotten in the child of every fork(). (A child made by a raw clone() that then
+// takes a lock would record its parent's PID; the kernel's view of the holder stays right.)
+std::atomic<pid_t> cached_pid{0};
+
+void forget_cached_pid() noexcept { cached_pid.store(0, std::memory_order_relaxed); }
+
+pid_t own_pid() {
+  static const int registered = ::pthread_atfork(nullptr, nullptr, forget_cached_pid);
+  (void)registered;
+  pid_t pid = cached_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    pid = ::getpid();
+    cached_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
+// Writes "<pid>\n" over the old record, then cuts the file to that length if it was longer.
+// Never empty, and a reader that catches the moment in between still finds the new PID on the
+// first line. `size` is the file's size, read after locking.
+std::expected<void, Error> write_record(int fd, const fs::path& path, off_t size,
+                                        const Options& options) {
+  const auto text = record::format(own_pid());
   ssize_t written = 0;
   do {
     written = ::pwrite(fd, text.bytes, text.size, 0);
@@ -163,7 +185,7 @@ std::expected<void, Error> write_record(int fd, const fs::path& path, const Opti
   if (static_cast<std::size_t>(written) != text.size) {
     return std::unexpected(Error::failure("write", path, errno_code(ENOSPC)));
   }
-  if (::ftruncate(fd, static_cast<off_t>(text.size)) != 0) {
+  if (size > static_cast<off_t>(text.size) && ::ftruncate(fd, static_cast<off_t>(text.size)) != 0) {
     return std::unexpected(Error::failure("truncate", path, sys::last_error()));
   }
   if (options.sync_record && ::fdatasync(fd) != 0) {
@@ -201,7 +223,7 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
       if (!same) return std::unexpected(same.error());
       continue;
     }
-    if (auto written = write_record(fd->get(), path, options); !written) {
+    if (auto written = write_record(fd->get(), path, st->st_size, options); !written) {
       abandon(*fd);
       return std::unexpected(written.error());
     }

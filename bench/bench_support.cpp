@@ -1,0 +1,60 @@
+#include "bench_support.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+namespace pidlock::bench {
+
+std::filesystem::path scratch(const std::filesystem::path& dir, const std::string& name) {
+  return dir / ("pidlock-bench-" + std::to_string(::getpid()) + "-" + name);
+}
+
+HeldElsewhere::HeldElsewhere(const std::filesystem::path& path, int unrelated) {
+  unrelated_dir_ = scratch(path.parent_path(), "unrelated");
+  int ready[2];
+  int release[2];
+  if (::pipe(ready) != 0 || ::pipe(release) != 0) std::abort();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::close(ready[0]);
+    ::close(release[1]);
+    rlimit limit{static_cast<rlim_t>(unrelated + 64), static_cast<rlim_t>(unrelated + 64)};
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+    std::filesystem::create_directories(unrelated_dir_);
+    for (int i = 0; i < unrelated; ++i) {
+      const auto file = unrelated_dir_ / std::to_string(i);
+      const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0 || ::flock(fd, LOCK_EX) != 0) ::_exit(2);
+    }
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || ::flock(fd, LOCK_EX) != 0) ::_exit(2);
+    const std::string record = std::to_string(::getpid()) + "\n";
+    [[maybe_unused]] auto w = ::pwrite(fd, record.data(), record.size(), 0);
+    [[maybe_unused]] auto r = ::write(ready[1], "r", 1);
+    char c;
+    [[maybe_unused]] auto n = ::read(release[0], &c, 1);
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(release[0]);
+  char c;
+  if (::read(ready[0], &c, 1) != 1) std::abort();
+  ::close(ready[0]);
+  release_ = release[1];
+}
+
+HeldElsewhere::~HeldElsewhere() {
+  ::close(release_);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  std::error_code ignored;
+  std::filesystem::remove_all(unrelated_dir_, ignored);
+}
+
+}  // namespace pidlock::bench

@@ -1,0 +1,44 @@
+// Shared setup for the benchmarks: where to put lock files, and processes that hold locks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace pidlock::bench {
+
+// The two filesystems every cycle is measured on. Override with PIDLOCK_BENCH_TMPFS and
+// PIDLOCK_BENCH_DISK.
+inline std::filesystem::path tmpfs_dir() {
+  const char* dir = std::getenv("PIDLOCK_BENCH_TMPFS");
+  return dir != nullptr ? dir : "/dev/shm";
+}
+inline std::filesystem::path disk_dir() {
+  const char* dir = std::getenv("PIDLOCK_BENCH_DISK");
+  return dir != nullptr ? dir : "/var/tmp";
+}
+inline std::filesystem::path dir_for(int filesystem) { return filesystem == 0 ? tmpfs_dir() : disk_dir(); }
+inline const char* fs_name(int filesystem) { return filesystem == 0 ? "tmpfs" : "disk"; }
+
+// A unique path in `dir` for this benchmark run.
+std::filesystem::path scratch(const std::filesystem::path& dir, const std::string& name);
+
+// A child process holding an exclusive flock on `path` (and, when `unrelated` > 0, that many
+// locks on other files), until destroyed.
+class HeldElsewhere {
+ public:
+  HeldElsewhere(const std::filesystem::path& path, int unrelated);
+  ~HeldElsewhere();
+  HeldElsewhere(const HeldElsewhere&) = delete;
+  HeldElsewhere& operator=(const HeldElsewhere&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int release_ = -1;
+  std::filesystem::path unrelated_dir_;
+};
+
+}  // namespace pidlock::bench

@@ -1,0 +1,41 @@
+// The busy path (another process holds the lock, and the error names it, kernel-verified), with
+// and without 1,000 unrelated locks in /proc/locks; and inspect().
+#include <benchmark/benchmark.h>
+
+#include "bench_support.hpp"
+#include "pidlock/pidlock.hpp"
+
+namespace {
+
+using namespace pidlock::bench;
+
+void BM_BusyWithHolderIdentified(benchmark::State& state) {
+  const auto path = scratch(tmpfs_dir(), "busy");
+  // The unrelated locks belong to another process, as they would on a busy machine.
+  HeldElsewhere crowd(scratch(tmpfs_dir(), "busy-crowd"), static_cast<int>(state.range(0)));
+  HeldElsewhere holder(path, 0);
+  for (auto _ : state) {
+    auto lock = pidlock::Lock::acquire(path);
+    if (lock || !lock.error().holder() || lock.error().holder()->pid != holder.pid()) {
+      state.SkipWithError("the holder was not identified");
+    }
+  }
+  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks");
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_BusyWithHolderIdentified)->Arg(0)->Arg(1000);
+
+void BM_InspectHeld(benchmark::State& state) {
+  const auto path = scratch(tmpfs_dir(), "inspect");
+  HeldElsewhere crowd(scratch(tmpfs_dir(), "inspect-crowd"), static_cast<int>(state.range(0)));
+  HeldElsewhere holder(path, 0);
+  for (auto _ : state) {
+    auto status = pidlock::inspect(path);
+    if (!status || !status->held) state.SkipWithError("inspect failed");
+  }
+  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks");
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_InspectHeld)->Arg(0)->Arg(1000);
+
+}  // namespace
