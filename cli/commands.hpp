@@ -13,12 +13,14 @@ namespace pidlock::cli {
 namespace exit_code {
 inline constexpr int ok = 0;
 inline constexpr int usage = 64;
+inline constexpr int unavailable = 69;  // etcd cannot be reached
 inline constexpr int no_input = 66;
 inline constexpr int software = 70;
 inline constexpr int os_error = 71;
 inline constexpr int cant_create = 73;
 inline constexpr int io_error = 74;
 inline constexpr int busy = 75;  // EX_TEMPFAIL: try again later
+inline constexpr int lease_lost = 76;  // fleet: etcd lost past the lease TTL; the command got SIGTERM
 inline constexpr int no_permission = 77;
 inline constexpr int cannot_execute = 126;
 inline constexpr int not_found = 127;
@@ -38,15 +40,24 @@ struct RunRequest {
   Inheritance inheritance = Inheritance::inherit;
   std::string role = "installer";
   bool create_parents = true;
+  // Fleet mode: FILE is the lock's NAME in etcd.
+  std::vector<std::string> etcd;
+  int slots = 1;
+  int ttl_seconds = 5;
+  bool warn_on_lease_loss = false;
 };
 
 struct StatusRequest {
   std::string file;
   bool json = false;
+  std::vector<std::string> etcd;  // fleet mode: FILE is the NAME
+  int slots = 1;
 };
 
 int run(const RunRequest& request);
+int run_fleet(const RunRequest& request);
 int status(const StatusRequest& request);
+int status_fleet(const StatusRequest& request);
 
 // The exit code for a failed acquire or inspect; `open_failure` is the code for failing to
 // open the file (CANTCREAT when we meant to create it, NOINPUT when only reading).

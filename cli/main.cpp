@@ -14,7 +14,10 @@ using namespace pidlock::cli;
 constexpr const char* usage_line =
     "usage: pidlock run [-n | -w SECONDS] [-E CODE] [-o | --exec] [--role NAME] [--no-mkdir] "
     "FILE -- COMMAND [ARG...]\n"
+    "       pidlock run --etcd URL[,URL...] [--slots N] [--ttl SECONDS] [--on-lease-loss "
+    "terminate|warn] [-n | -w SECONDS] [-E CODE] [--role NAME] NAME -- COMMAND [ARG...]\n"
     "       pidlock status [--json] FILE\n"
+    "       pidlock status --etcd URL[,URL...] [--slots N] [--json] NAME\n"
     "       pidlock --help | --version\n";
 
 // Everything after the first "--" is the command, taken verbatim: its own options must never be
@@ -58,15 +61,36 @@ int main(int argc, char** argv) {
                              "Replace pidlock with COMMAND, which then holds the lock");
   run->add_option("--role", run_request.role, "Noun in the busy message (default: installer)");
   run->add_flag("--no-mkdir", no_mkdir, "Do not create missing parent directories");
-  run->add_option("FILE", run_request.file, "The lock file")->required();
+  auto* run_etcd = run->add_option("--etcd", run_request.etcd,
+                                   "Fleet mode: etcd endpoints (comma-separated); FILE is the lock's name")
+                       ->delimiter(',');
+  run->add_option("--slots", run_request.slots, "Fleet mode: how many holders at once (default 1)")
+      ->check(CLI::Range(1, 1000000))
+      ->needs(run_etcd);
+  run->add_option("--ttl", run_request.ttl_seconds, "Fleet mode: lease TTL in seconds (default 5)")
+      ->check(CLI::Range(1, 3600))
+      ->needs(run_etcd);
+  std::string lease_loss = "terminate";
+  run->add_option("--on-lease-loss", lease_loss,
+                  "Fleet mode: terminate (SIGTERM the command, exit 76) or warn")
+      ->check(CLI::IsMember({"terminate", "warn"}))
+      ->needs(run_etcd);
+  run->add_option("FILE", run_request.file, "The lock file (the lock's name with --etcd)")->required();
   run->add_option("COMMAND", trailing, "The command to run, after --");
   wait->excludes(run->get_option("--nonblock"));
   close->excludes(exec);
+  exec->excludes(run_etcd);  // the lease needs pidlock alive to keep it
 
   StatusRequest status_request;
   auto* status = app.add_subcommand("status", "Report who holds the lock on FILE");
   status->add_flag("--json", status_request.json, "Print one JSON object");
-  status->add_option("FILE", status_request.file, "The lock file")->required();
+  auto* status_etcd = status->add_option("--etcd", status_request.etcd,
+                                         "Fleet mode: etcd endpoints; FILE is the lock's name")
+                          ->delimiter(',');
+  status->add_option("--slots", status_request.slots, "Fleet mode: the lock's slot count")
+      ->check(CLI::Range(1, 1000000))
+      ->needs(status_etcd);
+  status->add_option("FILE", status_request.file, "The lock file (the lock's name with --etcd)")->required();
 
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them reversed
@@ -91,14 +115,16 @@ int main(int argc, char** argv) {
       return exit_code::usage;
     }
     run_request.create_parents = !no_mkdir;
+    run_request.warn_on_lease_loss = lease_loss == "warn";
     run_request.inheritance = exec_mode    ? Inheritance::exec
                               : close_mode ? Inheritance::close
                                            : Inheritance::inherit;
-    return pidlock::cli::run(run_request);
+    return run_request.etcd.empty() ? pidlock::cli::run(run_request) : pidlock::cli::run_fleet(run_request);
   }
   if (had_separator) {
     fmt::print(stderr, "pidlock: status takes no command\n{}", usage_line);
     return exit_code::usage;
   }
-  return pidlock::cli::status(status_request);
+  return status_request.etcd.empty() ? pidlock::cli::status(status_request)
+                                     : pidlock::cli::status_fleet(status_request);
 }

@@ -53,6 +53,16 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
   return e;
 }
 
+Error Error::busy_with_message(std::string message, std::optional<Holder> holder) {
+  Error e;
+  e.held_ = true;
+  e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
+  e.operation_ = "acquire";
+  e.message_ = std::move(message);
+  e.holder_ = std::move(holder);
+  return e;
+}
+
 Error Error::failure(std::string_view operation, std::filesystem::path path, std::error_code code,
                      std::string_view detail) {
   Error e;

@@ -195,7 +195,22 @@ int Child::wait(std::chrono::milliseconds timeout) {
 }
 
 std::string Child::drain_stdout() { return std::exchange(out_buffer_, {}) + drain(out_); }
-std::string Child::drain_stderr() { return drain(err_); }
+std::string Child::drain_stderr() { return std::exchange(err_buffer_, {}) + drain(err_); }
+
+bool Child::stderr_shows(const std::string& needle, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (err_buffer_.find(needle) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd pfd{err_, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::read(err_, buf, sizeof buf);
+    if (n == 0) return false;
+    if (n > 0) err_buffer_.append(buf, static_cast<std::size_t>(n));
+  }
+  return true;
+}
 
 Result run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   Child child = Child::spawn(argv);

@@ -50,6 +50,9 @@ class Child {
   bool exited_within(std::chrono::milliseconds timeout);  // true and reaped, or false
   std::string drain_stdout();
   std::string drain_stderr();
+  // Reads stderr until it contains `needle`; false if it does not within `timeout`. What was
+  // read stays available to drain_stderr().
+  bool stderr_shows(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
  private:
   Child() = default;
@@ -57,6 +60,7 @@ class Child {
   int in_ = -1, out_ = -1, err_ = -1;
   std::optional<int> status_;
   std::string out_buffer_;
+  std::string err_buffer_;
 };
 
 struct Result {

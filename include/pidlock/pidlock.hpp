@@ -42,6 +42,7 @@ inline constexpr std::chrono::nanoseconds wait_forever = std::chrono::nanosecond
 // A process that holds the lock, as the kernel reports it.
 struct Holder {
   pid_t pid = 0;
+  std::string host;  // empty for a local lock; the holder's host name for a fleet lock
   // False when /proc would not tell us about this process (another user's process under
   // hidepid, or a PID namespace we cannot see into). Only `pid` is then known; the rest is empty
   // rather than guessed.
@@ -104,6 +105,8 @@ class Error {
   Error() = default;
   static Error busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
                     std::optional<pid_t> recorded_pid);
+  // Contention described by the caller (the fleet backend names several holders).
+  static Error busy_with_message(std::string message, std::optional<Holder> holder);
   static Error failure(std::string_view operation, std::filesystem::path path, std::error_code code,
                        std::string_view detail = {});
 
