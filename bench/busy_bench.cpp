@@ -10,9 +10,10 @@ namespace {
 using namespace pidlock::bench;
 
 void BM_BusyWithHolderIdentified(benchmark::State& state) {
-  const auto path = scratch(tmpfs_dir(), "busy");
+  const auto dir = dir_for(static_cast<int>(state.range(1)));
+  const auto path = scratch(dir, "busy");
   // The unrelated locks belong to another process, as they would on a busy machine.
-  HeldElsewhere crowd(scratch(tmpfs_dir(), "busy-crowd"), static_cast<int>(state.range(0)));
+  HeldElsewhere crowd(scratch(dir, "busy-crowd"), static_cast<int>(state.range(0)));
   HeldElsewhere holder(path, 0);
   for (auto _ : state) {
     auto lock = pidlock::Lock::acquire(path);
@@ -20,22 +21,23 @@ void BM_BusyWithHolderIdentified(benchmark::State& state) {
       state.SkipWithError("the holder was not identified");
     }
   }
-  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks");
+  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
   std::filesystem::remove(path);
 }
-BENCHMARK(BM_BusyWithHolderIdentified)->Arg(0)->Arg(1000);
+BENCHMARK(BM_BusyWithHolderIdentified)->ArgsProduct({{0, 1000}, {0, 1}});
 
 void BM_InspectHeld(benchmark::State& state) {
-  const auto path = scratch(tmpfs_dir(), "inspect");
-  HeldElsewhere crowd(scratch(tmpfs_dir(), "inspect-crowd"), static_cast<int>(state.range(0)));
+  const auto dir = dir_for(static_cast<int>(state.range(1)));
+  const auto path = scratch(dir, "inspect");
+  HeldElsewhere crowd(scratch(dir, "inspect-crowd"), static_cast<int>(state.range(0)));
   HeldElsewhere holder(path, 0);
   for (auto _ : state) {
     auto status = pidlock::inspect(path);
     if (!status || !status->held) state.SkipWithError("inspect failed");
   }
-  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks");
+  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
   std::filesystem::remove(path);
 }
-BENCHMARK(BM_InspectHeld)->Arg(0)->Arg(1000);
+BENCHMARK(BM_InspectHeld)->ArgsProduct({{0, 1000}, {0, 1}});
 
 }  // namespace

@@ -93,30 +93,45 @@ void expect_recovered(const TempDir& dir, const std::string& where) {
   EXPECT_EQ(entries, std::vector<std::string>{"l"}) << where;
 }
 
-TEST(Crash, KilledAtEverySystemCallOfAcquireAndRelease) {
+// Each system call of acquire, hold and release is a kill point: before the lock (openat,
+// flock), after the lock but before the record (fstat, newfstatat), mid-record (between pwrite64
+// and ftruncate, which runs when the old record was longer), while held and during release
+// (flock LOCK_UN, close). Run from an empty file and from a longer record left by a dead holder.
+class CrashMatrix : public testing::TestWithParam<std::string> {};
+
+TEST_P(CrashMatrix, KilledAtEverySystemCallTheNextAcquireSucceedsAtOnce) {
+  const std::string initial = GetParam();
   std::vector<long> calls;
   {
     TempDir dir;
+    if (!initial.empty()) test::write_text(dir / "l", initial);
     calls = run_traced(dir / "l", 0);
   }
-  // Sanity: the run really went through lock, record and unlock.
-  ASSERT_GE(std::count(calls.begin(), calls.end(), SYS_flock), 2);
+  ASSERT_GE(std::count(calls.begin(), calls.end(), SYS_flock), 2);  // lock and unlock were seen
   ASSERT_GE(std::count(calls.begin(), calls.end(), SYS_pwrite64), 1);
+  if (!initial.empty()) {
+    ASSERT_GE(std::count(calls.begin(), calls.end(), SYS_ftruncate), 1);  // mid-record is a point
+  }
+  std::string names;
   for (int k = 1; k <= static_cast<int>(calls.size()); ++k) {
     TempDir dir;
-    // Half of the points start from a record left by a previous (now dead) holder.
-    if (k % 2 == 0) {
-      Child previous = Child::fork([path = dir / "l"] { return Lock::acquire(path) ? 0 : 1; });
-      ASSERT_EQ(previous.wait(), 0);
-    }
+    if (!initial.empty()) test::write_text(dir / "l", initial);
     run_traced(dir / "l", k);
-    expect_recovered(dir, "killed at system call " + std::to_string(k) + " (" + name_of(calls[static_cast<std::size_t>(k - 1)]) + ")");
+    const char* name = name_of(calls[static_cast<std::size_t>(k - 1)]);
+    names += std::string(names.empty() ? "" : " ") + name;
+    expect_recovered(dir, "killed at system call " + std::to_string(k) + " (" + name + ")");
   }
   RecordProperty("kill_points", static_cast<int>(calls.size()));
-  std::printf("kill points survived: %zu:", calls.size());
-  for (const long call : calls) std::printf(" %s", name_of(call));
-  std::printf("\n");
+  std::printf("kill points survived: %zu: %s\n", calls.size(), names.c_str());
 }
+
+std::string matrix_name(const testing::TestParamInfo<std::string>& param) {
+  return param.param.empty() ? "FromAnEmptyFile" : "OverALongerRecord";
+}
+
+INSTANTIATE_TEST_SUITE_P(Records, CrashMatrix,
+                         testing::Values(std::string(), std::string("4194304 left by a dead holder\n")),
+                         matrix_name);
 
 TEST(Crash, WaiterKilledWhileWaitingLeavesNothingBehind) {
   TempDir dir;
@@ -145,23 +160,13 @@ TEST(Crash, WaiterKilledWhileWaitingLeavesNothingBehind) {
 
 TEST(Crash, HolderKilledWhileHoldingHandsTheLockToAWaiter) {
   TempDir dir;
-  Child holder = Child::fork([path = dir / "l"] {
-    auto lock = Lock::acquire(path);
-    std::printf("%s\n", lock ? "ready" : "failed");
-    std::fflush(stdout);
-    for (;;) ::pause();
-    return 0;
-  });
-  ASSERT_EQ(holder.read_line(), "ready");
+  Child holder = test::lock_holder(dir / "l");
   Child waiter = Child::fork([path = dir / "l"] {
     Options options;
     options.wait = std::chrono::seconds(60);
     return Lock::acquire(path, options) ? 0 : 1;
   });
-  ASSERT_TRUE(test::eventually([&] {
-    auto status = inspect(dir / "l");
-    return status && !status->waiters.empty();
-  }));
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
   holder.signal(SIGKILL);
   EXPECT_EQ(waiter.wait(), 0);
 }

@@ -20,12 +20,6 @@ std::string own_command() {
   return comm;
 }
 
-void wait_for_eof_on_stdin() {
-  char c;
-  while (::read(0, &c, 1) > 0) {
-  }
-}
-
 TEST(Holder, OurOwnProcess) {
   TempDir dir;
   auto lock = Lock::acquire(dir / "l");
@@ -46,14 +40,7 @@ TEST(Holder, OurOwnProcess) {
 
 TEST(Holder, AnotherProcessOfOurs) {
   TempDir dir;
-  Child child = Child::fork([path = dir / "l"] {
-    auto lock = Lock::acquire(path);
-    std::printf("%s\n", lock ? "ready" : lock.error().message().c_str());
-    std::fflush(stdout);
-    wait_for_eof_on_stdin();
-    return 0;
-  });
-  ASSERT_EQ(child.read_line(), "ready");
+  Child child = test::lock_holder(dir / "l");
   auto status = inspect(dir / "l");
   ASSERT_TRUE(status);
   ASSERT_TRUE(status->holder);
@@ -85,14 +72,7 @@ TEST(Holder, AFlockCommandWithAnEmptyFile) {
 
 TEST(Holder, ARecordNamingAnotherLiveProcessIsStaleAndTheKernelWins) {
   TempDir dir;
-  Child child = Child::fork([path = dir / "l"] {
-    auto lock = Lock::acquire(path);
-    std::printf("%s\n", lock ? "ready" : "failed");
-    std::fflush(stdout);
-    wait_for_eof_on_stdin();
-    return 0;
-  });
-  ASSERT_EQ(child.read_line(), "ready");
+  Child child = test::lock_holder(dir / "l");
   test::write_text(dir / "l", std::to_string(::getpid()) + "\n");  // a forged claim
   auto status = inspect(dir / "l");
   ASSERT_TRUE(status);
@@ -116,12 +96,12 @@ TEST(Holder, AKilledLockerWhoseForkedChildStillHoldsIt) {
     if (!lock) return 1;
     const pid_t heir = ::fork();
     if (heir == 0) {
-      wait_for_eof_on_stdin();
+      test::wait_for_eof_on_stdin();
       ::_exit(0);
     }
     std::printf("%d\n", heir);
     std::fflush(stdout);
-    wait_for_eof_on_stdin();
+    test::wait_for_eof_on_stdin();
     return 0;
   });
   const pid_t heir = std::stoi(locker.read_line());

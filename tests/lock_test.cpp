@@ -20,24 +20,7 @@ using test::write_text;
 
 std::string record_of(pid_t pid) { return std::to_string(pid) + "\n"; }
 
-// A child that holds the lock on `path` until its stdin closes; its first line is "ready".
-Child holder_child(const std::filesystem::path& path, Options options = {}) {
-  Child child = Child::fork([path, options] {
-    auto lock = Lock::acquire(path, options);
-    if (!lock) {
-      std::printf("error %s\n", lock.error().message().c_str());
-      return 1;
-    }
-    std::printf("ready\n");
-    std::fflush(stdout);
-    char c;
-    while (::read(0, &c, 1) > 0) {
-    }
-    return 0;
-  });
-  EXPECT_EQ(child.read_line(), "ready");
-  return child;
-}
+Child holder_child(const std::filesystem::path& path) { return test::lock_holder(path); }
 
 pid_t dead_pid() {
   const pid_t pid = ::fork();
@@ -199,15 +182,7 @@ TEST(Release, UnlocksForForkedChildrenToo) {
   TempDir dir;
   auto lock = Lock::acquire(dir / "l");
   ASSERT_TRUE(lock);
-  Child sharer = Child::fork([] {  // inherits the locked descriptor
-    std::printf("ready\n");
-    std::fflush(stdout);
-    char c;
-    while (::read(0, &c, 1) > 0) {
-    }
-    return 0;
-  });
-  ASSERT_EQ(sharer.read_line(), "ready");
+  Child sharer = test::idle_child();  // inherits the locked descriptor
   lock->release();
   EXPECT_TRUE(Lock::acquire(dir / "l"));
 }
@@ -218,15 +193,7 @@ TEST(Release, AnInheritableLockStaysWithTheProcessesItWasPassedTo) {
   options.inheritable = true;
   auto lock = Lock::acquire(dir / "l", options);
   ASSERT_TRUE(lock);
-  Child sharer = Child::fork([] {
-    std::printf("ready\n");
-    std::fflush(stdout);
-    char c;
-    while (::read(0, &c, 1) > 0) {
-    }
-    return 0;
-  });
-  ASSERT_EQ(sharer.read_line(), "ready");
+  Child sharer = test::idle_child();
   lock->release();
   EXPECT_FALSE(Lock::acquire(dir / "l"));
   sharer.close_stdin();

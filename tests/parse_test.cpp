@@ -1,6 +1,9 @@
 // The record and /proc parsers, on captured and hostile samples.
 #include <gtest/gtest.h>
 
+#include "pidlock/pidlock.hpp"
+
+#include "filesystem.hpp"
 #include "proc_parse.hpp"
 #include "record.hpp"
 
@@ -143,6 +146,27 @@ TEST(Cmdline, SplitsOnNul) {
   EXPECT_EQ(proc::parse_cmdline("sh\0-c\0echo hi\0"s),
             (std::vector<std::string>{"sh", "-c", "echo hi"}));
   EXPECT_TRUE(proc::parse_cmdline("").empty());
+}
+
+TEST(Filesystem, NetworkFilesystemsAreFlaggedLocalOnesAreNot) {
+  for (const long magic : {0x6969L, 0x65735546L, 0xFF534D42L, 0xFE534D42L, 0x517BL, 0x01021997L}) {
+    const auto kind = filesystem::classify(magic);
+    EXPECT_TRUE(kind.network) << kind.name;
+    ASSERT_TRUE(filesystem::warning(kind));
+    EXPECT_NE(filesystem::warning(kind)->find("not reliable across hosts"), std::string::npos);
+  }
+  EXPECT_EQ(filesystem::classify(0x6969).name, "nfs");
+  EXPECT_EQ(filesystem::classify(0x01021994).name, "tmpfs");
+  EXPECT_FALSE(filesystem::classify(0xEF53).network);
+  EXPECT_FALSE(filesystem::warning(filesystem::classify(0xEF53)));
+  EXPECT_EQ(filesystem::classify(0x12345678).name, "0x12345678");
+}
+
+TEST(Filesystem, TheLockDirectoryHereIsLocal) {
+  EXPECT_FALSE(unreliable_filesystem("/tmp"));
+  auto status = inspect("/tmp/pidlock-no-such-file");
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(status->warnings.size() <= 1);  // /tmp is world-writable: that warning, no other
 }
 
 }  // namespace

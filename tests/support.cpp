@@ -223,6 +223,44 @@ Result run(const std::vector<std::string>& argv, std::chrono::milliseconds timeo
   return result;
 }
 
+void wait_for_eof_on_stdin() {
+  char c;
+  while (::read(0, &c, 1) > 0) {
+  }
+}
+
+Child lock_holder(const std::filesystem::path& path, const Options& options) {
+  Child child = Child::fork([path, options] {
+    auto lock = Lock::acquire(path, options);
+    std::printf("%s\n", lock ? "ready" : lock.error().message().c_str());
+    std::fflush(stdout);
+    wait_for_eof_on_stdin();
+    return lock ? 0 : 1;
+  });
+  EXPECT_EQ(child.read_line(), "ready");
+  return child;
+}
+
+Child idle_child() {
+  Child child = Child::fork([] {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    wait_for_eof_on_stdin();
+    return 0;
+  });
+  EXPECT_EQ(child.read_line(), "ready");
+  return child;
+}
+
+bool someone_waits(const std::filesystem::path& path, std::chrono::milliseconds timeout) {
+  return eventually(
+      [&] {
+        auto status = inspect(path);
+        return status && !status->waiters.empty();
+      },
+      timeout);
+}
+
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (!condition()) {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "pidlock/pidlock.hpp"
+
 namespace pidlock::test {
 
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it at the end.
@@ -72,6 +74,17 @@ struct Result {
 // Runs argv to completion (with a deadline) and collects its output.
 Result run(const std::vector<std::string>& argv,
            std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// A forked child that prints "ready" and then idles until its stdin closes: with a lock taken
+// first when `path` is given (it prints the error instead of "ready" if the acquire fails), or
+// just sharing whatever descriptors it inherited.
+Child lock_holder(const std::filesystem::path& path, const Options& options = {});
+Child idle_child();
+void wait_for_eof_on_stdin();
+
+// Polls inspect() until the lock on `path` has a blocked waiter.
+bool someone_waits(const std::filesystem::path& path,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // Polls `condition` until it holds or the deadline passes.
 bool eventually(const std::function<bool()>& condition,

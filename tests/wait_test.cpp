@@ -18,19 +18,7 @@ using namespace std::chrono_literals;
 using test::Child;
 using test::TempDir;
 
-Child holder_child(const std::filesystem::path& path) {
-  Child child = Child::fork([path] {
-    auto lock = Lock::acquire(path);
-    std::printf("%s\n", lock ? "ready" : "failed");
-    std::fflush(stdout);
-    char c;
-    while (::read(0, &c, 1) > 0) {
-    }
-    return 0;
-  });
-  EXPECT_EQ(child.read_line(), "ready");
-  return child;
-}
+Child holder_child(const std::filesystem::path& path) { return test::lock_holder(path); }
 
 Options waiting(std::chrono::nanoseconds wait) {
   Options options;
@@ -60,10 +48,7 @@ TEST(Wait, IsHandedTheLockWhenTheHolderReleases) {
     acquired = static_cast<bool>(lock);
   });
   // The waiter shows up in /proc/locks as blocked (through its helper) before we release.
-  ASSERT_TRUE(test::eventually([&] {
-    auto status = inspect(dir / "l");
-    return status && !status->waiters.empty();
-  }));
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
   holder.close_stdin();
   waiter.join();
   EXPECT_TRUE(acquired);
@@ -75,10 +60,7 @@ TEST(Wait, ForeverIsHandedTheLockToo) {
   Child holder = holder_child(dir / "l");
   std::atomic<bool> acquired{false};
   std::thread waiter([&] { acquired = static_cast<bool>(Lock::acquire(dir / "l", waiting(wait_forever))); });
-  ASSERT_TRUE(test::eventually([&] {
-    auto status = inspect(dir / "l");
-    return status && !status->waiters.empty();
-  }));
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
   holder.close_stdin();
   waiter.join();
   EXPECT_TRUE(acquired);

@@ -150,20 +150,16 @@ std::expected<bool, Failure> Client::watch(const json& create_request, std::chro
 
 std::string base64_encode(std::string_view bytes) {
   static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  auto byte = [&](std::size_t i) { return i < bytes.size() ? static_cast<unsigned>(static_cast<unsigned char>(bytes[i])) : 0U; };
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const unsigned v = static_cast<unsigned char>(bytes[i]) << 16 | static_cast<unsigned char>(bytes[i + 1]) << 8 |
-                       static_cast<unsigned char>(bytes[i + 2]);
-    out += {alphabet[v >> 18], alphabet[v >> 12 & 63], alphabet[v >> 6 & 63], alphabet[v & 63]};
-  }
-  if (i + 1 == bytes.size()) {
-    const unsigned v = static_cast<unsigned char>(bytes[i]) << 16;
-    out += {alphabet[v >> 18], alphabet[v >> 12 & 63], '=', '='};
-  } else if (i + 2 == bytes.size()) {
-    const unsigned v = static_cast<unsigned char>(bytes[i]) << 16 | static_cast<unsigned char>(bytes[i + 1]) << 8;
-    out += {alphabet[v >> 18], alphabet[v >> 12 & 63], alphabet[v >> 6 & 63], '='};
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    const unsigned v = byte(i) << 16U | byte(i + 1) << 8U | byte(i + 2);
+    const std::size_t left = bytes.size() - i;  // 1, 2, or 3 and more
+    out += alphabet[v >> 18U & 63U];
+    out += alphabet[v >> 12U & 63U];
+    out += left > 1 ? alphabet[v >> 6U & 63U] : '=';
+    out += left > 2 ? alphabet[v & 63U] : '=';
   }
   return out;
 }
