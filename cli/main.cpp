@@ -1,7 +1,13 @@
 // pidlock: argument parsing and dispatch. The work is in run.cpp and status.cpp.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <filesystem>
+#include <system_error>
 #include <cstdio>
 #include <string_view>
 
@@ -20,6 +26,31 @@ constexpr const char* usage_line =
     "       pidlock status --etcd URL[,URL...] [--slots N] [--json] NAME\n"
     "       pidlock --help | --version\n";
 
+#ifndef PIDLOCK_WITH_FLEET
+// Fleet mode lives in pidlock-fleet, installed beside pidlock: only it links libcurl, whose
+// dependencies would otherwise cost every plain `pidlock run` several milliseconds of dynamic
+// linking (git keeps its HTTP transport in git-remote-http for the same reason).
+bool wants_fleet(const std::vector<std::string>& args) {
+  return std::any_of(args.begin(), args.end(), [](const std::string& arg) {
+    return arg == "--etcd" || arg.starts_with("--etcd=");
+  });
+}
+
+int exec_fleet(char** argv) {
+  std::array<char, 4096> self{};
+  const ssize_t length = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+  if (length > 0) {
+    const std::string beside = std::filesystem::path(std::string(self.data(), static_cast<std::size_t>(length)))
+                                   .replace_filename("pidlock-fleet");
+    ::execv(beside.c_str(), argv);
+  }
+  ::execvp("pidlock-fleet", argv);
+  fmt::print(stderr, "pidlock: fleet mode needs pidlock-fleet beside pidlock or on the PATH: {}\n",
+             std::generic_category().message(errno));
+  return exit_code::unavailable;
+}
+#endif
+
 // Everything after the first "--" is the command, taken verbatim: its own options must never be
 // read as ours.
 std::vector<std::string> split_command(std::vector<std::string>& args) {
@@ -36,6 +67,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> command = split_command(args);
   const bool had_separator = static_cast<int>(args.size()) != argc - 1;
+#ifndef PIDLOCK_WITH_FLEET
+  if (wants_fleet(args)) return exec_fleet(argv);
+#endif
 
   CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1)."};
   app.set_version_flag("-V,--version", std::string(pidlock::version()));
@@ -119,12 +153,17 @@ int main(int argc, char** argv) {
     run_request.inheritance = exec_mode    ? Inheritance::exec
                               : close_mode ? Inheritance::close
                                            : Inheritance::inherit;
-    return run_request.etcd.empty() ? pidlock::cli::run(run_request) : pidlock::cli::run_fleet(run_request);
+#ifdef PIDLOCK_WITH_FLEET
+    if (!run_request.etcd.empty()) return pidlock::cli::run_fleet(run_request);
+#endif
+    return pidlock::cli::run(run_request);
   }
   if (had_separator) {
     fmt::print(stderr, "pidlock: status takes no command\n{}", usage_line);
     return exit_code::usage;
   }
-  return status_request.etcd.empty() ? pidlock::cli::status(status_request)
-                                     : pidlock::cli::status_fleet(status_request);
+#ifdef PIDLOCK_WITH_FLEET
+  if (!status_request.etcd.empty()) return pidlock::cli::status_fleet(status_request);
+#endif
+  return pidlock::cli::status(status_request);
 }

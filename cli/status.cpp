@@ -4,7 +4,6 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "pidlock/fleet.hpp"
 
 namespace pidlock::cli {
 namespace {
@@ -124,49 +123,6 @@ int status(const StatusRequest& request) {
     print_human(*found);
   }
   return found->held ? exit_code::busy : exit_code::ok;
-}
-
-int status_fleet(const StatusRequest& request) {
-  fleet::Options options;
-  options.endpoints = request.etcd;
-  options.slots = request.slots;
-  auto found = fleet::inspect(request.file, options);
-  if (!found) {
-    fmt::print(stderr, "{}\n", found.error().message());
-    return exit_code::unavailable;
-  }
-  const bool full = static_cast<int>(found->holders.size()) >= found->slots;
-  if (request.json) {
-    json holders = json::array();
-    for (const auto& h : found->holders) {
-      holders.push_back({{"slot", h.slot}, {"host", h.host}, {"pid", h.pid}, {"command", h.command},
-                         {"started_at", h.started_at}, {"held_for_seconds", h.held_for.count()},
-                         {"lease", std::to_string(h.lease)}});
-    }
-    json waiters = json::array();
-    for (const auto& w : found->waiters) {
-      waiters.push_back({{"host", w.host}, {"pid", w.pid}, {"command", w.command}});
-    }
-    fmt::print("{}\n", json{{"name", found->name},
-                            {"slots", found->slots},
-                            {"held", !found->holders.empty()},
-                            {"full", full},
-                            {"holders", holders},
-                            {"waiters", waiters},
-                            {"endpoint", found->endpoint}}
-                           .dump());
-  } else {
-    fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", found->name, found->holders.size(),
-               found->slots, found->endpoint);
-    for (const auto& h : found->holders) {
-      fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, h.host, format_duration(h.held_for),
-                 h.command.empty() ? "" : ": " + h.command);
-    }
-    for (const auto& w : found->waiters) {
-      fmt::print("  waiting: pid {} on {}{}\n", w.pid, w.host, w.command.empty() ? "" : ": " + w.command);
-    }
-  }
-  return full ? exit_code::busy : exit_code::ok;
 }
 
 }  // namespace pidlock::cli

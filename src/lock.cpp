@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -73,9 +74,20 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
   return std::unexpected(Error::failure("open", path, sys::last_error()));
 }
 
+// glibc 2.33+ implements fstat() as newfstatat(fd, "", AT_EMPTY_PATH), which copies and walks
+// an empty path name first; on x86-64 the kernel's own fstat takes the same struct and skips
+// that, and the cycle is only a handful of system calls.
+int fstat_descriptor(int fd, struct stat* st) {
+#if defined(__x86_64__) && defined(SYS_fstat)
+  return static_cast<int>(::syscall(SYS_fstat, fd, st));
+#else
+  return ::fstat(fd, st);
+#endif
+}
+
 std::expected<struct stat, Error> stat_regular(int fd, const fs::path& path) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+  if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
   if (!S_ISREG(st.st_mode)) return std::unexpected(not_regular(path, st.st_mode));
   return st;
 }
