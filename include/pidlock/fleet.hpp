@@ -83,7 +83,8 @@ class Slot {
   // Renews the lease (call every TTL/3). Fails when no endpoint answers, or when etcd says the
   // lease is gone: then the slot may already belong to someone else.
   std::expected<void, Error> keep_alive();
-  // True once the lease has certainly run out: no renewal for a whole TTL.
+  // True once the lease may be about to run out on the server: no renewal sent within the last
+  // two thirds of the TTL. Stop using the slot then: etcd may hand it over a third later.
   bool expired() const noexcept;
   // Revokes the lease: the slot frees at once. Idempotent.
   std::error_code release() noexcept;

@@ -141,7 +141,10 @@ std::expected<bool, Failure> Client::watch(const json& create_request, std::chro
                                           stream, &state, status);
     if (state.stopped) return true;
     if (result == CURLE_OPERATION_TIMEDOUT && status == 200) return false;  // the stream was up
-    if (result == CURLE_OK) return false;  // the server ended the stream: look again
+    // The server ended the stream (a compacted start revision, a member shutting down): report
+    // a wake-up, so that the caller looks at the slots again and watches from a fresh revision
+    // instead of reopening the same stream in a loop.
+    if (result == CURLE_OK) return true;
     failure = {code_of(result), endpoint(), curl_easy_strerror(result)};
     current_ = (current_ + 1) % endpoints_.size();
   }

@@ -39,7 +39,8 @@ class Client {
   std::expected<json, Failure> call(std::string_view path, const json& body);
 
   // Opens a watch and calls `on_message` for each message etcd streams, until it returns false
-  // (true is returned), or `timeout` passes (false), or the stream fails (a Failure).
+  // or etcd ends the stream (true is returned), or `timeout` passes (false), or the stream
+  // fails (a Failure).
   std::expected<bool, Failure> watch(const json& create_request, std::chrono::milliseconds timeout,
                                      const std::function<bool(const json&)>& on_message);
 

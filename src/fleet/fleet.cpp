@@ -157,6 +157,8 @@ std::expected<void, Error> wait_for_a_free_slot(etcd::Client& client, const Opti
     auto woke = client.watch(request, std::chrono::duration_cast<std::chrono::milliseconds>(slice) +
                                           std::chrono::milliseconds(1),
                              [](const json& message) {
+                               // Canceled (e.g. our start revision was compacted): look again.
+                               if (message["result"].value("canceled", false)) return false;
                                for (const auto& event : message["result"].value("events", json::array())) {
                                  if (event.value("type", std::string()) == "DELETE") return false;
                                }
@@ -201,10 +203,11 @@ std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& o
   auto state = std::make_unique<State>(options, std::string(name));
   const auto deadline = options.wait == wait_forever ? Clock::time_point::max()
                                                       : Clock::now() + std::chrono::duration_cast<Clock::duration>(options.wait);
+  const auto granting = Clock::now();
   auto lease = grant_lease(state->client, options.ttl);
   if (!lease) return std::unexpected(lease.error());
   state->lease = *lease;
-  state->valid_until = Clock::now() + options.ttl;
+  state->valid_until = granting + options.ttl;
   const json record = {{"host", host_name()},   {"pid", ::getpid()},
                        {"command", options.command}, {"started_at", unix_now()},
                        {"role", options.role}};
@@ -242,6 +245,8 @@ std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& o
 
 std::expected<void, Error> Slot::keep_alive() {
   if (!state_) return {};
+  // etcd restarts the TTL when the request arrives, no earlier than when it was sent.
+  const auto sent = Clock::now();
   auto renewed = state_->client.call("lease/keepalive", {{"ID", std::to_string(state_->lease)}});
   if (!renewed) return std::unexpected(etcd_error("lease keepalive", renewed.error()));
   if (etcd::int64_of((*renewed)["result"].value("TTL", json())) <= 0) {
@@ -250,11 +255,17 @@ std::expected<void, Error> Slot::keep_alive() {
                                           std::make_error_code(std::errc::timed_out),
                                           "etcd: the lease has expired; the slot is lost"));
   }
-  state_->valid_until = Clock::now() + state_->options.ttl;
+  state_->valid_until = sent + state_->options.ttl;
   return {};
 }
 
-bool Slot::expired() const noexcept { return state_ && Clock::now() >= state_->valid_until; }
+// A third of the TTL early, so that the holder gives up (and its command gets SIGTERM) before
+// etcd can have expired the lease and handed the slot to someone else.
+bool Slot::expired() const noexcept {
+  if (!state_) return false;
+  const auto margin = std::chrono::duration_cast<Clock::duration>(state_->options.ttl) / 3;
+  return Clock::now() + margin >= state_->valid_until;
+}
 
 std::error_code Slot::release() noexcept {
   if (!state_) return {};
