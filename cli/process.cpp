@@ -4,7 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
-#include <unistd.h>
+#include <unistd.h>  // environ (_GNU_SOURCE)
 
 #include <array>
 #include <cerrno>
@@ -14,7 +14,6 @@
 #include "commands.hpp"
 #include "pidlock/pidlock.hpp"
 
-extern char** environ;
 
 namespace pidlock::cli {
 namespace {
