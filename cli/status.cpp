@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "process.hpp"
 
 namespace pidlock::cli {
 namespace {
@@ -48,15 +49,6 @@ json status_json(const Status& s) {
       {"filesystem", s.filesystem.empty() ? json(nullptr) : json(s.filesystem)},
       {"warnings", s.warnings},
   };
-}
-
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& w : words) {
-    if (!out.empty()) out += ' ';
-    out += w;
-  }
-  return out;
 }
 
 std::string describe(const Holder& h) {

@@ -117,7 +117,7 @@ Error busy(int fd, const struct stat& st, const fs::path& path, const Options& o
 
 std::optional<Holder> current_holder(int fd) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return std::nullopt;
+  if (fstat_descriptor(fd, &st) != 0) return std::nullopt;
   return identify_holder(fd, st).holder;
 }
 
