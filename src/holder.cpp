@@ -29,11 +29,16 @@ struct KernelLocks {
   std::vector<pid_t> waiters;
 };
 
-std::expected<KernelLocks, std::error_code> read_kernel_locks(const proc::FileId& file) {
-  auto text = sys::read_file_at(AT_FDCWD, "/proc/locks", proc_locks_limit);
-  if (!text) return std::unexpected(text.error());
-  KernelLocks out;
-  proc::for_each_lock_line(*text, [&](const proc::LockLine& line) {
+void keep_first_of_each(std::vector<pid_t>& pids) {
+  std::vector<pid_t> unique;
+  for (const pid_t pid : pids) {
+    if (std::find(unique.begin(), unique.end(), pid) == unique.end()) unique.push_back(pid);
+  }
+  pids = std::move(unique);
+}
+
+void collect_kernel_locks(const std::string& text, const proc::FileId& file, KernelLocks& out) {
+  proc::for_each_lock_line(text, [&](const proc::LockLine& line) {
     if (line.kind != proc::LockKind::flock || line.file != file) return;
     if (line.blocked) {
       out.waiters.push_back(line.pid);
@@ -42,6 +47,24 @@ std::expected<KernelLocks, std::error_code> read_kernel_locks(const proc::FileId
       if (line.pid > 0) out.lockers.push_back(line.pid);
     }
   });
+}
+
+// /proc/locks comes one page per read(), and a lock taken or dropped anywhere on the machine
+// between two reads shifts the rest of the list: an entry is then listed twice or not at all.
+// Entries seen twice count once; a file that looks free in a read that came in pieces is read
+// again, since an entry skipped once is rarely skipped again.
+constexpr int proc_locks_attempts = 3;
+
+std::expected<KernelLocks, std::error_code> read_kernel_locks(const proc::FileId& file) {
+  KernelLocks out;
+  for (int attempt = 0; attempt < proc_locks_attempts; ++attempt) {
+    auto snapshot = sys::read_proc_file("/proc/locks", proc_locks_limit);
+    if (!snapshot) return std::unexpected(snapshot.error());
+    collect_kernel_locks(snapshot->text, file, out);
+    if (out.held || snapshot->reads <= 1) break;
+  }
+  keep_first_of_each(out.lockers);
+  keep_first_of_each(out.waiters);
   return out;
 }
 
@@ -270,7 +293,14 @@ std::expected<Discovery, std::error_code> discover(const proc::FileId& file, con
   if (!locks) return std::unexpected(locks.error());
   Discovery out;
   out.held = locks->held;
-  if (out.held) {
+  if (!out.held && with_waiters) {
+    // Three torn reads in a row are unlikely, not impossible: the record's word, confirmed
+    // through the recorded process's own descriptors, is independent of /proc/locks.
+    if (auto holder = confirmed_record(file, hints)) {
+      out.held = true;
+      out.holders.push_back(std::move(*holder));
+    }
+  } else if (out.held) {
     bool any_gone = locks->lockers.empty();
     out.holders = confirmed_lockers(*locks, file, hints, any_gone);
     if (out.holders.empty() && any_gone) out.holders = scan_all_processes(file, hints);

@@ -7,7 +7,8 @@ namespace {
 
 // Reads until EOF or `limit`; /proc files are generated on read and may come in short pieces.
 template <typename ReadAt>
-std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, ReadAt read_at) {
+std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, ReadAt read_at,
+                                                           std::size_t* reads = nullptr) {
   std::string out;
   std::size_t chunk = std::min<std::size_t>(limit, 4096);
   while (out.size() < limit) {
@@ -22,6 +23,7 @@ std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, Re
     }
     out.resize(old + static_cast<std::size_t>(n));
     if (n == 0) break;
+    if (reads != nullptr) ++*reads;
     chunk = 65536;  // /proc/locks on a busy machine runs to tens of KiB
   }
   return out;
@@ -42,6 +44,18 @@ std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* 
   return read_until_eof(limit, [&fd](char* buf, std::size_t len, std::size_t) {
     return ::read(fd.get(), buf, len);
   });
+}
+
+std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit) {
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
+  if (!fd) return std::unexpected(last_error());
+  ProcText out;
+  auto text = read_until_eof(
+      limit, [&fd](char* buf, std::size_t len, std::size_t) { return ::read(fd.get(), buf, len); },
+      &out.reads);
+  if (!text) return std::unexpected(text.error());
+  out.text = std::move(*text);
+  return out;
 }
 
 }  // namespace pidlock::sys
