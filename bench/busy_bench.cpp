@@ -40,4 +40,20 @@ void BM_InspectHeld(benchmark::State& state) {
 }
 BENCHMARK(BM_InspectHeld)->ArgsProduct({{0, 1000}, {0, 1}});
 
+// A free lock on a machine whose /proc/locks runs to many pages: the list may have skipped the
+// lock, so inspect() asks the processes' descriptors too.
+void BM_InspectFree(benchmark::State& state) {
+  const auto dir = dir_for(static_cast<int>(state.range(1)));
+  const auto path = scratch(dir, "inspect-free");
+  HeldElsewhere crowd(scratch(dir, "inspect-free-crowd"), static_cast<int>(state.range(0)));
+  { auto taken = pidlock::Lock::acquire(path); }  // a record naming a process not holding it
+  for (auto _ : state) {
+    auto status = pidlock::inspect(path);
+    if (!status || status->held) state.SkipWithError("inspect failed");
+  }
+  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_InspectFree)->ArgsProduct({{0, 1000}, {0, 1}});
+
 }  // namespace

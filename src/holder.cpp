@@ -49,23 +49,43 @@ void collect_kernel_locks(const std::string& text, const proc::FileId& file, Ker
   });
 }
 
+struct KernelView {
+  KernelLocks locks;
+  bool consistent = true;  // the list came in one read(), so it is one snapshot
+};
+
 // /proc/locks comes one page per read(), and a lock taken or dropped anywhere on the machine
 // between two reads shifts the rest of the list: an entry is then listed twice or not at all.
-// Entries seen twice count once; a file that looks free in a read that came in pieces is read
-// again, since an entry skipped once is rarely skipped again.
-constexpr int proc_locks_attempts = 3;
+// One lock's entry, with the waiters it blocks, is always written whole within one read, so a
+// list in pieces that shows the lock is right about it, and entries seen twice count once.
+//
+// Only the entry that would have opened a page can be skipped, and where pages begin depends
+// on how much the first read() asks for: the kernel fills the reader's first request, keeps the
+// rest of that record for the next read, and starts every later page where the one before it
+// ended. A second look that first asks for half a page moves every boundary by half a page.
+constexpr std::size_t whole_page_first = 4096;
+constexpr std::size_t half_page_first = 2048;
 
-std::expected<KernelLocks, std::error_code> read_kernel_locks(const proc::FileId& file) {
-  KernelLocks out;
-  for (int attempt = 0; attempt < proc_locks_attempts; ++attempt) {
-    auto snapshot = sys::read_proc_file("/proc/locks", proc_locks_limit);
-    if (!snapshot) return std::unexpected(snapshot.error());
-    collect_kernel_locks(snapshot->text, file, out);
-    if (out.held || snapshot->reads <= 1) break;
-  }
-  keep_first_of_each(out.lockers);
-  keep_first_of_each(out.waiters);
+std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file,
+                                                             std::size_t first_read) {
+  auto snapshot = sys::read_proc_file("/proc/locks", proc_locks_limit, first_read);
+  if (!snapshot) return std::unexpected(snapshot.error());
+  KernelView out;
+  out.consistent = snapshot->reads <= 1;
+  collect_kernel_locks(snapshot->text, file, out.locks);
+  keep_first_of_each(out.locks.lockers);
+  keep_first_of_each(out.locks.waiters);
   return out;
+}
+
+// The kernel's list, looked at a second time with the pages cut elsewhere when the first look
+// came in pieces and did not show the lock.
+std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file) {
+  auto view = read_kernel_locks(file, whole_page_first);
+  if (!view || view->locks.held || view->consistent) return view;
+  auto second = read_kernel_locks(file, half_page_first);
+  if (!second || second->locks.held) return second;
+  return view;
 }
 
 sys::UniqueFd open_proc_dir(int proc_root, const char* name) {
@@ -280,8 +300,8 @@ std::optional<Holder> confirmed_record(const proc::FileId& file, const Hints& hi
 }
 
 std::expected<Discovery, std::error_code> discover(const proc::FileId& file, const Hints& hints,
-                                                   bool with_waiters) {
-  if (!with_waiters) {
+                                                   Query query) {
+  if (query == Query::holder_of_busy_lock) {
     if (auto holder = confirmed_record(file, hints)) {
       Discovery out;
       out.held = true;
@@ -289,23 +309,22 @@ std::expected<Discovery, std::error_code> discover(const proc::FileId& file, con
       return out;
     }
   }
-  auto locks = read_kernel_locks(file);
-  if (!locks) return std::unexpected(locks.error());
+  auto view = read_kernel_locks(file);
+  if (!view) return std::unexpected(view.error());
+  const KernelLocks& locks = view->locks;
   Discovery out;
-  out.held = locks->held;
-  if (!out.held && with_waiters) {
-    // Three torn reads in a row are unlikely, not impossible: the record's word, confirmed
-    // through the recorded process's own descriptors, is independent of /proc/locks.
-    if (auto holder = confirmed_record(file, hints)) {
-      out.held = true;
-      out.holders.push_back(std::move(*holder));
-    }
-  } else if (out.held) {
-    bool any_gone = locks->lockers.empty();
-    out.holders = confirmed_lockers(*locks, file, hints, any_gone);
+  out.held = locks.held;
+  if (out.held) {
+    bool any_gone = locks.lockers.empty();
+    out.holders = confirmed_lockers(locks, file, hints, any_gone);
     if (out.holders.empty() && any_gone) out.holders = scan_all_processes(file, hints);
+    if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
+  } else if (query == Query::holder_of_busy_lock && !view->consistent) {
+    // Our own attempt was refused a moment ago and two cuts of the list missed the lock (or it
+    // was released since): the processes' own descriptors settle it.
+    out.holders = scan_all_processes(file, hints);
+    out.held = !out.holders.empty();
   }
-  if (with_waiters) out.waiters = describe_waiters(locks->waiters);
   return out;
 }
 

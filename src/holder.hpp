@@ -27,13 +27,19 @@ struct Hints {
   std::optional<struct timespec> record_mtime;  // when the record was last written
 };
 
-// Without `with_waiters`, first checks whether the recorded process holds the lock (through its
-// fdinfo), and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks
-// on `file`, confirms the granted locker
-// through its /proc/<pid>/fdinfo, and, when the locker is gone or is not the one holding it (an
-// inherited descriptor outlived it, or its PID was recycled), scans every process's descriptors
-// for the one that holds the lock. Fails only when /proc/locks cannot be read.
+enum class Query {
+  holder_of_busy_lock,  // the caller's own attempt was just refused: name the holder, cheaply
+  status,               // everything: holders and waiters, for inspect()
+};
+
+// For a busy lock, first checks whether the recorded process holds it (through its fdinfo),
+// and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks on `file`
+// (a second time, cut differently, when it came in pieces and did not show the lock), confirms
+// the granted locker through its /proc/<pid>/fdinfo, and, when the locker is gone or is not the
+// one holding it (an inherited descriptor outlived it, or its PID was recycled), scans every
+// process's descriptors for the one that holds the lock. Fails only when /proc/locks cannot be
+// read.
 std::expected<Discovery, std::error_code> discover(const proc::FileId& file, const Hints& hints,
-                                                   bool with_waiters);
+                                                   Query query);
 
 }  // namespace pidlock::holder

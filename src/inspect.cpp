@@ -99,7 +99,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   hints.record_mtime = st.st_mtim;
   status.recorded_pid = hints.recorded_pid;
 
-  auto found = holder::discover(holder::file_id(st), hints, true);
+  auto found = holder::discover(holder::file_id(st), hints, holder::Query::status);
   if (!found) return std::unexpected(Error::failure("read", "/proc/locks", found.error()));
   status.held = found->held;
   status.holders = std::move(found->holders);

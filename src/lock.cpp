@@ -105,7 +105,7 @@ Claim identify_holder(int fd, const struct stat& st) {
   if (auto text = sys::read_fd(fd, record::read_limit)) hints.recorded_pid = record::parse(*text);
   hints.record_mtime = st.st_mtim;
   claim.recorded_pid = hints.recorded_pid;
-  auto found = holder::discover(holder::file_id(st), hints, false);
+  auto found = holder::discover(holder::file_id(st), hints, holder::Query::holder_of_busy_lock);
   if (found && !found->holders.empty()) claim.holder = found->holders.front();
   return claim;
 }

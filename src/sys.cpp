@@ -8,9 +8,10 @@ namespace {
 // Reads until EOF or `limit`; /proc files are generated on read and may come in short pieces.
 template <typename ReadAt>
 std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, ReadAt read_at,
-                                                           std::size_t* reads = nullptr) {
+                                                           std::size_t* reads = nullptr,
+                                                           std::size_t first_chunk = 4096) {
   std::string out;
-  std::size_t chunk = std::min<std::size_t>(limit, 4096);
+  std::size_t chunk = std::min(limit, first_chunk);
   while (out.size() < limit) {
     const std::size_t want = std::min(chunk, limit - out.size());
     const std::size_t old = out.size();
@@ -46,13 +47,14 @@ std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* 
   });
 }
 
-std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit) {
+std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit,
+                                                       std::size_t first_read) {
   UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
   if (!fd) return std::unexpected(last_error());
   ProcText out;
   auto text = read_until_eof(
       limit, [&fd](char* buf, std::size_t len, std::size_t) { return ::read(fd.get(), buf, len); },
-      &out.reads);
+      &out.reads, std::max<std::size_t>(first_read, 1));
   if (!text) return std::unexpected(text.error());
   out.text = std::move(*text);
   return out;

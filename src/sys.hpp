@@ -51,12 +51,13 @@ std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* 
 std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit);
 
 // A /proc file and the number of read() calls that returned data. The kernel generates such
-// files one buffer per read() and lets them change in between, so only text that came in one
-// read is a consistent snapshot.
+// files a buffer per read() and lets them change in between, so only text that came in one
+// read is a consistent snapshot. The first read asks for `first_read` bytes, the rest for more.
 struct ProcText {
   std::string text;
   std::size_t reads = 0;
 };
-std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit);
+std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit,
+                                                       std::size_t first_read = 4096);
 
 }  // namespace pidlock::sys

@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
+
 #include "pidlock/pidlock.hpp"
 #include "support.hpp"
 
@@ -170,16 +172,16 @@ TEST(Holder, WaitersAreListed) {
   EXPECT_EQ(waiter.wait(), 0);
 }
 
-// On `cpu`, holds `crowd` flocks on files of `dir`, prints "ready", then takes and drops locks
-// on a few more files as fast as it can until its stdin closes. The kernel keeps one list of
-// locks per CPU, so a churner per CPU moves every part of /proc/locks.
+// On `cpu`, holds `crowd` flocks on files of `dir`, prints "ready", then, until its stdin
+// closes, takes a dozen more locks and drops them again: the list of locks grows and shrinks by
+// up to a dozen entries, a fifth of a page of /proc/locks.
 Child lock_churner(const std::filesystem::path& dir, std::size_t cpu, int crowd) {
   Child child = Child::fork([dir, cpu, crowd] {
     cpu_set_t only{};
     CPU_SET(cpu, &only);
     if (::sched_setaffinity(0, sizeof only, &only) != 0) return 2;
     std::vector<int> held;
-    const std::string prefix = std::to_string(cpu) + "-";
+    const std::string prefix = std::to_string(::getpid()) + "-";
     for (int i = 0; i < crowd; ++i) {
       const int fd = ::open((dir / ("crowd-" + prefix + std::to_string(i))).c_str(),
                             O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -189,11 +191,16 @@ Child lock_churner(const std::filesystem::path& dir, std::size_t cpu, int crowd)
     std::printf("ready\n");
     std::fflush(stdout);
     pollfd in{.fd = 0, .events = POLLIN, .revents = 0};
-    for (unsigned turn = 0; ::poll(&in, 1, 0) == 0; ++turn) {
-      const int fd = ::open((dir / ("churn-" + prefix + std::to_string(turn % 32))).c_str(),
-                            O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-      if (fd < 0 || ::flock(fd, LOCK_EX) != 0) return 1;
-      ::close(fd);
+    constexpr int burst = 12;
+    std::array<int, burst> churning{};
+    while (::poll(&in, 1, 0) == 0) {
+      for (int i = 0; i < burst; ++i) {
+        const int fd = ::open((dir / ("churn-" + prefix + std::to_string(i))).c_str(),
+                              O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0 || ::flock(fd, LOCK_EX) != 0) return 1;
+        churning[static_cast<std::size_t>(i)] = fd;
+      }
+      for (const int fd : churning) ::close(fd);
     }
     return 0;
   });
@@ -202,12 +209,32 @@ Child lock_churner(const std::filesystem::path& dir, std::size_t cpu, int crowd)
 }
 
 // /proc/locks is generated a page per read(), and locks taken and dropped elsewhere between two
-// reads shift the list under the reader. A crowd of unrelated locks, some coming and going all
-// the time, must not make a held lock look free or its one waiter look like two.
-TEST(Holder, LocksComingAndGoingElsewhereDoNotBlurTheAnswer) {
-  TempDir dir;
-  // No record: a flock(1)-style holder, so only the kernel's list can name it.
-  Child holder = Child::fork([path = dir / "l"] {
+// reads shift the list under the reader. This keeps it shifting: 200 held locks and a churner
+// per CPU (the kernel keeps a list per CPU), until the end of the scope.
+class LockChurn {
+ public:
+  explicit LockChurn(const std::filesystem::path& dir) {
+    cpu_set_t usable{};
+    EXPECT_EQ(::sched_getaffinity(0, sizeof usable, &usable), 0);
+    for (std::size_t cpu = 0; cpu < CPU_SETSIZE && churners_.size() < 8; ++cpu) {
+      if (CPU_ISSET(cpu, &usable)) churners_.push_back(lock_churner(dir, cpu, 200));
+    }
+  }
+  ~LockChurn() {
+    // Each churner inherited the stdin pipes of those forked before it: close them all first.
+    for (Child& churner : churners_) churner.close_stdin();
+    for (Child& churner : churners_) EXPECT_EQ(churner.wait(), 0);
+  }
+  LockChurn(const LockChurn&) = delete;
+  LockChurn& operator=(const LockChurn&) = delete;
+
+ private:
+  std::vector<Child> churners_;
+};
+
+// A holder with no record, as flock(1) leaves it: only the kernel can name it.
+Child recordless_holder(const std::filesystem::path& path) {
+  Child holder = Child::fork([path] {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0 || ::flock(fd, LOCK_EX) != 0) return 1;
     std::printf("ready\n");
@@ -215,31 +242,29 @@ TEST(Holder, LocksComingAndGoingElsewhereDoNotBlurTheAnswer) {
     test::wait_for_eof_on_stdin();
     return 0;
   });
-  ASSERT_EQ(holder.read_line(), "ready");
+  EXPECT_EQ(holder.read_line(), "ready");
+  return holder;
+}
+
+TEST(Holder, LocksComingAndGoingElsewhereDoNotBlurTheAnswer) {
+  TempDir dir;
+  Child holder = recordless_holder(dir / "l");
   Child waiter = Child::spawn({"flock", (dir / "l").string(), "true"});
   ASSERT_TRUE(test::someone_waits(dir / "l"));
-  std::vector<Child> churners;
-  cpu_set_t usable{};
-  ASSERT_EQ(::sched_getaffinity(0, sizeof usable, &usable), 0);
-  for (std::size_t cpu = 0; cpu < CPU_SETSIZE && churners.size() < 8; ++cpu) {
-    if (CPU_ISSET(cpu, &usable)) churners.push_back(lock_churner(dir.path(), cpu, 200));
-  }
-
   int free = 0, wrong_holder = 0, wrong_waiters = 0;
-  for (int i = 0; i < 300; ++i) {
-    auto status = inspect(dir / "l");
-    ASSERT_TRUE(status) << status.error().message();
-    if (!status->held) ++free;
-    if (status->holders.size() != 1 || status->holders[0].pid != holder.pid()) ++wrong_holder;
-    if (status->waiters.size() != 1 || status->waiters[0].pid != waiter.pid()) ++wrong_waiters;
+  {
+    LockChurn churn(dir.path());
+    for (int i = 0; i < 300; ++i) {
+      auto status = inspect(dir / "l");
+      ASSERT_TRUE(status) << status.error().message();
+      if (!status->held) ++free;
+      if (status->holders.size() != 1 || status->holders[0].pid != holder.pid()) ++wrong_holder;
+      if (status->waiters.size() != 1 || status->waiters[0].pid != waiter.pid()) ++wrong_waiters;
+    }
   }
   EXPECT_EQ(free, 0);
   EXPECT_EQ(wrong_holder, 0);
   EXPECT_EQ(wrong_waiters, 0);
-
-  // Each churner inherited the stdin pipes of those forked before it: close them all first.
-  for (Child& churner : churners) churner.close_stdin();
-  for (Child& churner : churners) EXPECT_EQ(churner.wait(), 0);
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
   EXPECT_EQ(waiter.wait(), 0);
