@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
   if (wants_fleet(args)) return exec_fleet(argv);
 #endif
 
-  CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1)."};
-  app.set_version_flag("-V,--version", std::string(pidlock::version()));
+  CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1).", "pidlock"};
+  app.set_version_flag("-V,--version", "pidlock " + std::string(pidlock::version()));
   app.require_subcommand(1);
 
   RunRequest run_request;

@@ -281,10 +281,15 @@ TEST(Cli, UsageErrorsExit64) {
 }
 
 TEST(Cli, HelpAndVersion) {
-  EXPECT_EQ(run({pidlock_binary(), "--help"}).code, 0);
+  const auto help = run({pidlock_binary(), "--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("Usage: pidlock"), std::string::npos) << help.out;
+  const auto run_help = run({pidlock_binary(), "run", "--help"});
+  EXPECT_EQ(run_help.code, 0);
+  EXPECT_NE(run_help.out.find("--wait"), std::string::npos) << run_help.out;
   const auto v = run({pidlock_binary(), "--version"});
   EXPECT_EQ(v.code, 0);
-  EXPECT_FALSE(v.out.empty());
+  EXPECT_EQ(v.out, "pidlock " + std::string(version()) + "\n");
 }
 
 TEST(Cli, HostilePathsFailClearlyAndNotAs75) {
