@@ -171,6 +171,25 @@ TEST_F(Fleet, StatusListsHoldersAndWaiters) {
   EXPECT_EQ(waiter.wait(), 0);
 }
 
+TEST_F(Fleet, StatusTakesTheSlotCountFromTheHoldersRecords) {
+  const auto name = unique("slots");
+  Child first = hold(endpoint(), name, {"--slots", "3"});
+  Child second = hold(endpoint(), name, {"--slots", "3"});
+  const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name});
+  EXPECT_EQ(r.code, 0) << r.err;  // two of three: not full
+  const auto json = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << r.out;
+  EXPECT_EQ(json["slots"], 3);
+  EXPECT_EQ(json["holders"].size(), 2u);
+  EXPECT_EQ(json["full"], false);
+  const auto human = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_NE(human.out.find("2 of 3 slots held"), std::string::npos) << human.out;
+  first.close_stdin();
+  second.close_stdin();
+  EXPECT_EQ(first.wait(), 0);
+  EXPECT_EQ(second.wait(), 0);
+}
+
 TEST_F(Fleet, AWaiterIsWokenByTheWatchWhenTheHolderFinishes) {
   const auto name = unique("handoff");
   Child holder = hold(endpoint(), name);

@@ -61,7 +61,7 @@ struct FleetWaiter {
 
 struct Status {
   std::string name;
-  int slots = 0;
+  int slots = 0;                    // the larger of Options::slots and what holders recorded
   std::vector<SlotHolder> holders;  // by slot
   std::vector<FleetWaiter> waiters;
   std::string endpoint;             // the member that answered

@@ -56,11 +56,23 @@ json put(const std::string& key, const json& value, std::int64_t lease) {
             {"lease", std::to_string(lease)}}}};
 }
 
+json record_of(const json& kv) {
+  return json::parse(etcd::base64_decode(kv.value("value", std::string())), nullptr, false);
+}
+
+// The slot count a holder or waiter was started with; 0 from a record that does not say.
+int recorded_slots(const json& kv) {
+  const auto value = record_of(kv);
+  if (!value.is_object()) return 0;
+  const auto slots = value.find("slots");
+  return slots != value.end() && slots->is_number_integer() ? slots->get<int>() : 0;
+}
+
 SlotHolder holder_from(const json& kv, int slot) {
   SlotHolder holder;
   holder.slot = slot;
   holder.lease = etcd::int64_of(kv.value("lease", json()));
-  const auto value = json::parse(etcd::base64_decode(kv.value("value", std::string())), nullptr, false);
+  const auto value = record_of(kv);
   if (value.is_object()) {
     holder.host = value.value("host", std::string());
     holder.pid = static_cast<pid_t>(value.value("pid", 0));
@@ -208,10 +220,13 @@ std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& o
   if (!lease) return std::unexpected(lease.error());
   state->lease = *lease;
   state->valid_until = granting + options.ttl;
+  // The slot count goes into the record so that `status` can say "of N" without being told.
   const json record = {{"host", host_name()},   {"pid", ::getpid()},
                        {"command", options.command}, {"started_at", unix_now()},
-                       {"role", options.role}};
-  const std::string waiter_key = waiters_prefix(options, name) + host_name() + ":" + std::to_string(::getpid());
+                       {"role", options.role}, {"slots", options.slots}};
+  // The lease makes the key unique even between two hosts that share a name.
+  const std::string waiter_key = waiters_prefix(options, name) + host_name() + ":" +
+                                 std::to_string(::getpid()) + ":" + std::to_string(state->lease);
   bool registered_as_waiter = false;
   for (;;) {
     auto attempt = try_slots(state->client, options, name, state->lease, record);
@@ -289,6 +304,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   if (!held) return std::unexpected(etcd_error("range", held.error()));
   for (const auto& kv : held->value("kvs", json::array())) {
     status.holders.push_back(holder_from(kv, slot_of(etcd::base64_decode(kv.value("key", std::string())), slots)));
+    status.slots = std::max(status.slots, recorded_slots(kv));
   }
   const std::string waiting = waiters_prefix(options, name);
   auto waiters = client.call("kv/range", {{"key", etcd::base64_encode(waiting)},
@@ -297,6 +313,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   for (const auto& kv : waiters->value("kvs", json::array())) {
     const auto h = holder_from(kv, -1);
     status.waiters.push_back({h.host, h.pid, h.command});
+    status.slots = std::max(status.slots, recorded_slots(kv));
   }
   status.endpoint = client.endpoint();
   return status;
