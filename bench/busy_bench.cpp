@@ -9,6 +9,11 @@ namespace {
 
 using namespace pidlock::bench;
 
+// Each benchmark here takes (unrelated locks, filesystem).
+std::string crowd_label(const benchmark::State& state) {
+  return std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1)));
+}
+
 void BM_BusyWithHolderIdentified(benchmark::State& state) {
   const auto dir = dir_for(static_cast<int>(state.range(1)));
   const auto path = scratch(dir, "busy");
@@ -21,7 +26,7 @@ void BM_BusyWithHolderIdentified(benchmark::State& state) {
       state.SkipWithError("the holder was not identified");
     }
   }
-  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
+  state.SetLabel(crowd_label(state));
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_BusyWithHolderIdentified)->ArgsProduct({{0, 1000}, {0, 1}});
@@ -35,7 +40,7 @@ void BM_InspectHeld(benchmark::State& state) {
     auto status = pidlock::inspect(path);
     if (!status || !status->held) state.SkipWithError("inspect failed");
   }
-  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
+  state.SetLabel(crowd_label(state));
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_InspectHeld)->ArgsProduct({{0, 1000}, {0, 1}});
@@ -51,7 +56,7 @@ void BM_InspectFree(benchmark::State& state) {
     auto status = pidlock::inspect(path);
     if (!status || status->held) state.SkipWithError("inspect failed");
   }
-  state.SetLabel(std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1))));
+  state.SetLabel(crowd_label(state));
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_InspectFree)->ArgsProduct({{0, 1000}, {0, 1}});

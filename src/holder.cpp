@@ -66,9 +66,9 @@ struct KernelView {
 constexpr std::size_t whole_page_first = 4096;
 constexpr std::size_t half_page_first = 2048;
 
-std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file,
-                                                             std::size_t first_read) {
-  auto snapshot = sys::read_proc_file("/proc/locks", proc_locks_limit, first_read);
+std::expected<KernelView, std::error_code> read_kernel_locks_once(const proc::FileId& file,
+                                                                  std::size_t first_read) {
+  auto snapshot = sys::read_proc_file(AT_FDCWD, "/proc/locks", proc_locks_limit, first_read);
   if (!snapshot) return std::unexpected(snapshot.error());
   KernelView out;
   out.consistent = snapshot->reads <= 1;
@@ -81,9 +81,9 @@ std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId&
 // The kernel's list, looked at a second time with the pages cut elsewhere when the first look
 // came in pieces and did not show the lock.
 std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file) {
-  auto view = read_kernel_locks(file, whole_page_first);
+  auto view = read_kernel_locks_once(file, whole_page_first);
   if (!view || view->locks.held || view->consistent) return view;
-  auto second = read_kernel_locks(file, half_page_first);
+  auto second = read_kernel_locks_once(file, half_page_first);
   if (!second || second->locks.held) return second;
   return view;
 }

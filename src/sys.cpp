@@ -38,18 +38,9 @@ std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit) {
   });
 }
 
-std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
-                                                         std::size_t limit) {
+std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
+                                                       std::size_t limit, std::size_t first_read) {
   UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
-  if (!fd) return std::unexpected(last_error());
-  return read_until_eof(limit, [&fd](char* buf, std::size_t len, std::size_t) {
-    return ::read(fd.get(), buf, len);
-  });
-}
-
-std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit,
-                                                       std::size_t first_read) {
-  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
   if (!fd) return std::unexpected(last_error());
   ProcText out;
   auto text = read_until_eof(
@@ -58,6 +49,13 @@ std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::s
   if (!text) return std::unexpected(text.error());
   out.text = std::move(*text);
   return out;
+}
+
+std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
+                                                         std::size_t limit) {
+  auto read = read_proc_file(dirfd, name, limit);
+  if (!read) return std::unexpected(read.error());
+  return std::move(read->text);
 }
 
 }  // namespace pidlock::sys

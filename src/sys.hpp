@@ -57,7 +57,8 @@ struct ProcText {
   std::string text;
   std::size_t reads = 0;
 };
-std::expected<ProcText, std::error_code> read_proc_file(const char* path, std::size_t limit,
+std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
+                                                       std::size_t limit,
                                                        std::size_t first_read = 4096);
 
 }  // namespace pidlock::sys

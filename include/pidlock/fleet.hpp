@@ -51,6 +51,7 @@ struct SlotHolder {
   std::int64_t started_at = 0;      // Unix seconds, on the holder's clock
   std::chrono::seconds held_for{0};  // on ours: clocks across hosts may differ
   std::int64_t lease = 0;
+  int slots = 0;                     // the slot count it was started with; 0 if not recorded
 };
 
 struct FleetWaiter {

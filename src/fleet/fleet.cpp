@@ -56,28 +56,19 @@ json put(const std::string& key, const json& value, std::int64_t lease) {
             {"lease", std::to_string(lease)}}}};
 }
 
-json record_of(const json& kv) {
-  return json::parse(etcd::base64_decode(kv.value("value", std::string())), nullptr, false);
-}
-
-// The slot count a holder or waiter was started with; 0 from a record that does not say.
-int recorded_slots(const json& kv) {
-  const auto value = record_of(kv);
-  if (!value.is_object()) return 0;
-  const auto slots = value.find("slots");
-  return slots != value.end() && slots->is_number_integer() ? slots->get<int>() : 0;
-}
-
 SlotHolder holder_from(const json& kv, int slot) {
   SlotHolder holder;
   holder.slot = slot;
   holder.lease = etcd::int64_of(kv.value("lease", json()));
-  const auto value = record_of(kv);
+  const auto value = json::parse(etcd::base64_decode(kv.value("value", std::string())), nullptr, false);
   if (value.is_object()) {
     holder.host = value.value("host", std::string());
     holder.pid = static_cast<pid_t>(value.value("pid", 0));
     holder.command = value.value("command", std::string());
     holder.started_at = value.value("started_at", std::int64_t{0});
+    if (const auto slots = value.find("slots"); slots != value.end() && slots->is_number_integer()) {
+      holder.slots = slots->get<int>();
+    }
   }
   holder.held_for = std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
   return holder;
@@ -304,7 +295,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   if (!held) return std::unexpected(etcd_error("range", held.error()));
   for (const auto& kv : held->value("kvs", json::array())) {
     status.holders.push_back(holder_from(kv, slot_of(etcd::base64_decode(kv.value("key", std::string())), slots)));
-    status.slots = std::max(status.slots, recorded_slots(kv));
+    status.slots = std::max(status.slots, status.holders.back().slots);
   }
   const std::string waiting = waiters_prefix(options, name);
   auto waiters = client.call("kv/range", {{"key", etcd::base64_encode(waiting)},
@@ -313,7 +304,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   for (const auto& kv : waiters->value("kvs", json::array())) {
     const auto h = holder_from(kv, -1);
     status.waiters.push_back({h.host, h.pid, h.command});
-    status.slots = std::max(status.slots, recorded_slots(kv));
+    status.slots = std::max(status.slots, h.slots);
   }
   status.endpoint = client.endpoint();
   return status;
