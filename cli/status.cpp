@@ -15,9 +15,14 @@ using json = nlohmann::ordered_json;
 json holder_json(const Holder& h) {
   return {
       {"pid", h.pid},
+      {"verified", h.verified()},
+      {"unverified_reason", h.verified() ? json(nullptr) : json(std::string(to_string(h.verification)))},
       {"inspectable", h.inspectable},
       {"command", h.inspectable || !h.command.empty() ? json(h.command) : json(nullptr)},
       {"cmdline", h.cmdline},
+      {"runs", h.runs},
+      {"this_process", h.is_caller},
+      {"foreign_user", h.foreign_user},
       {"uid", h.uid ? json(*h.uid) : json(nullptr)},
       {"user", h.user.empty() ? json(nullptr) : json(h.user)},
       {"held_for_seconds", h.held_for.count()},
@@ -39,7 +44,9 @@ json status_json(const Status& s) {
   return {
       {"path", s.path.string()},
       {"exists", s.exists},
-      {"held", s.held},
+      {"state", !s.known() ? "unknown" : s.held ? "held" : "free"},
+      {"held", s.known() ? json(s.held) : json(nullptr)},
+      {"evidence", std::string(to_string(s.evidence))},
       {"holder", s.holder ? holder_json(*s.holder) : json(nullptr)},
       {"holders", holders},
       {"recorded_pid", s.recorded_pid ? json(*s.recorded_pid) : json(nullptr)},
@@ -47,19 +54,10 @@ json status_json(const Status& s) {
       {"record_stale", s.record == Record::stale},
       {"waiters", waiters},
       {"filesystem", s.filesystem.empty() ? json(nullptr) : json(s.filesystem)},
+      {"owner_uid", s.owner ? json(*s.owner) : json(nullptr)},
+      {"mode", s.exists ? json(fmt::format("{:04o}", s.mode)) : json(nullptr)},
       {"warnings", s.warnings},
   };
-}
-
-std::string describe(const Holder& h) {
-  if (!h.inspectable && h.command.empty()) return fmt::format("pid {} (not visible to us)", h.pid);
-  std::string text = fmt::format("pid {} ({})", h.pid, h.command);
-  if (!h.user.empty()) {
-    text += fmt::format(", user {}", h.user);
-  } else if (h.uid) {
-    text += fmt::format(", uid {}", *h.uid);
-  }
-  return text + fmt::format(", for {}", format_duration(h.held_for));
 }
 
 std::string describe_record(const Status& s) {
@@ -79,8 +77,10 @@ void print_human(const Status& s) {
   const std::string path = s.path.string();
   if (!s.exists) {
     fmt::print("{}: free (no lock file)\n", path);
+  } else if (!s.known()) {
+    fmt::print("{}: cannot tell whether it is held\n", path);
   } else if (!s.held) {
-    fmt::print("{}: free\n", path);
+    fmt::print("{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe: see warnings)" : "");
   } else if (s.holder) {
     fmt::print("{}: held by {}\n", path, describe(*s.holder));
     if (!s.holder->cmdline.empty()) fmt::print("  command line: {}\n", join(s.holder->cmdline));
@@ -114,6 +114,7 @@ int status(const StatusRequest& request) {
   } else {
     print_human(*found);
   }
+  if (!found->known()) return exit_code::unavailable;
   return found->held ? exit_code::busy : exit_code::ok;
 }
 

@@ -1,20 +1,60 @@
 // Errors and the messages operators read.
 #include <string>
 
+#include "escape.hpp"
 #include "pidlock/pidlock.hpp"
 
 namespace pidlock {
 namespace {
 
-std::string describe_holder(const Holder& holder) {
-  std::string text = "pid " + std::to_string(holder.pid);
-  if (holder.inspectable && !holder.command.empty()) {
-    text += ", " + holder.command + ", for " + format_duration(holder.held_for);
+// Long command lines are cut: the message names the holder, it does not reproduce it.
+constexpr std::size_t command_line_limit = 80;
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& word : words) {
+    if (!out.empty()) out += ' ';
+    out += word;
   }
-  return text;
+  if (out.size() > command_line_limit) out = out.substr(0, command_line_limit - 3) + "...";
+  return out;
+}
+
+std::string why_unverified(Verification verification) {
+  switch (verification) {
+    case Verification::verified: return {};
+    case Verification::other_user: return "not verified: another user's process";
+    case Verification::hidden: return "not verified: /proc hides it from us (hidepid)";
+    case Verification::pid_reused:
+      return "not verified: that PID now belongs to a process started after the lock was taken";
+    case Verification::outside_namespace:
+      return "not verified: outside our PID namespace; the record's PID, in the holder's namespace";
+    case Verification::no_proc: return "not verified: /proc is not available; the record's PID";
+  }
+  return {};
 }
 
 }  // namespace
+
+std::string describe(const Holder& holder) {
+  std::string text = "pid " + std::to_string(holder.pid);
+  if (!holder.host.empty()) text += " on " + text::for_terminal(holder.host);
+  if (holder.is_caller) text += ", this process";
+  if (!holder.runs.empty()) {
+    text += ", " + text::for_terminal(holder.command) + " running " +
+            text::for_terminal(joined(holder.runs));
+  } else if (!holder.command.empty()) {
+    text += ", " + text::for_terminal(holder.command);
+  }
+  if (holder.foreign_user) {
+    const std::string who = holder.user.empty() ? "uid " + std::to_string(*holder.uid)
+                                                : text::for_terminal(holder.user);
+    text += ", user " + who + " (not the lock file's owner)";
+  }
+  if (holder.inspectable) text += ", for " + format_duration(holder.held_for);
+  if (!holder.verified()) text += "; " + why_unverified(holder.verification);
+  return text;
+}
 
 std::string format_duration(std::chrono::seconds duration) {
   long long total = std::max<long long>(0, duration.count());
@@ -37,16 +77,32 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
   e.held_ = true;
   e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
   e.operation_ = "flock";
-  if (holder) {
-    e.message_ = "another " + std::string(role) + " is running (" + describe_holder(*holder) +
-                 ") — lock file: " + path.string();
+  const std::string shown_path = text::for_terminal(path.string());
+  const std::string noun = text::for_terminal(role);
+  const bool kernel_names_it =
+      holder && holder->verification != Verification::outside_namespace &&
+      holder->verification != Verification::no_proc;
+  if (holder && holder->is_caller) {
+    e.message_ = "the lock is already held by this process (" + describe(*holder) +
+                 ", through another of its descriptors: one it inherited, or an earlier "
+                 "acquire) — lock file: " + shown_path;
+  } else if (kernel_names_it) {
+    e.message_ = "another " + noun + " is running (" + describe(*holder) + ") — lock file: " +
+                 shown_path;
+  } else if (holder) {
+    e.message_ = "another " + noun + " holds the lock at " + shown_path + " (its holder is not " +
+                 "visible to us: " +
+                 (holder->verification == Verification::no_proc
+                      ? std::string("/proc is not available")
+                      : std::string("it runs outside our PID namespace")) +
+                 "; the record says pid " + std::to_string(holder->pid) + ")";
   } else if (recorded_pid) {
-    e.message_ = "another " + std::string(role) + " holds the lock at " + path.string() +
+    e.message_ = "another " + noun + " holds the lock at " + shown_path +
                  " (holder not visible to us; the record says pid " +
                  std::to_string(*recorded_pid) + ")";
   } else {
-    e.message_ = "another " + std::string(role) + " holds the lock at " + path.string() +
-                 " (recorded pid unreadable)";
+    e.message_ = "another " + noun + " holds the lock at " + shown_path +
+                 " (holder not visible to us; no PID recorded)";
   }
   e.holder_ = std::move(holder);
   e.path_ = std::move(path);
@@ -68,7 +124,7 @@ Error Error::failure(std::string_view operation, std::filesystem::path path, std
   Error e;
   e.code_ = code;
   e.operation_ = operation;
-  e.message_ = "pidlock: " + std::string(operation) + " " + path.string() + ": " +
+  e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(path.string()) + ": " +
                (detail.empty() ? code.message() : std::string(detail));
   e.path_ = std::move(path);
   return e;
@@ -84,6 +140,27 @@ std::string_view to_string(Record record) noexcept {
     case Record::unreadable: return "unreadable";
   }
   return "unreadable";
+}
+
+std::string_view to_string(Verification verification) noexcept {
+  switch (verification) {
+    case Verification::verified: return "verified";
+    case Verification::other_user: return "other_user";
+    case Verification::hidden: return "hidepid";
+    case Verification::pid_reused: return "pid_reused";
+    case Verification::outside_namespace: return "pid_namespace";
+    case Verification::no_proc: return "no_proc";
+  }
+  return "verified";
+}
+
+std::string_view to_string(Evidence evidence) noexcept {
+  switch (evidence) {
+    case Evidence::kernel: return "kernel";
+    case Evidence::probe: return "probe";
+    case Evidence::none: return "none";
+  }
+  return "none";
 }
 
 std::string_view version() noexcept { return PIDLOCK_VERSION; }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -92,6 +93,12 @@ sys::UniqueFd open_proc_dir(int proc_root, const char* name) {
   return sys::UniqueFd(::openat(proc_root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
+std::array<char, 32> decimal(pid_t pid) {
+  std::array<char, 32> text{};
+  std::to_chars(text.data(), text.data() + text.size() - 1, pid);
+  return text;
+}
+
 sys::UniqueFd open_pid_dir(pid_t pid) {
   std::array<char, 32> path{"/proc/"};
   std::to_chars(path.data() + 6, path.data() + path.size() - 1, pid);
@@ -100,25 +107,32 @@ sys::UniqueFd open_pid_dir(pid_t pid) {
 
 enum class Confirmation { holds, does_not, denied };
 
-bool fdinfo_shows_lock(int fdinfo_dir, const char* fd_name, const proc::FileId& file) {
+// Whether the open file description behind this fdinfo holds a flock. Its "lock:" lines list
+// only the locks owned by that very description on its own file, so once the descriptor is
+// known to be ours, any granted FLOCK line there is our lock.
+bool fdinfo_shows_flock(int fdinfo_dir, const char* fd_name) {
   auto text = sys::read_file_at(fdinfo_dir, fd_name, small_proc_file_limit);
   if (!text) return false;
   const auto info = proc::parse_fdinfo(*text);
-  return std::any_of(info.locks.begin(), info.locks.end(), [&](const proc::LockLine& lock) {
-    return lock.kind == proc::LockKind::flock && !lock.blocked && lock.file == file;
+  return std::any_of(info.locks.begin(), info.locks.end(), [](const proc::LockLine& lock) {
+    return lock.kind == proc::LockKind::flock && !lock.blocked;
   });
 }
 
-// Whether one of the process's descriptors is an open file description holding the flock. The
-// fdinfo "lock:" lines list the locks owned by that very description, so a process that merely
-// has the file open, or a recycled PID, does not pass.
-Confirmation confirm_holds(int pid_dir, const proc::FileId& file) {
+Confirmation denied_or_not() {
+  return errno == EACCES || errno == EPERM ? Confirmation::denied : Confirmation::does_not;
+}
+
+// Whether one of the process's descriptors is an open file description holding the flock on
+// our file. The descriptor is matched by stat (which, through /proc/<pid>/fd, reports what our
+// own stat of the path does, on every filesystem) and the lock by its fdinfo, so a process that
+// merely has the file open, a recycled PID, or another file with the same kernel name does not
+// pass.
+Confirmation confirm_holds(int pid_dir, const FileIdentity& file) {
   sys::UniqueFd fd_dir(::openat(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd_dir) return errno == EACCES || errno == EPERM ? Confirmation::denied
-                                                        : Confirmation::does_not;
+  if (!fd_dir) return denied_or_not();
   sys::UniqueFd fdinfo_dir(::openat(pid_dir, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fdinfo_dir) return errno == EACCES || errno == EPERM ? Confirmation::denied
-                                                            : Confirmation::does_not;
+  if (!fdinfo_dir) return denied_or_not();
   DIR* listing = ::fdopendir(fd_dir.get());
   if (listing == nullptr) return Confirmation::does_not;
   const int listing_fd = fd_dir.release();  // closedir() closes it now
@@ -128,8 +142,8 @@ Confirmation confirm_holds(int pid_dir, const proc::FileId& file) {
     if (entry->d_name[0] == '.') continue;
     struct stat st {};
     if (::fstatat(listing_fd, entry->d_name, &st, 0) != 0) continue;  // closed meanwhile
-    if (file_id(st) != file) continue;
-    if (fdinfo_shows_lock(fdinfo_dir.get(), entry->d_name, file)) {
+    if (st.st_dev != file.dev || st.st_ino != file.inode) continue;
+    if (fdinfo_shows_flock(fdinfo_dir.get(), entry->d_name)) {
       result = Confirmation::holds;
       break;
     }
@@ -138,11 +152,13 @@ Confirmation confirm_holds(int pid_dir, const proc::FileId& file) {
   return result;
 }
 
-nanoseconds boot_clock_now() {
+nanoseconds clock_now(clockid_t clock) {
   timespec now{};
-  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  ::clock_gettime(clock, &now);
   return seconds(now.tv_sec) + nanoseconds(now.tv_nsec);
 }
+
+nanoseconds to_nanoseconds(const timespec& t) { return seconds(t.tv_sec) + nanoseconds(t.tv_nsec); }
 
 std::string user_name(uid_t uid) {
   passwd entry{};
@@ -154,12 +170,33 @@ std::string user_name(uid_t uid) {
   return found->pw_name;
 }
 
+// The command a `pidlock run` holder runs: its first child's argv.
+std::vector<std::string> command_run_by(int pid_dir, pid_t pid) {
+  const std::string children_path = std::string("task/") + decimal(pid).data() + "/children";
+  auto children = sys::read_file_at(pid_dir, children_path.c_str(), small_proc_file_limit);
+  if (!children) return {};
+  pid_t child = 0;
+  const char* begin = children->data();
+  const auto [end, ec] = std::from_chars(begin, begin + children->size(), child);
+  if (ec != std::errc{} || end == begin) return {};
+  const auto child_dir = open_pid_dir(child);
+  if (!child_dir) return {};
+  auto cmdline = sys::read_file_at(child_dir.get(), "cmdline", small_proc_file_limit);
+  return cmdline ? proc::parse_cmdline(*cmdline) : std::vector<std::string>{};
+}
+
+bool is_pidlock(const std::string& command) {
+  return command == "pidlock" || command == "pidlock-fleet";
+}
+
 // Fills in what /proc says of the process. Each read goes through the pid directory opened
 // before confirming the holder, so a PID recycled meanwhile reads as gone instead of as
-// somebody else.
-void describe(int pid_dir, Holder& holder) {
+// somebody else. Returns its PIDs in nested namespaces, innermost last.
+std::vector<pid_t> describe(int pid_dir, Holder& holder) {
+  std::vector<pid_t> namespace_pids;
   if (auto stat = sys::read_file_at(pid_dir, "stat", small_proc_file_limit)) {
     if (auto fields = proc::parse_stat(*stat)) {
+      holder.inspectable = true;
       holder.command = fields->command;
       const auto ticks_per_second = ::sysconf(_SC_CLK_TCK);
       if (ticks_per_second > 0) {
@@ -173,21 +210,35 @@ void describe(int pid_dir, Holder& holder) {
     holder.cmdline = proc::parse_cmdline(*cmdline);
   }
   if (auto status = sys::read_file_at(pid_dir, "status", small_proc_file_limit)) {
-    holder.uid = proc::parse_status_euid(*status);
+    auto fields = proc::parse_status(*status);
+    holder.uid = fields.euid;
     if (holder.uid) holder.user = user_name(*holder.uid);
+    namespace_pids = std::move(fields.namespace_pids);
   }
+  if (holder.verified() && is_pidlock(holder.command)) holder.runs = command_run_by(pid_dir, holder.pid);
+  return namespace_pids;
+}
+
+// Whether the process started after the record was written: then it cannot be the one that
+// wrote it, and a record naming its PID names an earlier process of the same number. Start
+// times have clock-tick resolution, and the clocks are compared across a conversion.
+bool started_after_record(const Holder& holder, const Hints& hints) {
+  if (!hints.record_mtime || holder.started_since_boot == nanoseconds(0)) return false;
+  const nanoseconds boot_in_realtime = clock_now(CLOCK_REALTIME) - clock_now(CLOCK_BOOTTIME);
+  const nanoseconds started = boot_in_realtime + holder.started_since_boot;
+  constexpr auto tolerance = milliseconds(20);
+  return started > to_nanoseconds(*hints.record_mtime) + tolerance;
 }
 
 seconds held_for(const Holder& holder, const Hints& hints) {
-  const nanoseconds age = std::max(nanoseconds(0), boot_clock_now() - holder.started_since_boot);
+  if (!holder.inspectable) return seconds(0);
+  const nanoseconds age =
+      std::max(nanoseconds(0), clock_now(CLOCK_BOOTTIME) - holder.started_since_boot);
   if (holder.record_agrees && hints.record_mtime) {
     // The record is written right after locking, so its mtime dates the lock, unless it is older
     // than the process (a record that happens to name a recycled PID).
-    timespec now{};
-    ::clock_gettime(CLOCK_REALTIME, &now);
-    const nanoseconds since_write = (seconds(now.tv_sec) + nanoseconds(now.tv_nsec)) -
-                                    (seconds(hints.record_mtime->tv_sec) +
-                                     nanoseconds(hints.record_mtime->tv_nsec));
+    const nanoseconds since_write =
+        clock_now(CLOCK_REALTIME) - to_nanoseconds(*hints.record_mtime);
     if (since_write >= nanoseconds(0) && since_write <= age) {
       return duration_cast<seconds>(since_write);
     }
@@ -195,13 +246,35 @@ seconds held_for(const Holder& holder, const Hints& hints) {
   return duration_cast<seconds>(age);
 }
 
-Holder make_holder(pid_t pid, int pid_dir, bool inspectable, const Hints& hints) {
+Holder make_holder(pid_t pid, int pid_dir, Verification verification, const Hints& hints) {
   Holder holder;
   holder.pid = pid;
-  holder.inspectable = inspectable;
-  describe(pid_dir, holder);
-  holder.record_agrees = hints.recorded_pid == pid;
+  holder.verification = verification;
+  holder.is_caller = pid == ::getpid();
+  const auto namespace_pids = describe(pid_dir, holder);
+  const bool record_names_it =
+      hints.recorded_pid &&
+      (*hints.recorded_pid == pid ||
+       (namespace_pids.size() > 1 && *hints.recorded_pid == namespace_pids.back()));
+  if (!holder.verified() && record_names_it && started_after_record(holder, hints)) {
+    // The kernel's list keeps the PID of the process that took the lock; that process is gone
+    // and its number now belongs to a newer one, which must not be shown as the holder.
+    Holder reused;
+    reused.pid = pid;
+    reused.verification = Verification::pid_reused;
+    return reused;
+  }
+  holder.record_agrees = holder.verified() && record_names_it;
+  holder.foreign_user = holder.uid && hints.file_owner && *holder.uid != *hints.file_owner;
   holder.held_for = held_for(holder, hints);
+  return holder;
+}
+
+// A holder that only the record names: the kernel cannot show us the real one.
+Holder recorded_holder(pid_t pid, Verification why) {
+  Holder holder;
+  holder.pid = pid;
+  holder.verification = why;
   return holder;
 }
 
@@ -213,9 +286,10 @@ bool all_digits(const char* name) {
   return true;
 }
 
-// Every live process we may inspect that holds the flock: the slow path, taken only when the
-// process that took the lock is gone and an inherited descriptor keeps it alive.
-std::vector<Holder> scan_all_processes(const proc::FileId& file, const Hints& hints) {
+// Every live process we may inspect that holds the flock: every process sharing the locked
+// description (a `pidlock run`, its command and the command's children), or, when the process
+// that took the lock is gone, those an inherited descriptor keeps it alive in.
+std::vector<Holder> scan_all_processes(const FileIdentity& file, const Hints& hints) {
   std::vector<Holder> found;
   DIR* proc_root = ::opendir("/proc");
   if (proc_root == nullptr) return found;
@@ -227,7 +301,7 @@ std::vector<Holder> scan_all_processes(const proc::FileId& file, const Hints& hi
     if (confirm_holds(pid_dir.get(), file) != Confirmation::holds) continue;
     pid_t pid = 0;
     std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
-    found.push_back(make_holder(pid, pid_dir.get(), true, hints));
+    found.push_back(make_holder(pid, pid_dir.get(), Verification::verified, hints));
   }
   ::closedir(proc_root);
   // Oldest first: the original locker's descendants before anything that joined later.
@@ -237,29 +311,38 @@ std::vector<Holder> scan_all_processes(const proc::FileId& file, const Hints& hi
   return found;
 }
 
-std::vector<Holder> confirmed_lockers(const KernelLocks& locks, const proc::FileId& file,
-                                      const Hints& hints, bool& any_gone) {
-  std::vector<Holder> holders;
-  for (const pid_t pid : locks.lockers) {
-    const auto pid_dir = open_pid_dir(pid);
-    if (!pid_dir) {
-      any_gone = true;
-      continue;
-    }
-    switch (confirm_holds(pid_dir.get(), file)) {
-      case Confirmation::holds:
-        holders.push_back(make_holder(pid, pid_dir.get(), true, hints));
-        break;
-      case Confirmation::denied:
-        // The kernel names it and we may not look closer: report it as such, never guess.
-        holders.push_back(make_holder(pid, pid_dir.get(), false, hints));
-        break;
-      case Confirmation::does_not:
-        any_gone = true;
-        break;
-    }
+// What became of one PID the kernel's list names as having taken the lock.
+struct Locker {
+  std::optional<Holder> holder;  // verified, or reported with why it could not be
+  bool gone = false;             // exited, or no longer (or never) holding our file
+};
+
+Locker examine_locker(pid_t pid, const FileIdentity& file, const Hints& hints) {
+  const auto pid_dir = open_pid_dir(pid);
+  if (!pid_dir) {
+    // Gone, or hidden from us by hidepid: only a signal of 0 tells them apart.
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return {std::nullopt, true};
+    return {recorded_holder(pid, Verification::hidden), false};
   }
-  return holders;
+  switch (confirm_holds(pid_dir.get(), file)) {
+    case Confirmation::holds:
+      return {make_holder(pid, pid_dir.get(), Verification::verified, hints), false};
+    case Confirmation::denied: {
+      // The kernel names it and we may not look closer: report it as such, never as verified.
+      auto holder = make_holder(pid, pid_dir.get(), Verification::other_user, hints);
+      const bool reused = holder.verification == Verification::pid_reused;
+      return {std::move(holder), reused};
+    }
+    case Confirmation::does_not:
+      break;
+  }
+  return {std::nullopt, true};
+}
+
+void add_unless_listed(std::vector<Holder>& holders, Holder holder) {
+  const bool listed = std::any_of(holders.begin(), holders.end(),
+                                  [&](const Holder& h) { return h.pid == holder.pid; });
+  if (!listed) holders.push_back(std::move(holder));
 }
 
 std::vector<Waiter> describe_waiters(const std::vector<pid_t>& pids) {
@@ -282,48 +365,117 @@ std::vector<Waiter> describe_waiters(const std::vector<pid_t>& pids) {
   return waiters;
 }
 
-}  // namespace
-
-proc::FileId file_id(const struct stat& st) noexcept {
-  return {::major(st.st_dev), ::minor(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+FileIdentity stat_identity(const struct stat& st) {
+  FileIdentity id;
+  id.dev = st.st_dev;
+  id.inode = st.st_ino;
+  id.kernel = {::major(st.st_dev), ::minor(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+  return id;
 }
 
 // The record's word, checked against the kernel: when the recorded process's own descriptors
 // show the lock, it holds it, whatever /proc/locks would add. /proc/locks costs time in
 // proportion to every lock on the machine; this costs time in proportion to one process's
 // descriptors, so the usual busy path stays flat on a machine full of locks.
-std::optional<Holder> confirmed_record(const proc::FileId& file, const Hints& hints) {
+std::optional<Holder> confirmed_record(const FileIdentity& file, const Hints& hints) {
   if (!hints.recorded_pid) return std::nullopt;
   const auto pid_dir = open_pid_dir(*hints.recorded_pid);
   if (!pid_dir || confirm_holds(pid_dir.get(), file) != Confirmation::holds) return std::nullopt;
-  return make_holder(*hints.recorded_pid, pid_dir.get(), true, hints);
+  return make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified, hints);
 }
 
-std::expected<Discovery, std::error_code> discover(const proc::FileId& file, const Hints& hints,
-                                                   Query query) {
+// Holders from the kernel's list: the verified lockers first, then every process sharing the
+// lock when asked for all or when no locker could be confirmed, then lockers we could not check.
+void collect_holders(const KernelLocks& locks, const FileIdentity& file, const Hints& hints,
+                     Query query, Discovery& out) {
+  std::vector<Holder> unchecked;
+  bool any_gone = locks.lockers.empty();
+  for (const pid_t pid : locks.lockers) {
+    auto locker = examine_locker(pid, file, hints);
+    any_gone = any_gone || locker.gone;
+    if (!locker.holder) continue;
+    if (locker.holder->verified()) {
+      out.holders.push_back(std::move(*locker.holder));
+    } else {
+      unchecked.push_back(std::move(*locker.holder));
+    }
+  }
+  const bool confirmed = !out.holders.empty();
+  if (query == Query::status || (!confirmed && any_gone)) {
+    for (auto& sharer : scan_all_processes(file, hints)) add_unless_listed(out.holders, std::move(sharer));
+  }
+  const bool verified_any = !out.holders.empty();
+  // On a shared kernel name an unverifiable locker may hold another file: the caller settles it.
+  out.held = verified_any || !file.kernel_name_shared ? Held::yes : Held::maybe;
+  for (auto& holder : unchecked) add_unless_listed(out.holders, std::move(holder));
+}
+
+}  // namespace
+
+FileIdentity identify(int fd, const struct stat& st) {
+  FileIdentity id = stat_identity(st);
+  const std::string fdinfo_path = std::string("/proc/self/fdinfo/") + decimal(fd).data();
+  auto fdinfo = sys::read_file_at(AT_FDCWD, fdinfo_path.c_str(), small_proc_file_limit);
+  if (!fdinfo) return id;
+  const auto info = proc::parse_fdinfo(*fdinfo);
+  if (info.inode) id.kernel.inode = *info.inode;
+  if (!info.mount_id) return id;
+  auto mounts = sys::read_file_at(AT_FDCWD, "/proc/self/mountinfo", proc_locks_limit);
+  if (!mounts) return id;
+  if (const auto device = proc::mount_device(*mounts, *info.mount_id)) {
+    id.kernel.major = device->major;
+    id.kernel.minor = device->minor;
+  }
+  id.kernel_name_shared = id.kernel.major != ::major(st.st_dev) ||
+                          id.kernel.minor != ::minor(st.st_dev) ||
+                          id.kernel.inode != static_cast<std::uint64_t>(st.st_ino);
+  return id;
+}
+
+bool holders_may_be_hidden() {
+  // The initial PID namespace has a fixed inode number (PROC_PID_INIT_INO in the kernel's
+  // include/linux/proc_ns.h); /proc/self resolves only through a /proc of our own namespace
+  // or an ancestor's.
+  constexpr ino_t initial_pid_namespace = 0xEFFFFFFCU;
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return true;
+  return st.st_ino != initial_pid_namespace;
+}
+
+Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query) {
+  Discovery out;
   if (query == Query::holder_of_busy_lock) {
-    if (auto holder = confirmed_record(file, hints)) {
-      Discovery out;
-      out.held = true;
+    if (auto holder = confirmed_record(stat_identity(st), hints)) {
+      out.held = Held::yes;
       out.holders.push_back(std::move(*holder));
       return out;
     }
   }
-  auto view = read_kernel_locks(file);
-  if (!view) return std::unexpected(view.error());
+  const FileIdentity file = identify(fd, st);
+  auto view = read_kernel_locks(file.kernel);
+  if (!view) {
+    out.list_unreadable = true;
+    out.held = Held::maybe;
+    if (hints.recorded_pid) out.holders.push_back(recorded_holder(*hints.recorded_pid, Verification::no_proc));
+    return out;
+  }
   const KernelLocks& locks = view->locks;
-  Discovery out;
-  out.held = locks.held;
-  if (out.held) {
-    bool any_gone = locks.lockers.empty();
-    out.holders = confirmed_lockers(locks, file, hints, any_gone);
-    if (out.holders.empty() && any_gone) out.holders = scan_all_processes(file, hints);
+  if (locks.held) {
+    collect_holders(locks, file, hints, query, out);
     if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
-  } else if (query == Query::holder_of_busy_lock && !view->consistent) {
+    return out;
+  }
+  if (query == Query::holder_of_busy_lock && !view->consistent) {
     // Our own attempt was refused a moment ago and two cuts of the list missed the lock (or it
     // was released since): the processes' own descriptors settle it.
     out.holders = scan_all_processes(file, hints);
-    out.held = !out.holders.empty();
+    if (!out.holders.empty()) out.held = Held::yes;
+  }
+  if (out.held == Held::no && holders_may_be_hidden()) {
+    out.held = Held::maybe;
+    if (hints.recorded_pid) {
+      out.holders.push_back(recorded_holder(*hints.recorded_pid, Verification::outside_namespace));
+    }
   }
   return out;
 }

@@ -14,32 +14,55 @@
 
 namespace pidlock::holder {
 
-proc::FileId file_id(const struct stat& st) noexcept;
+// A lock file, as stat(2) sees it and as the kernel's lock lists name it. The two agree on
+// ext4, xfs and tmpfs; on btrfs stat reports a subvolume's own device and /proc/locks the
+// superblock's, and on overlayfs stat reports a layer's device and /proc/locks the overlay's.
+struct FileIdentity {
+  dev_t dev = 0;      // st_dev: what a stat of another process's descriptor shows too
+  ino_t inode = 0;    // st_ino
+  proc::FileId kernel;  // the name in /proc/locks: superblock device and VFS inode number
+  // Other files may bear the same kernel name: btrfs numbers each subvolume's inodes from 256
+  // under one superblock device. A locker the kernel lists under this name holds *our* file
+  // only once its own descriptor is seen to be ours.
+  bool kernel_name_shared = false;
+};
+
+// Learns the kernel's name for the file open at `fd` (any descriptor, O_PATH too) from
+// /proc/self/fdinfo and /proc/self/mountinfo; falls back on stat's when /proc cannot tell.
+FileIdentity identify(int fd, const struct stat& st);
+
+// Whether the kernel may hide lock holders from us: /proc/locks lists only locks whose owners
+// are visible in the PID namespace of the /proc we read, and ours is not the initial one (or
+// /proc is missing).
+bool holders_may_be_hidden();
+
+enum class Held { no, yes, maybe };
 
 struct Discovery {
-  bool held = false;               // the kernel lists a granted flock on the file
-  std::vector<Holder> holders;     // live processes confirmed to hold it, primary first
+  Held held = Held::no;            // maybe: the kernel's list cannot settle it (see inspect())
+  std::vector<Holder> holders;     // primary first; verified ones, then those we could not check
   std::vector<Waiter> waiters;
+  bool list_unreadable = false;    // /proc/locks could not be read
 };
 
 struct Hints {
   std::optional<pid_t> recorded_pid;       // from the file, to mark record agreement
   std::optional<struct timespec> record_mtime;  // when the record was last written
+  std::optional<uid_t> file_owner;         // to mark holders of another user
 };
 
 enum class Query {
   holder_of_busy_lock,  // the caller's own attempt was just refused: name the holder, cheaply
-  status,               // everything: holders and waiters, for inspect()
+  status,               // everything: every process sharing the lock, and the waiters
 };
 
 // For a busy lock, first checks whether the recorded process holds it (through its fdinfo),
-// and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks on `file`
+// and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks on the file
 // (a second time, cut differently, when it came in pieces and did not show the lock), confirms
-// the granted locker through its /proc/<pid>/fdinfo, and, when the locker is gone or is not the
-// one holding it (an inherited descriptor outlived it, or its PID was recycled), scans every
-// process's descriptors for the one that holds the lock. Fails only when /proc/locks cannot be
-// read.
-std::expected<Discovery, std::error_code> discover(const proc::FileId& file, const Hints& hints,
-                                                   Query query);
+// each granted locker through its /proc/<pid>/fdinfo, and, when a locker is gone or is not the
+// one holding it (an inherited descriptor outlived it, or its PID was recycled), or when every
+// sharer is asked for, scans every process's descriptors. A locker we may not check is reported
+// with the reason (Holder::verification). `fd` is any descriptor of the file.
+Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query);
 
 }  // namespace pidlock::holder

@@ -1,14 +1,17 @@
-// A read-only report on a lock file: never creates, writes or locks anything.
+// A read-only report on a lock file: never creates or writes anything.
 #include <fcntl.h>
+#include <pwd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdio>
 
 #include "filesystem.hpp"
 #include "holder.hpp"
+#include "lock_file.hpp"
 #include "pidlock/pidlock.hpp"
 #include "record.hpp"
 #include "sys.hpp"
@@ -18,17 +21,43 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The record, read through a fresh read-only descriptor for the inode we already hold by O_PATH,
-// so that what we read belongs to the file we stat'ed, and opening it cannot block or have the
-// side effects of opening a device.
-std::optional<std::string> read_record(int path_fd) {
-  std::array<char, 32> self{"/proc/self/fd/"};
-  std::to_chars(self.data() + 14, self.data() + self.size() - 1, path_fd);
-  sys::UniqueFd fd(::open(self.data(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (!fd) return std::nullopt;
-  auto text = sys::read_fd(fd.get(), record::read_limit);
+std::array<char, 32> proc_self_fd(int fd) {
+  std::array<char, 32> path{"/proc/self/fd/"};
+  std::to_chars(path.data() + 14, path.data() + path.size() - 1, fd);
+  return path;
+}
+
+// A fresh read-only descriptor for the inode we already hold by O_PATH, so that what we read
+// belongs to the file we stat'ed, and opening it cannot block or have the side effects of
+// opening a device. Without /proc, the path is opened again and must still name that inode.
+sys::UniqueFd reopen_read_only(int path_fd, const fs::path& path, const struct stat& st) {
+  constexpr int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  sys::UniqueFd fd(::open(proc_self_fd(path_fd).data(), flags));
+  if (!fd && errno == ENOENT) fd.reset(::open(path.c_str(), flags | O_NOFOLLOW));
+  struct stat now {};
+  if (!fd || ::fstat(fd.get(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    return {};
+  }
+  return fd;
+}
+
+std::optional<std::string> read_record(int fd) {
+  if (fd < 0) return std::nullopt;
+  auto text = sys::read_fd(fd, record::read_limit);
   if (!text) return std::nullopt;
   return *text;
+}
+
+// Held or free, where the kernel's list cannot tell: try for the lock without waiting, and drop
+// it at once if it came. The lock exists for the few microseconds between the two calls.
+std::optional<bool> probe_held(int fd) {
+  if (fd < 0) return std::nullopt;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return false;
+  }
+  if (errno == EWOULDBLOCK) return true;
+  return std::nullopt;
 }
 
 Record classify_record(const std::optional<std::string>& text, const Status& status) {
@@ -36,19 +65,42 @@ Record classify_record(const std::optional<std::string>& text, const Status& sta
   if (record::blank(*text)) return Record::absent;
   if (!status.recorded_pid) return Record::unreadable;
   if (!status.held) return Record::previous;
-  const bool names_holder = std::any_of(status.holders.begin(), status.holders.end(),
-                                        [&](const Holder& h) { return h.pid == *status.recorded_pid; });
-  if (names_holder) return Record::agrees;
-  // Held, but we could not see who holds it: the record cannot be checked either way.
-  return status.holders.empty() ? Record::unverified : Record::stale;
+  const auto& holders = status.holders;
+  if (std::any_of(holders.begin(), holders.end(), [](const Holder& h) { return h.record_agrees; })) {
+    return Record::agrees;
+  }
+  const bool names_unchecked = std::any_of(holders.begin(), holders.end(), [&](const Holder& h) {
+    return !h.verified() && h.pid == *status.recorded_pid;
+  });
+  const bool any_verified =
+      std::any_of(holders.begin(), holders.end(), [](const Holder& h) { return h.verified(); });
+  // Held, but by someone we could not check: the record cannot be checked either way.
+  return any_verified && !names_unchecked ? Record::stale : Record::unverified;
 }
 
-void note_filesystem(const fs::path& where, Status& status) {
-  struct statfs info {};
-  if (::statfs(where.c_str(), &info) != 0) return;
-  const auto kind = filesystem::classify(static_cast<long>(info.f_type));
-  status.filesystem = kind.name;
-  if (auto warning = filesystem::warning(kind)) status.warnings.push_back(*warning);
+std::string user_or_uid(uid_t uid) {
+  passwd entry{};
+  passwd* found = nullptr;
+  std::array<char, 4096> buffer{};
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return "uid " + std::to_string(uid);
+}
+
+std::string octal_mode(mode_t mode) {
+  std::array<char, 8> text{};
+  (void)std::snprintf(text.data(), text.size(), "%04o", static_cast<unsigned>(mode & 07777));
+  return text.data();
+}
+
+// flock works on any descriptor, read-only too: whoever may open the file may hold the lock.
+void note_access(const struct stat& st, Status& status) {
+  if ((st.st_mode & 0066) == 0) return;
+  const char* who = (st.st_mode & 0006) != 0 ? "every user" : "its group's members";
+  status.warnings.push_back(std::string(who) + " may open the lock file (mode " +
+                            octal_mode(st.st_mode) + ", owner " + user_or_uid(st.st_uid) +
+                            ") and so hold the lock, stalling everyone who needs it");
 }
 
 // A directory others may write to lets them plant a file, FIFO or symlink at the lock path
@@ -63,6 +115,32 @@ void note_parent(const fs::path& path, Status& status) {
       ((st.st_mode & S_ISVTX) != 0
            ? " (sticky: they cannot replace the lock file, but can create it first and own it)"
            : ": they can replace or remove the lock file"));
+}
+
+void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status) {
+  const auto held = probe_held(read_fd);
+  if (!held) {
+    status.evidence = Evidence::none;
+    status.held = false;
+    status.holders.clear();
+    status.warnings.push_back(
+        "cannot tell whether the lock is held: the kernel's lock list cannot show every holder "
+        "here, and the lock file may not be opened to ask the kernel directly");
+    return;
+  }
+  status.evidence = Evidence::probe;
+  status.held = *held;
+  if (!*held) {
+    status.holders.clear();
+    return;
+  }
+  if (found.list_unreadable) {
+    status.warnings.push_back("/proc is not available: the holder cannot be named or verified");
+  } else if (std::none_of(status.holders.begin(), status.holders.end(),
+                          [](const Holder& h) { return h.verified(); })) {
+    status.warnings.push_back(
+        "the lock is held by a process this PID namespace cannot see (outside our container)");
+  }
 }
 
 }  // namespace
@@ -83,31 +161,33 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   if (::fstat(fd.get(), &st) != 0) {
     return std::unexpected(Error::failure("fstat", path, sys::last_error()));
   }
-  if (S_ISLNK(st.st_mode)) {
-    return std::unexpected(Error::failure("open", path, std::error_code(ELOOP, std::system_category()),
-                                          "is a symbolic link; refusing to follow it"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return std::unexpected(Error::failure("open", path, std::make_error_code(std::errc::invalid_argument),
-                                          "not a regular file"));
-  }
+  const auto kind = filesystem::of_descriptor(fd.get());
+  if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));
   status.exists = true;
+  status.owner = st.st_uid;
+  status.mode = st.st_mode & 07777;
 
-  const auto text = read_record(fd.get());
+  const auto read_fd = reopen_read_only(fd.get(), path, st);
+  const auto text = read_record(read_fd.get());
   holder::Hints hints;
   if (text) hints.recorded_pid = record::parse(*text);
   hints.record_mtime = st.st_mtim;
+  hints.file_owner = st.st_uid;
   status.recorded_pid = hints.recorded_pid;
 
-  auto found = holder::discover(holder::file_id(st), hints, holder::Query::status);
-  if (!found) return std::unexpected(Error::failure("read", "/proc/locks", found.error()));
-  status.held = found->held;
-  status.holders = std::move(found->holders);
+  auto found = holder::discover(fd.get(), st, hints, holder::Query::status);
+  status.held = found.held == holder::Held::yes;
+  status.holders = std::move(found.holders);
+  status.waiters = std::move(found.waiters);
+  if (found.held == holder::Held::maybe) settle_by_probe(read_fd.get(), found, status);
   if (!status.holders.empty()) status.holder = status.holders.front();
-  status.waiters = std::move(found->waiters);
   status.record = classify_record(text, status);
 
-  note_filesystem(path, status);
+  if (kind) {
+    status.filesystem = kind->name;
+    if (auto warning = filesystem::warning(*kind)) status.warnings.push_back(*warning);
+  }
+  note_access(st, status);
   note_parent(path, status);
   return status;
 }

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cerrno>
 
+#include "filesystem.hpp"
 #include "holder.hpp"
+#include "lock_file.hpp"
 #include "pidlock/pidlock.hpp"
 #include "record.hpp"
 #include "sys.hpp"
@@ -27,23 +29,6 @@ constexpr int max_replacements = 64;
 
 std::error_code errno_code(int value) { return {value, std::system_category()}; }
 
-const char* file_type_name(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFDIR: return "a directory";
-    case S_IFIFO: return "a FIFO";
-    case S_IFCHR: return "a character device";
-    case S_IFBLK: return "a block device";
-    case S_IFSOCK: return "a socket";
-    case S_IFLNK: return "a symbolic link";
-    default: return "not a regular file";
-  }
-}
-
-Error not_regular(const fs::path& path, mode_t mode) {
-  return Error::failure("open", path, errno_code(EINVAL),
-                        std::string("refusing a lock file that is ") + file_type_name(mode));
-}
-
 // mkdir -p, one component at a time, so that an error names the directory that failed.
 std::expected<void, Error> make_parents(const fs::path& directory, mode_t mode) {
   fs::path prefix;
@@ -55,12 +40,29 @@ std::expected<void, Error> make_parents(const fs::path& directory, mode_t mode) 
   return {};
 }
 
+// The nearest directory at or above `directory` that exists, by statfs: mkdir -p must not create
+// directories in a kernel interface (a directory made in cgroupfs is a new cgroup).
+std::optional<Error> refuse_kernel_interface_above(const fs::path& path) {
+  for (fs::path at = path.parent_path(); !at.empty(); at = at.parent_path()) {
+    sys::UniqueFd dir(::open(at.c_str(), O_PATH | O_CLOEXEC));
+    if (dir) {
+      const auto kind = filesystem::of_descriptor(dir.get());
+      if (!kind) return std::nullopt;
+      if (auto why = filesystem::refusal(*kind)) return Error::failure("mkdir", at, errno_code(EINVAL), *why);
+      return std::nullopt;
+    }
+    if (at == at.parent_path()) break;
+  }
+  return std::nullopt;
+}
+
 std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Options& options) {
   // O_NOFOLLOW: a symlink planted at the path is refused, not followed to a file we do not own.
   // O_NONBLOCK: a FIFO planted at the path must not hang the open (it is refused right after).
   constexpr int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   UniqueFd fd(::open(path.c_str(), flags, options.mode));
   if (!fd && errno == ENOENT && options.create_parents && path.has_parent_path()) {
+    if (auto refused = refuse_kernel_interface_above(path)) return std::unexpected(*refused);
     if (auto made = make_parents(path.parent_path(), 0755); !made) {
       return std::unexpected(made.error());
     }
@@ -85,10 +87,17 @@ int fstat_descriptor(int fd, struct stat* st) {
 #endif
 }
 
-std::expected<struct stat, Error> stat_regular(int fd, const fs::path& path) {
+// fstat, then the rule of what may be a lock file. Asking the filesystem costs a system call,
+// paid only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel
+// interface), before anything is written.
+std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
   struct stat st {};
   if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
-  if (!S_ISREG(st.st_mode)) return std::unexpected(not_regular(path, st.st_mode));
+  std::optional<filesystem::Kind> kind;
+  if (S_ISREG(st.st_mode) && lock_file::may_be_kernel_interface(st)) {
+    kind = filesystem::of_descriptor(fd);
+  }
+  if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));
   return st;
 }
 
@@ -97,16 +106,17 @@ struct Claim {
   std::optional<pid_t> recorded_pid;   // what the file says
 };
 
-// The kernel is asked who holds the lock; the record is read only to mark agreement, and to
-// fall back on where /proc is unavailable.
+// The kernel is asked who holds the lock; the record is read to mark agreement, and to name
+// the holder where the kernel cannot (no /proc, a holder outside our PID namespace).
 Claim identify_holder(int fd, const struct stat& st) {
   Claim claim;
   holder::Hints hints;
   if (auto text = sys::read_fd(fd, record::read_limit)) hints.recorded_pid = record::parse(*text);
   hints.record_mtime = st.st_mtim;
+  hints.file_owner = st.st_uid;
   claim.recorded_pid = hints.recorded_pid;
-  auto found = holder::discover(holder::file_id(st), hints, holder::Query::holder_of_busy_lock);
-  if (found && !found->holders.empty()) claim.holder = found->holders.front();
+  auto found = holder::discover(fd, st, hints, holder::Query::holder_of_busy_lock);
+  if (!found.holders.empty()) claim.holder = std::move(found.holders.front());
   return claim;
 }
 
@@ -134,7 +144,7 @@ std::expected<void, Error> take_flock(int fd, const fs::path& path, const Option
   while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
-    auto st = stat_regular(fd, path);  // a busy FIFO is still not a lock file
+    auto st = stat_lock_file(fd, path);  // a busy FIFO is still not a lock file
     if (!st) return std::unexpected(st.error());
     if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
       return std::unexpected(busy(fd, *st, path, options));
@@ -224,7 +234,7 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
     if (auto locked = take_flock(fd->get(), path, options, deadline); !locked) {
       return std::unexpected(locked.error());
     }
-    auto st = stat_regular(fd->get(), path);
+    auto st = stat_lock_file(fd->get(), path);
     if (!st) {
       abandon(*fd);
       return std::unexpected(st.error());

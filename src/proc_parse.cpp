@@ -77,7 +77,10 @@ FdInfo parse_fdinfo(std::string_view text) {
   while (!text.empty()) {
     const auto end = text.find('\n');
     std::string_view line = text.substr(0, end);
-    if (line.starts_with("ino:")) {
+    if (line.starts_with("mnt_id:")) {
+      line.remove_prefix(7);
+      out.mount_id = to_number<int>(next_token(line));
+    } else if (line.starts_with("ino:")) {
       line.remove_prefix(4);
       out.inode = to_number<std::uint64_t>(next_token(line));
     } else if (line.starts_with("lock:")) {
@@ -115,13 +118,62 @@ std::optional<StatFields> parse_stat(std::string_view text) {
   return out;
 }
 
-std::optional<uid_t> parse_status_euid(std::string_view text) {
-  const auto at = text.find("\nUid:");
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view line = text.substr(at + 5);
-  line = line.substr(0, line.find('\n'));
-  next_token(line);  // real
-  return to_number<uid_t>(next_token(line));
+namespace {
+
+// The value of the "Name:" line of a /proc/<pid>/status text, without the name.
+std::optional<std::string_view> status_line(std::string_view text, std::string_view name) {
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    const std::string_view line = text.substr(0, end);
+    if (line.size() > name.size() && line.starts_with(name) && line[name.size()] == ':') {
+      return line.substr(name.size() + 1);
+    }
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+StatusFields parse_status(std::string_view text) {
+  StatusFields out;
+  if (auto uid = status_line(text, "Uid")) {
+    next_token(*uid);  // real
+    out.euid = to_number<uid_t>(next_token(*uid));
+  }
+  if (auto pids = status_line(text, "NSpid")) {
+    for (auto token = next_token(*pids); !token.empty(); token = next_token(*pids)) {
+      const auto pid = to_number<pid_t>(token);
+      if (!pid) {
+        out.namespace_pids.clear();
+        break;
+      }
+      out.namespace_pids.push_back(*pid);
+    }
+  }
+  return out;
+}
+
+std::optional<Device> mount_device(std::string_view mountinfo, int mount_id) {
+  while (!mountinfo.empty()) {
+    const auto end = mountinfo.find('\n');
+    std::string_view line = mountinfo.substr(0, end);
+    const auto id = to_number<int>(next_token(line));
+    if (id && *id == mount_id) {
+      next_token(line);  // parent mount id
+      const std::string_view device = next_token(line);
+      const auto colon = device.find(':');
+      if (colon == std::string_view::npos) return std::nullopt;
+      const auto major = to_number<unsigned>(device.substr(0, colon));
+      const auto minor = to_number<unsigned>(device.substr(colon + 1));
+      if (!major || !minor) return std::nullopt;
+      return Device{*major, *minor};
+    }
+    if (end == std::string_view::npos) break;
+    mountinfo.remove_prefix(end + 1);
+  }
+  return std::nullopt;
 }
 
 std::vector<std::string> parse_cmdline(std::string_view text) {

@@ -50,11 +50,22 @@ void for_each_lock_line(std::string_view text, Visit&& visit) {
 
 // The parts of /proc/<pid>/fdinfo/<fd> we use.
 struct FdInfo {
-  std::optional<std::uint64_t> inode;  // "ino:" (Linux 5.14 and later)
+  std::optional<int> mount_id;         // "mnt_id:": the mount the file was opened through
+  std::optional<std::uint64_t> inode;  // "ino:" (Linux 5.14 and later): the VFS inode number
   std::vector<LockLine> locks;         // "lock:" lines: locks held by this open file description
 };
 
 FdInfo parse_fdinfo(std::string_view text);
+
+// The device number of the superblock behind mount `mount_id`, from /proc/<pid>/mountinfo
+// ("36 35 0:39 / /mnt rw - btrfs /dev/loop0 rw"). This is the device /proc/locks names a file
+// by; stat(2) may report another one (btrfs subvolumes, overlayfs).
+struct Device {
+  unsigned major = 0;
+  unsigned minor = 0;
+  friend bool operator==(const Device&, const Device&) = default;
+};
+std::optional<Device> mount_device(std::string_view mountinfo, int mount_id);
 
 // The parts of /proc/<pid>/stat we use. The command name sits in parentheses and may itself
 // contain spaces and parentheses, so fields are counted from the last ')'.
@@ -66,8 +77,14 @@ struct StatFields {
 
 std::optional<StatFields> parse_stat(std::string_view text);
 
-// The effective uid from /proc/<pid>/status ("Uid:\treal\teffective\tsaved\tfs").
-std::optional<uid_t> parse_status_euid(std::string_view text);
+// The parts of /proc/<pid>/status we use.
+struct StatusFields {
+  std::optional<uid_t> euid;  // "Uid:\treal\teffective\tsaved\tfs"
+  // "NSpid:": the PID in the reader's namespace first, then in each nested one down to the
+  // process's own; a process in a container recorded the last of these.
+  std::vector<pid_t> namespace_pids;
+};
+StatusFields parse_status(std::string_view text);
 
 // /proc/<pid>/cmdline: NUL-separated arguments, usually NUL-terminated.
 std::vector<std::string> parse_cmdline(std::string_view text);

@@ -43,8 +43,9 @@ TEST(Cli, BusyExits75NamingTheHolder) {
   Held held = hold(dir / "l");
   const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
   EXPECT_EQ(r.code, 75);
+  // The holder is `pidlock run`: the message names the command it runs.
   EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(held.child.pid()) +
-                            ", pidlock, for ",
+                            ", pidlock running sh -c echo $$; read _ || :, for ",
                         0),
             0u)
       << r.err;
@@ -222,7 +223,7 @@ TEST(Cli, StatusOfAHeldFile) {
   Held held = hold(dir / "l");
   const auto human = run({pidlock_binary(), "status", (dir / "l").string()});
   EXPECT_EQ(human.code, 75);
-  EXPECT_NE(human.out.find("held by pid " + std::to_string(held.child.pid()) + " (pidlock)"),
+  EXPECT_NE(human.out.find("held by pid " + std::to_string(held.child.pid()) + ", pidlock running sh"),
             std::string::npos)
       << human.out;
   EXPECT_NE(human.out.find("record: pid " + std::to_string(held.child.pid()) + " (agrees)"),

@@ -270,20 +270,23 @@ TEST(Holder, LocksComingAndGoingElsewhereDoNotBlurTheAnswer) {
   EXPECT_EQ(waiter.wait(), 0);
 }
 
-TEST(Holder, ProcessesWeMayNotInspectAreReportedAsSuch) {
+TEST(Holder, ProcessesWhoseDescriptorsWeMayNotReadAreReportedUnverified) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
   TempDir dir;
-  auto lock = Lock::acquire(dir / "l");  // held by root
-  ASSERT_TRUE(lock);
+  Options readable;
+  readable.mode = 0644;
+  Child holder = test::lock_holder(dir / "l", readable);  // root
   ::chmod(dir.path().c_str(), 0755);
   Child viewer = Child::fork([path = dir / "l"] {
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 2;
     auto status = inspect(path);
     if (!status || !status->holder) return 3;
-    std::printf("%d %d\n", status->holder->pid, status->holder->inspectable ? 1 : 0);
+    std::printf("%d %s %d %s\n", status->holder->pid,
+                std::string(to_string(status->holder->verification)).c_str(),
+                status->holder->record_agrees ? 1 : 0, std::string(to_string(status->record)).c_str());
     return 0;
   });
-  EXPECT_EQ(viewer.read_line(), std::to_string(::getpid()) + " 0");
+  EXPECT_EQ(viewer.read_line(), std::to_string(holder.pid()) + " other_user 0 unverified");
   EXPECT_EQ(viewer.wait(), 0);
 }
 

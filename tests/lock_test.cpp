@@ -54,7 +54,7 @@ TEST(Acquire, RecordHoldsOurPidExactly) {
   EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
 }
 
-TEST(Acquire, SecondAcquireInTheSameProcessFailsNamingOurPid) {
+TEST(Acquire, SecondAcquireInTheSameProcessFailsSayingItIsThisProcess) {
   TempDir dir;
   auto first = Lock::acquire(dir / "l");
   ASSERT_TRUE(first);
@@ -63,7 +63,9 @@ TEST(Acquire, SecondAcquireInTheSameProcessFailsNamingOurPid) {
   EXPECT_TRUE(second.error().held());
   ASSERT_TRUE(second.error().holder());
   EXPECT_EQ(second.error().holder()->pid, ::getpid());
-  const std::string expected = "another installer is running (pid " + std::to_string(::getpid());
+  EXPECT_TRUE(second.error().holder()->is_caller);
+  const std::string expected =
+      "the lock is already held by this process (pid " + std::to_string(::getpid()) + ", this process";
   EXPECT_EQ(second.error().message().rfind(expected, 0), 0u) << second.error().message();
   EXPECT_NE(second.error().message().find("— lock file: " + (dir / "l").string()), std::string::npos);
   EXPECT_EQ(second.error().code(), std::errc::resource_unavailable_try_again);

@@ -100,6 +100,7 @@ TEST(FdInfo, ParsesInodeAndLocks) {
       "pos:\t0\nflags:\t0100000\nmnt_id:\t27\nino:\t10952858\n"
       "lock:\t1: FLOCK  ADVISORY  WRITE 2378 fe:00:10952858 0 EOF\n");
   EXPECT_EQ(info.inode, 10952858u);
+  EXPECT_EQ(info.mount_id, 27);
   ASSERT_EQ(info.locks.size(), 1u);
   EXPECT_EQ(info.locks[0].pid, 2378);
   EXPECT_EQ(info.locks[0].file.inode, 10952858u);
@@ -137,8 +138,28 @@ TEST(Stat, RejectsTruncatedText) {
 }
 
 TEST(Status, EffectiveUid) {
-  EXPECT_EQ(proc::parse_status_euid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n"), 0u);
-  EXPECT_FALSE(proc::parse_status_euid("Name:\tx\n"));
+  EXPECT_EQ(proc::parse_status("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n").euid, 0u);
+  EXPECT_FALSE(proc::parse_status("Name:\tx\n").euid);
+}
+
+TEST(Status, NamespacePidsFromTheReadersNamespaceInward) {
+  const auto fields = proc::parse_status("Name:\tsleep\nNSpid:\t4242\t17\t1\nUid:\t0\t0\t0\t0\n");
+  EXPECT_EQ(fields.namespace_pids, (std::vector<pid_t>{4242, 17, 1}));
+  EXPECT_TRUE(proc::parse_status("NSpid:\t12\tx\n").namespace_pids.empty());
+  // "NSpidX:" is another field, not this one.
+  EXPECT_TRUE(proc::parse_status("NSpidX:\t12\n").namespace_pids.empty());
+}
+
+TEST(MountInfo, TheSuperblockDeviceOfAMount) {
+  constexpr std::string_view text =
+      "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+      "43 27 0:39 / /mnt/bt rw,relatime - btrfs /dev/loop0 rw,subvol=/\n"
+      "46 27 0:43 / /mnt/ovl rw,relatime - overlay overlay rw,lowerdir=/a\n";
+  EXPECT_EQ(proc::mount_device(text, 43), (proc::Device{0, 39}));
+  EXPECT_EQ(proc::mount_device(text, 46), (proc::Device{0, 43}));
+  EXPECT_FALSE(proc::mount_device(text, 4));
+  EXPECT_FALSE(proc::mount_device("43 27 junk / /x - a b c\n", 43));
+  EXPECT_FALSE(proc::mount_device("", 43));
 }
 
 TEST(Cmdline, SplitsOnNul) {

@@ -39,25 +39,53 @@ inline constexpr std::string_view default_lock_file = "installer.lock";
 // Pass as Options::wait to wait as long as it takes.
 inline constexpr std::chrono::nanoseconds wait_forever = std::chrono::nanoseconds::max();
 
+// Why a holder could not be verified (Holder::verification).
+enum class Verification {
+  verified,           // one of its own descriptors holds the lock (/proc/<pid>/fdinfo)
+  other_user,         // the kernel names it, but its descriptors are another user's to read
+  hidden,             // /proc hides the process from us (mounted with hidepid)
+  pid_reused,         // the kernel names a PID that now belongs to a process started after
+                      // the lock was taken: the locker is gone, a descendant holds the lock
+  outside_namespace,  // only the record names it: the holder is outside our PID namespace
+  no_proc,            // only the record names it: /proc is not available
+};
+
+// "verified", "other_user", "hidepid", "pid_reused", "pid_namespace", "no_proc".
+std::string_view to_string(Verification verification) noexcept;
+
 // A process that holds the lock, as the kernel reports it.
 struct Holder {
-  pid_t pid = 0;
+  pid_t pid = 0;     // in our PID namespace; for outside_namespace/no_proc, as the record says
   std::string host;  // empty for a local lock; the holder's host name for a fleet lock
-  // False when /proc would not tell us about this process (another user's process under
-  // hidepid, or a PID namespace we cannot see into). Only `pid` is then known; the rest is empty
-  // rather than guessed.
+  // Whether the kernel confirmed it: `verified` means one of the process's own open file
+  // descriptions holds the lock, so neither a forged record nor a recycled PID can pass. Anything
+  // else names the PID that the kernel's lock list (or, failing that, the record) gives, and why
+  // it could not be checked; such a holder is never presented as verified.
+  Verification verification = Verification::verified;
+  // False when /proc would not tell us about this process. Only `pid` is then known; the rest is
+  // empty rather than guessed.
   bool inspectable = false;
   std::string command;                 // the kernel's short name (/proc/<pid>/comm), e.g. "apt-get"
   std::vector<std::string> cmdline;    // argv as the process sees it now
+  // When the holder is `pidlock run`, the command it runs (its child's argv): what an operator
+  // wants to see.
+  std::vector<std::string> runs;
   std::optional<uid_t> uid;            // effective uid
   std::string user;                    // its name, or empty when the uid has no passwd entry
+  // Its uid is not the lock file's owner's. flock works on a read-only descriptor, so anyone who
+  // may open the file can hold the lock; this says someone other than the owner does.
+  bool foreign_user = false;
+  bool is_caller = false;              // the calling process itself (another of its descriptors)
   // When the process started, since boot (CLOCK_BOOTTIME). Together with `pid` it names the
   // process uniquely: a recycled PID has a later start time.
   std::chrono::nanoseconds started_since_boot{0};
   // How long it has held the lock: since the record was written when the record agrees (the
   // record is written right after locking), otherwise since the process started.
   std::chrono::seconds held_for{0};
-  bool record_agrees = false;          // the file's record names this process
+  // The file's record names this process (its PID here, or in its own PID namespace).
+  bool record_agrees = false;
+
+  bool verified() const noexcept { return verification == Verification::verified; }
 };
 
 // A process blocked waiting for the lock (the "->" entries of /proc/locks).
@@ -81,19 +109,38 @@ enum class Record {
 // "absent", "agrees", "stale", "unverified", "previous", "unreadable": the JSON spelling.
 std::string_view to_string(Record record) noexcept;
 
+// How inspect() told held from free.
+enum class Evidence {
+  kernel,  // the kernel's lock list (/proc/locks), holders confirmed through their fdinfo
+  // The kernel's list cannot show us every holder: our PID namespace is not the initial one (the
+  // kernel hides locks of processes outside it), /proc is missing, or the file's kernel name is
+  // shared with other files (btrfs subvolumes) and its holder cannot be verified. A
+  // non-blocking flock on a read-only descriptor, dropped at once, told held from free.
+  probe,
+  none,  // neither could tell (the probe may not open the file): `held` is false, but unknown
+};
+
+// "kernel", "probe", "none": the JSON spelling.
+std::string_view to_string(Evidence evidence) noexcept;
+
 // A read-only report on a lock file: see inspect().
 struct Status {
   std::filesystem::path path;
   bool exists = false;
   bool held = false;
+  Evidence evidence = Evidence::kernel;
+  bool known() const noexcept { return evidence != Evidence::none; }
   std::optional<Holder> holder;        // the primary holder: the kernel's locker while it lives
   std::vector<Holder> holders;         // every live process sharing the locked description
   std::optional<pid_t> recorded_pid;   // what the file says, parsed
   Record record = Record::absent;
   std::vector<Waiter> waiters;
   std::string filesystem;              // e.g. "ext4", "tmpfs", "nfs"
+  std::optional<uid_t> owner;          // the file's owner
+  mode_t mode = 0;                     // the file's permission bits
   // Conditions an operator should know about: a network or FUSE filesystem (flock is not
-  // reliable across hosts there), a parent directory that others may write to.
+  // reliable across hosts there), a lock file or directory that others may open or write to,
+  // holders hidden from us.
   std::vector<std::string> warnings;
 };
 
@@ -131,8 +178,10 @@ struct Options {
   std::string role = "installer";
   // Create missing parent directories (mode 0755, subject to umask).
   bool create_parents = true;
-  // Mode of a newly created lock file, subject to umask.
-  mode_t mode = 0644;
+  // Mode of a newly created lock file, subject to umask. Owner-only by default: flock works on a
+  // read-only descriptor, so every user who may open the file may hold the lock and stall every
+  // installer. Widen it (0640, 0644) only for a group or users meant to share the lock.
+  mode_t mode = 0600;
   // How long to wait for a busy lock: zero fails at once, wait_forever never gives up. The wait
   // blocks in the kernel and returns the moment the lock is handed over; it does not poll.
   std::chrono::nanoseconds wait{0};
@@ -186,12 +235,20 @@ class Lock {
   std::filesystem::path path_;
 };
 
-// Reports on a lock file without creating, writing or locking anything. A missing file is free.
+// Reports on a lock file without creating or writing anything. A missing file is free. It locks
+// nothing either, except where the kernel's lock list cannot show every holder (see
+// Evidence::probe): there it takes and at once drops a non-blocking lock on a read-only
+// descriptor, during which another process's non-blocking acquire may see the lock busy.
 [[nodiscard]] std::expected<Status, Error> inspect(const std::filesystem::path& path);
 
 // Why flock on `path` cannot be trusted across hosts (NFS, CIFS/SMB, FUSE, 9p, Ceph, AFS), or
 // nothing when its filesystem is local or cannot be told.
 std::optional<std::string> unreliable_filesystem(const std::filesystem::path& path);
+
+// "pid 4242, apt-get, for 3m12s", the way messages name a holder: with the command a `pidlock
+// run` runs, a user who does not own the lock file, and why it is not verified when it is not.
+// Bytes from other processes are escaped for a terminal (see docs/pidlock.1, OUTPUT).
+std::string describe(const Holder& holder);
 
 // "3m12s", "45s", "2h03m", "4d07h": the compact durations used in messages.
 std::string format_duration(std::chrono::seconds duration);
