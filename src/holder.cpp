@@ -63,9 +63,9 @@ struct KernelView {
 // Only the entry that would have opened a page can be skipped, and where pages begin depends
 // on how much the first read() asks for: the kernel fills the reader's first request, keeps the
 // rest of that record for the next read, and starts every later page where the one before it
-// ended. A second look that first asks for half a page moves every boundary by half a page.
-constexpr std::size_t whole_page_first = 4096;
-constexpr std::size_t half_page_first = 2048;
+// ended. Each further look first asks for half as much as the one before, which moves every
+// boundary: an entry skipped by all three is one that churn pushed to a page start each time.
+constexpr std::array<std::size_t, 3> first_reads{4096, 2048, 1024};
 
 std::expected<KernelView, std::error_code> read_kernel_locks_once(const proc::FileId& file,
                                                                   std::size_t first_read) {
@@ -79,13 +79,14 @@ std::expected<KernelView, std::error_code> read_kernel_locks_once(const proc::Fi
   return out;
 }
 
-// The kernel's list, looked at a second time with the pages cut elsewhere when the first look
-// came in pieces and did not show the lock.
+// The kernel's list, looked at again with the pages cut elsewhere while it came in pieces and
+// did not show the lock.
 std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file) {
-  auto view = read_kernel_locks_once(file, whole_page_first);
-  if (!view || view->locks.held || view->consistent) return view;
-  auto second = read_kernel_locks_once(file, half_page_first);
-  if (!second || second->locks.held) return second;
+  std::expected<KernelView, std::error_code> view;
+  for (const std::size_t first_read : first_reads) {
+    view = read_kernel_locks_once(file, first_read);
+    if (!view || view->locks.held || view->consistent) return view;
+  }
   return view;
 }
 
@@ -442,6 +443,10 @@ bool holders_may_be_hidden() {
   return st.st_ino != initial_pid_namespace;
 }
 
+std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints) {
+  return scan_all_processes(identify(fd, st), hints);
+}
+
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query) {
   Discovery out;
   if (query == Query::holder_of_busy_lock) {
@@ -465,11 +470,16 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
     if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
     return out;
   }
-  if (query == Query::holder_of_busy_lock && !view->consistent) {
-    // Our own attempt was refused a moment ago and two cuts of the list missed the lock (or it
-    // was released since): the processes' own descriptors settle it.
-    out.holders = scan_all_processes(file, hints);
-    if (!out.holders.empty()) out.held = Held::yes;
+  if (!view->consistent) {
+    // Every cut of the list missed the lock, or it was released since. For our own refused
+    // attempt, the processes' own descriptors settle it; for status, which may well be looking
+    // at a free lock on a busy machine, the caller's probe does, before any such scan.
+    if (query == Query::holder_of_busy_lock) {
+      out.holders = scan_all_processes(file, hints);
+      if (!out.holders.empty()) out.held = Held::yes;
+    } else {
+      out.held = Held::maybe;
+    }
   }
   if (out.held == Held::no && holders_may_be_hidden()) {
     out.held = Held::maybe;

@@ -65,4 +65,8 @@ enum class Query {
 // with the reason (Holder::verification). `fd` is any descriptor of the file.
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query);
 
+// Every live process we may inspect whose descriptor holds the lock, found by scanning them
+// all: for a lock known to be held that the kernel's list did not show.
+std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints);
+
 }  // namespace pidlock::holder

@@ -8,6 +8,7 @@
 #include <array>
 #include <charconv>
 #include <cstdio>
+#include <functional>
 
 #include "filesystem.hpp"
 #include "holder.hpp"
@@ -117,7 +118,8 @@ void note_parent(const fs::path& path, Status& status) {
            : ": they can replace or remove the lock file"));
 }
 
-void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status) {
+void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status,
+                     const std::function<std::vector<Holder>()>& find_sharers) {
   const auto held = probe_held(read_fd);
   if (!held) {
     status.evidence = Evidence::none;
@@ -136,8 +138,16 @@ void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status
   }
   if (found.list_unreadable) {
     status.warnings.push_back("/proc is not available: the holder cannot be named or verified");
-  } else if (std::none_of(status.holders.begin(), status.holders.end(),
-                          [](const Holder& h) { return h.verified(); })) {
+    return;
+  }
+  const bool hidden = holder::holders_may_be_hidden();
+  if (!hidden && status.holders.empty()) {
+    // The kernel's list came in pieces that missed the lock: the descriptors tell who holds it.
+    status.holders = find_sharers();
+  }
+  const bool any_verified = std::any_of(status.holders.begin(), status.holders.end(),
+                                        [](const Holder& h) { return h.verified(); });
+  if (hidden && !any_verified) {
     status.warnings.push_back(
         "the lock is held by a process this PID namespace cannot see (outside our container)");
   }
@@ -179,7 +189,10 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   status.held = found.held == holder::Held::yes;
   status.holders = std::move(found.holders);
   status.waiters = std::move(found.waiters);
-  if (found.held == holder::Held::maybe) settle_by_probe(read_fd.get(), found, status);
+  if (found.held == holder::Held::maybe) {
+    settle_by_probe(read_fd.get(), found, status,
+                    [&] { return holder::sharers(fd.get(), st, hints); });
+  }
   if (!status.holders.empty()) status.holder = status.holders.front();
   status.record = classify_record(text, status);
 

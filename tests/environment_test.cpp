@@ -410,6 +410,72 @@ TEST_F(Namespaces, ARecycledPidIsNotShownAsTheHolderToAnUnprivilegedViewer) {
   ::kill(held.command_pid, SIGKILL);
 }
 
+TEST_F(Namespaces, WithoutProcStatusStillTellsHeldFromFreeAndSaysWhatItCannotSee) {
+  Held held = hold_with_pidlock(path_);
+  const std::string script = "umount -l /proc && exec \"$0\" status --json \"$1\"";
+  const auto r = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                      pidlock_binary(), path_.string()});
+  EXPECT_EQ(r.code, 75) << r.out << r.err;
+  const json st = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(st["state"], "held");
+  EXPECT_EQ(st["evidence"], "probe");
+  EXPECT_EQ(st["holder"]["pid"], held.child.pid());
+  EXPECT_EQ(st["holder"]["unverified_reason"], "no_proc");
+  const std::string run_script = "umount -l /proc && exec \"$0\" run -n \"$1\" true";
+  const auto second = run({"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           run_script, pidlock_binary(), path_.string()});
+  EXPECT_EQ(second.code, 75);
+  EXPECT_NE(second.err.find("/proc is not available; the record says pid " +
+                            std::to_string(held.child.pid())),
+            std::string::npos)
+      << second.err;
+  held.child.close_stdin();
+  EXPECT_EQ(held.child.wait(), 0);
+  const auto free = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                         pidlock_binary(), path_.string()});
+  EXPECT_EQ(free.code, 0) << free.out << free.err;
+}
+
+// --- other users ---------------------------------------------------------------------------------
+
+TEST(OtherUsers, NewLockFilesAreTheOwnersAloneAndStatusWarnsWhenOthersMayOpenOne) {
+  TempDir dir;
+  ASSERT_EQ(run({pidlock_binary(), "run", (dir / "new").string(), "--", "true"}).code, 0);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const json mine = status_json(dir / "new", 0);
+  EXPECT_EQ(mine["mode"], "0600");
+  for (const auto& warning : mine["warnings"]) {
+    EXPECT_EQ(warning.get<std::string>().find("may open the lock file"), std::string::npos);
+  }
+  test::write_text(dir / "open", "");
+  ::chmod((dir / "open").c_str(), 0644);
+  const json open = status_json(dir / "open", 0);
+  EXPECT_NE(open.dump().find("every user may open the lock file (mode 0644"), std::string::npos)
+      << open.dump();
+}
+
+TEST(OtherUsers, AHolderWhoDoesNotOwnTheFileIsNamedAsSuch) {
+  if (::geteuid() != 0 || !have("setpriv")) GTEST_SKIP() << "needs root and setpriv(1)";
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  const fs::path path = dir / "root.lock";
+  test::write_text(path, "");
+  ::chmod(path.c_str(), 0644);  // readable: so anyone may flock it
+  Child squatter = Child::spawn({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 "flock", "-s", path.string(), "sh", "-c", "echo ready; read _ || :"});
+  ASSERT_EQ(squatter.read_line(), "ready");
+  const auto busy = run({pidlock_binary(), "run", "-n", path.string(), "--", "true"});
+  EXPECT_EQ(busy.code, 75);
+  EXPECT_NE(busy.err.find("user nobody (not the lock file's owner)"), std::string::npos) << busy.err;
+  const json st = status_json(path, 75);
+  EXPECT_EQ(st["holder"]["foreign_user"], true);
+  EXPECT_EQ(st["holder"]["user"], "nobody");
+  squatter.close_stdin();
+  EXPECT_EQ(squatter.wait(), 0);
+}
+
 // --- the caller itself, and kernel interfaces ----------------------------------------------------
 
 TEST(Self, AProcessThatInheritedTheLockIsToldItHoldsItItself) {
