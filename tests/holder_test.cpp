@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <sstream>
 
 #include "pidlock/pidlock.hpp"
 #include "support.hpp"
@@ -288,6 +290,34 @@ TEST(Holder, ProcessesWhoseDescriptorsWeMayNotReadAreReportedUnverified) {
   });
   EXPECT_EQ(viewer.read_line(), std::to_string(holder.pid()) + " other_user 0 unverified");
   EXPECT_EQ(viewer.wait(), 0);
+}
+
+// `pidlock run F -- sh -c 'sleep & sleep & …'`: pidlock, the shell and both sleeps share the
+// locked description, and inspect() lists every one of them, the kernel's locker first.
+TEST(Holder, EveryProcessSharingTheLockIsListed) {
+  TempDir dir;
+  Child run = Child::spawn({test::pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c",
+                            "sleep 60 & a=$!; sleep 60 & b=$!; echo $$ $a $b; read _; kill $a $b"});
+  std::istringstream pids(run.read_line());
+  pid_t shell = 0, first = 0, second = 0;
+  pids >> shell >> first >> second;
+  ASSERT_GT(second, 0);
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status) << status.error().message();
+  std::vector<pid_t> listed;
+  for (const auto& h : status->holders) {
+    EXPECT_TRUE(h.verified()) << h.pid;
+    listed.push_back(h.pid);
+  }
+  ASSERT_FALSE(listed.empty());
+  EXPECT_EQ(listed.front(), run.pid()) << "the kernel's locker, pidlock, comes first";
+  std::sort(listed.begin(), listed.end());
+  std::vector<pid_t> expected{run.pid(), shell, first, second};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(listed, expected);
+  EXPECT_EQ(status->holder->runs.front(), "sh") << "the command pidlock runs";
+  run.close_stdin();
+  EXPECT_EQ(run.wait(), 0);
 }
 
 TEST(Holder, HeldForComesFromTheRecordWhenItAgrees) {
