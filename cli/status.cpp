@@ -80,7 +80,7 @@ void print_human(const Status& s) {
   } else if (!s.known()) {
     fmt::print("{}: cannot tell whether it is held\n", path);
   } else if (!s.held) {
-    fmt::print("{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe: see warnings)" : "");
+    fmt::print("{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe)" : "");
   } else if (s.holder) {
     fmt::print("{}: held by {}\n", path, describe(*s.holder));
     if (!s.holder->cmdline.empty()) fmt::print("  command line: {}\n", join(s.holder->cmdline));

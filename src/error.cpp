@@ -28,8 +28,8 @@ std::string why_unverified(Verification verification) {
     case Verification::pid_reused:
       return "not verified: that PID now belongs to a process started after the lock was taken";
     case Verification::outside_namespace:
-      return "not verified: outside our PID namespace; the record's PID, in the holder's namespace";
-    case Verification::no_proc: return "not verified: /proc is not available; the record's PID";
+      return "not verified: the record's PID, from a holder outside our PID namespace";
+    case Verification::no_proc: return "not verified: the record's PID, as /proc is not available";
   }
   return {};
 }

@@ -134,6 +134,9 @@ void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status
   status.held = *held;
   if (!*held) {
     status.holders.clear();
+    status.warnings.push_back(
+        "the kernel's lock list cannot show every holder here: a probe (a non-blocking lock, "
+        "dropped at once) told that the lock is free");
     return;
   }
   if (found.list_unreadable) {
