@@ -1,4 +1,5 @@
 // Errors and the messages operators read.
+#include <algorithm>
 #include <string>
 
 #include "escape.hpp"
@@ -72,7 +73,7 @@ std::string format_duration(std::chrono::seconds duration) {
 }
 
 Error Error::busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
-                  std::optional<pid_t> recorded_pid) {
+                  std::optional<pid_t> recorded_pid, std::size_t readers) {
   Error e;
   e.held_ = true;
   e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
@@ -82,7 +83,13 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
   const bool kernel_names_it =
       holder && holder->verification != Verification::outside_namespace &&
       holder->verification != Verification::no_proc;
-  if (holder && holder->is_caller) {
+  if (holder && holder->shared && !holder->is_caller && kernel_names_it) {
+    const std::size_t count = std::max<std::size_t>(readers, 1);
+    e.message_ = (count == 1 ? std::string("a reader holds") : std::to_string(count) + " readers hold") +
+                 " the lock (" + describe(*holder) +
+                 (count > 1 ? ", and " + std::to_string(count - 1) + " more" : std::string()) +
+                 ") — lock file: " + shown_path;
+  } else if (holder && holder->is_caller) {
     e.message_ = "the lock is already held by this process (" + describe(*holder) +
                  ", through another of its descriptors: one it inherited, or an earlier "
                  "acquire) — lock file: " + shown_path;

@@ -24,28 +24,38 @@ using namespace std::chrono;
 constexpr std::size_t proc_locks_limit = std::size_t{64} << 20;
 constexpr std::size_t small_proc_file_limit = std::size_t{64} * 1024;
 
-struct KernelLocks {
-  bool held = false;
-  std::vector<pid_t> lockers;  // pids that took the granted flock (the kernel's record)
-  std::vector<pid_t> waiters;
+// One line of the kernel's list for our file: who took the lock or waits, and in which mode.
+struct Entry {
+  pid_t pid = 0;
+  bool shared = false;  // READ: a shared (reader) lock
+  friend bool operator==(const Entry&, const Entry&) = default;
 };
 
-void keep_first_of_each(std::vector<pid_t>& pids) {
-  std::vector<pid_t> unique;
-  for (const pid_t pid : pids) {
-    if (std::find(unique.begin(), unique.end(), pid) == unique.end()) unique.push_back(pid);
+struct KernelLocks {
+  bool held = false;
+  std::vector<Entry> lockers;  // who took each granted flock (the kernel's record)
+  std::vector<Entry> waiters;
+};
+
+// Entries listed twice by a list that shifted between pages count once. (Two readers of one
+// process, on two descriptions, are then counted as one.)
+void keep_first_of_each(std::vector<Entry>& entries) {
+  std::vector<Entry> unique;
+  for (const Entry& entry : entries) {
+    if (std::find(unique.begin(), unique.end(), entry) == unique.end()) unique.push_back(entry);
   }
-  pids = std::move(unique);
+  entries = std::move(unique);
 }
 
 void collect_kernel_locks(const std::string& text, const proc::FileId& file, KernelLocks& out) {
   proc::for_each_lock_line(text, [&](const proc::LockLine& line) {
     if (line.kind != proc::LockKind::flock || line.file != file) return;
+    const Entry entry{line.pid, !line.write};
     if (line.blocked) {
-      out.waiters.push_back(line.pid);
+      out.waiters.push_back(entry);
     } else {
       out.held = true;
-      if (line.pid > 0) out.lockers.push_back(line.pid);
+      if (line.pid > 0) out.lockers.push_back(entry);
     }
   });
 }
@@ -106,18 +116,23 @@ sys::UniqueFd open_pid_dir(pid_t pid) {
   return open_proc_dir(AT_FDCWD, path.data());
 }
 
-enum class Confirmation { holds, does_not, denied };
+enum class Confirmation { holds_exclusive, holds_shared, does_not, denied };
 
-// Whether the open file description behind this fdinfo holds a flock. Its "lock:" lines list
-// only the locks owned by that very description on its own file, so once the descriptor is
-// known to be ours, any granted FLOCK line there is our lock.
-bool fdinfo_shows_flock(int fdinfo_dir, const char* fd_name) {
+// Whether the open file description behind this fdinfo holds a flock, and in which mode. Its
+// "lock:" lines list only the locks owned by that very description on its own file, so once the
+// descriptor is known to be ours, a granted FLOCK line there is our lock.
+Confirmation fdinfo_shows_flock(int fdinfo_dir, const char* fd_name) {
   auto text = sys::read_file_at(fdinfo_dir, fd_name, small_proc_file_limit);
-  if (!text) return false;
-  const auto info = proc::parse_fdinfo(*text);
-  return std::any_of(info.locks.begin(), info.locks.end(), [](const proc::LockLine& lock) {
-    return lock.kind == proc::LockKind::flock && !lock.blocked;
-  });
+  if (!text) return Confirmation::does_not;
+  for (const auto& lock : proc::parse_fdinfo(*text).locks) {
+    if (lock.kind != proc::LockKind::flock || lock.blocked) continue;
+    return lock.write ? Confirmation::holds_exclusive : Confirmation::holds_shared;
+  }
+  return Confirmation::does_not;
+}
+
+bool holds(Confirmation c) {
+  return c == Confirmation::holds_exclusive || c == Confirmation::holds_shared;
 }
 
 Confirmation denied_or_not() {
@@ -144,10 +159,8 @@ Confirmation confirm_holds(int pid_dir, const FileIdentity& file) {
     struct stat st {};
     if (::fstatat(listing_fd, entry->d_name, &st, 0) != 0) continue;  // closed meanwhile
     if (st.st_dev != file.dev || st.st_ino != file.inode) continue;
-    if (fdinfo_shows_flock(fdinfo_dir.get(), entry->d_name)) {
-      result = Confirmation::holds;
-      break;
-    }
+    result = fdinfo_shows_flock(fdinfo_dir.get(), entry->d_name);
+    if (holds(result)) break;
   }
   ::closedir(listing);
   return result;
@@ -247,9 +260,11 @@ seconds held_for(const Holder& holder, const Hints& hints) {
   return duration_cast<seconds>(age);
 }
 
-Holder make_holder(pid_t pid, int pid_dir, Verification verification, const Hints& hints) {
+Holder make_holder(pid_t pid, int pid_dir, Verification verification, bool shared,
+                   const Hints& hints) {
   Holder holder;
   holder.pid = pid;
+  holder.shared = shared;
   holder.verification = verification;
   holder.is_caller = pid == ::getpid();
   const auto namespace_pids = describe(pid_dir, holder);
@@ -262,19 +277,21 @@ Holder make_holder(pid_t pid, int pid_dir, Verification verification, const Hint
     // and its number now belongs to a newer one, which must not be shown as the holder.
     Holder reused;
     reused.pid = pid;
+    reused.shared = shared;
     reused.verification = Verification::pid_reused;
     return reused;
   }
-  holder.record_agrees = holder.verified() && record_names_it;
+  holder.record_agrees = holder.verified() && !holder.shared && record_names_it;
   holder.foreign_user = holder.uid && hints.file_owner && *holder.uid != *hints.file_owner;
   holder.held_for = held_for(holder, hints);
   return holder;
 }
 
-// A holder that only the record names: the kernel cannot show us the real one.
-Holder recorded_holder(pid_t pid, Verification why) {
+// A holder that only the record (or the kernel's bare list) names: we cannot see the real one.
+Holder unseen_holder(pid_t pid, Verification why, bool shared = false) {
   Holder holder;
   holder.pid = pid;
+  holder.shared = shared;
   holder.verification = why;
   return holder;
 }
@@ -299,10 +316,12 @@ std::vector<Holder> scan_all_processes(const FileIdentity& file, const Hints& hi
     if (!all_digits(entry->d_name)) continue;
     const auto pid_dir = open_proc_dir(root_fd, entry->d_name);
     if (!pid_dir) continue;
-    if (confirm_holds(pid_dir.get(), file) != Confirmation::holds) continue;
+    const auto confirmation = confirm_holds(pid_dir.get(), file);
+    if (!holds(confirmation)) continue;
     pid_t pid = 0;
     std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
-    found.push_back(make_holder(pid, pid_dir.get(), Verification::verified, hints));
+    found.push_back(make_holder(pid, pid_dir.get(), Verification::verified,
+                                confirmation == Confirmation::holds_shared, hints));
   }
   ::closedir(proc_root);
   // Oldest first: the original locker's descendants before anything that joined later.
@@ -318,19 +337,23 @@ struct Locker {
   bool gone = false;             // exited, or no longer (or never) holding our file
 };
 
-Locker examine_locker(pid_t pid, const FileIdentity& file, const Hints& hints) {
+Locker examine_locker(const Entry& entry, const FileIdentity& file, const Hints& hints) {
+  const pid_t pid = entry.pid;
   const auto pid_dir = open_pid_dir(pid);
   if (!pid_dir) {
     // Gone, or hidden from us by hidepid: only a signal of 0 tells them apart.
     if (::kill(pid, 0) != 0 && errno == ESRCH) return {std::nullopt, true};
-    return {recorded_holder(pid, Verification::hidden), false};
+    return {unseen_holder(pid, Verification::hidden, entry.shared), false};
   }
-  switch (confirm_holds(pid_dir.get(), file)) {
-    case Confirmation::holds:
-      return {make_holder(pid, pid_dir.get(), Verification::verified, hints), false};
+  switch (const auto confirmation = confirm_holds(pid_dir.get(), file)) {
+    case Confirmation::holds_exclusive:
+    case Confirmation::holds_shared:
+      return {make_holder(pid, pid_dir.get(), Verification::verified,
+                          confirmation == Confirmation::holds_shared, hints),
+              false};
     case Confirmation::denied: {
       // The kernel names it and we may not look closer: report it as such, never as verified.
-      auto holder = make_holder(pid, pid_dir.get(), Verification::other_user, hints);
+      auto holder = make_holder(pid, pid_dir.get(), Verification::other_user, entry.shared, hints);
       const bool reused = holder.verification == Verification::pid_reused;
       return {std::move(holder), reused};
     }
@@ -346,11 +369,13 @@ void add_unless_listed(std::vector<Holder>& holders, Holder holder) {
   if (!listed) holders.push_back(std::move(holder));
 }
 
-std::vector<Waiter> describe_waiters(const std::vector<pid_t>& pids) {
+std::vector<Waiter> describe_waiters(const std::vector<Entry>& entries) {
   std::vector<Waiter> waiters;
-  for (const pid_t pid : pids) {
+  for (const Entry& entry : entries) {
+    const pid_t pid = entry.pid;
     Waiter waiter;
     waiter.pid = pid;
+    waiter.shared = entry.shared;
     const auto pid_dir = open_pid_dir(pid);
     if (pid_dir) {
       if (auto stat = sys::read_file_at(pid_dir.get(), "stat", small_proc_file_limit)) {
@@ -381,8 +406,11 @@ FileIdentity stat_identity(const struct stat& st) {
 std::optional<Holder> confirmed_record(const FileIdentity& file, const Hints& hints) {
   if (!hints.recorded_pid) return std::nullopt;
   const auto pid_dir = open_pid_dir(*hints.recorded_pid);
-  if (!pid_dir || confirm_holds(pid_dir.get(), file) != Confirmation::holds) return std::nullopt;
-  return make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified, hints);
+  // Only an exclusive holder writes the record; readers are counted from the kernel's list.
+  if (!pid_dir || confirm_holds(pid_dir.get(), file) != Confirmation::holds_exclusive) {
+    return std::nullopt;
+  }
+  return make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified, false, hints);
 }
 
 // Holders from the kernel's list: the verified lockers first, then every process sharing the
@@ -391,8 +419,10 @@ void collect_holders(const KernelLocks& locks, const FileIdentity& file, const H
                      Query query, Discovery& out) {
   std::vector<Holder> unchecked;
   bool any_gone = locks.lockers.empty();
-  for (const pid_t pid : locks.lockers) {
-    auto locker = examine_locker(pid, file, hints);
+  out.readers = static_cast<std::size_t>(std::count_if(
+      locks.lockers.begin(), locks.lockers.end(), [](const Entry& e) { return e.shared; }));
+  for (const Entry& entry : locks.lockers) {
+    auto locker = examine_locker(entry, file, hints);
     any_gone = any_gone || locker.gone;
     if (!locker.holder) continue;
     if (locker.holder->verified()) {
@@ -461,7 +491,7 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
   if (!view) {
     out.list_unreadable = true;
     out.held = Held::maybe;
-    if (hints.recorded_pid) out.holders.push_back(recorded_holder(*hints.recorded_pid, Verification::no_proc));
+    if (hints.recorded_pid) out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::no_proc));
     return out;
   }
   const KernelLocks& locks = view->locks;
@@ -484,7 +514,7 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
   if (out.held == Held::no && holders_may_be_hidden()) {
     out.held = Held::maybe;
     if (hints.recorded_pid) {
-      out.holders.push_back(recorded_holder(*hints.recorded_pid, Verification::outside_namespace));
+      out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::outside_namespace));
     }
   }
   return out;

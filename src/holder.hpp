@@ -42,6 +42,7 @@ struct Discovery {
   Held held = Held::no;            // maybe: the kernel's list cannot settle it (see inspect())
   std::vector<Holder> holders;     // primary first; verified ones, then those we could not check
   std::vector<Waiter> waiters;
+  std::size_t readers = 0;         // granted shared locks the kernel lists (0 if not asked)
   bool list_unreadable = false;    // /proc/locks could not be read
 };
 

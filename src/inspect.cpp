@@ -49,11 +49,11 @@ std::optional<std::string> read_record(int fd) {
   return *text;
 }
 
-// Held or free, where the kernel's list cannot tell: try for the lock without waiting, and drop
-// it at once if it came. The lock exists for the few microseconds between the two calls.
-std::optional<bool> probe_held(int fd) {
+// Whether a lock of this kind would be refused now: try for it without waiting, and drop it at
+// once if it came. The lock exists for the few microseconds between the two calls.
+std::optional<bool> probe_refuses(int fd, int operation) {
   if (fd < 0) return std::nullopt;
-  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+  if (::flock(fd, operation | LOCK_NB) == 0) {
     ::flock(fd, LOCK_UN);
     return false;
   }
@@ -120,7 +120,7 @@ void note_parent(const fs::path& path, Status& status) {
 
 void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status,
                      const std::function<std::vector<Holder>()>& find_sharers) {
-  const auto held = probe_held(read_fd);
+  const auto held = probe_refuses(read_fd, LOCK_EX);
   if (!held) {
     status.evidence = Evidence::none;
     status.held = false;
@@ -143,6 +143,8 @@ void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status
     status.warnings.push_back("/proc is not available: the holder cannot be named or verified");
     return;
   }
+  // Readers let a shared lock through; a writer does not.
+  status.shared = probe_refuses(read_fd, LOCK_SH) == false;
   const bool hidden = holder::holders_may_be_hidden();
   if (!hidden && status.holders.empty()) {
     // The kernel's list came in pieces that missed the lock: the descriptors tell who holds it.
@@ -192,6 +194,8 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   status.held = found.held == holder::Held::yes;
   status.holders = std::move(found.holders);
   status.waiters = std::move(found.waiters);
+  status.readers = found.readers;
+  status.shared = found.readers > 0;
   if (found.held == holder::Held::maybe) {
     settle_by_probe(read_fd.get(), found, status,
                     [&] { return holder::sharers(fd.get(), st, hints); });

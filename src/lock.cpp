@@ -104,6 +104,7 @@ std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
 struct Claim {
   std::optional<Holder> holder;        // who the kernel says holds it
   std::optional<pid_t> recorded_pid;   // what the file says
+  std::size_t readers = 0;             // shared locks holding it
 };
 
 // The kernel is asked who holds the lock; the record is read to mark agreement, and to name
@@ -117,12 +118,14 @@ Claim identify_holder(int fd, const struct stat& st) {
   claim.recorded_pid = hints.recorded_pid;
   auto found = holder::discover(fd, st, hints, holder::Query::holder_of_busy_lock);
   if (!found.holders.empty()) claim.holder = std::move(found.holders.front());
+  claim.readers = found.readers;
   return claim;
 }
 
 Error busy(int fd, const struct stat& st, const fs::path& path, const Options& options) {
   auto claim = identify_holder(fd, st);
-  return Error::busy(path, options.role, std::move(claim.holder), claim.recorded_pid);
+  return Error::busy(path, options.role, std::move(claim.holder), claim.recorded_pid,
+                     claim.readers);
 }
 
 std::optional<Holder> current_holder(int fd) {

@@ -76,6 +76,7 @@ struct Holder {
   // may open the file can hold the lock; this says someone other than the owner does.
   bool foreign_user = false;
   bool is_caller = false;              // the calling process itself (another of its descriptors)
+  bool shared = false;                 // holds a shared (reader) lock, not the exclusive one
   // When the process started, since boot (CLOCK_BOOTTIME). Together with `pid` it names the
   // process uniquely: a recycled PID has a later start time.
   std::chrono::nanoseconds started_since_boot{0};
@@ -94,6 +95,7 @@ struct Waiter {
   bool inspectable = false;
   std::string command;
   pid_t parent = 0;  // pidlock's own timed waits block in a helper child: this is who it serves
+  bool shared = false;  // waits for a shared (reader) lock
 };
 
 // What the file's record says, compared with the kernel.
@@ -135,6 +137,9 @@ struct Status {
   std::optional<pid_t> recorded_pid;   // what the file says, parsed
   Record record = Record::absent;
   std::vector<Waiter> waiters;
+  // Held by readers (shared locks) rather than by one exclusive holder.
+  bool shared = false;
+  std::size_t readers = 0;             // how many shared locks hold it, as the kernel lists them
   std::string filesystem;              // e.g. "ext4", "tmpfs", "nfs"
   std::optional<uid_t> owner;          // the file's owner
   mode_t mode = 0;                     // the file's permission bits
@@ -150,8 +155,10 @@ struct Status {
 class Error {
  public:
   Error() = default;
+  // `readers`: how many shared locks hold it, when the holder is a reader ("3 readers hold the
+  // lock (pid 4242, …, and 2 more)").
   static Error busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
-                    std::optional<pid_t> recorded_pid);
+                    std::optional<pid_t> recorded_pid, std::size_t readers = 0);
   // Contention described by the caller (the fleet backend names several holders).
   static Error busy_with_message(std::string message, std::optional<Holder> holder);
   static Error failure(std::string_view operation, std::filesystem::path path, std::error_code code,
