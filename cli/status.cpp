@@ -1,61 +1,86 @@
 // pidlock status: who holds the lock, for people and for scripts.
 #include <fmt/core.h>
 
-#include <nlohmann/json.hpp>
-
 #include "commands.hpp"
-#include "process.hpp"
+#include "escape.hpp"
+#include "json_text.hpp"
 
 namespace pidlock::cli {
 namespace {
 
-// Ordered, so that "path" comes first for the human who reads the JSON too.
-using json = nlohmann::ordered_json;
-
 json holder_json(const Holder& h) {
-  return {
-      {"pid", h.pid},
-      {"inspectable", h.inspectable},
-      {"command", h.inspectable || !h.command.empty() ? json(h.command) : json(nullptr)},
-      {"cmdline", h.cmdline},
-      {"uid", h.uid ? json(*h.uid) : json(nullptr)},
-      {"user", h.user.empty() ? json(nullptr) : json(h.user)},
-      {"held_for_seconds", h.held_for.count()},
-      {"started_since_boot_seconds",
-       std::chrono::duration<double>(h.started_since_boot).count()},
-      {"record_agrees", h.record_agrees},
-  };
+  json object;
+  object["pid"] = h.pid;
+  object["inspectable"] = h.inspectable;
+  if (h.inspectable || !h.command.empty()) {
+    put_text(object, "command", h.command);
+  } else {
+    object["command"] = nullptr;
+  }
+  put_texts(object, "cmdline", h.cmdline);
+  object["uid"] = h.uid ? json(*h.uid) : json(nullptr);
+  if (h.user.empty()) {
+    object["user"] = nullptr;
+  } else {
+    put_text(object, "user", h.user);  // passwd names are bytes too
+  }
+  object["held_for_seconds"] = h.held_for.count();
+  object["started_since_boot_seconds"] =
+      std::chrono::duration<double>(h.started_since_boot).count();
+  object["record_agrees"] = h.record_agrees;
+  return object;
+}
+
+json waiter_json(const Waiter& w) {
+  json object;
+  object["pid"] = w.pid;
+  if (w.inspectable) {
+    put_text(object, "command", w.command);
+    object["parent"] = w.parent;
+  } else {
+    object["command"] = nullptr;
+    object["parent"] = nullptr;
+  }
+  return object;
 }
 
 json status_json(const Status& s) {
   json holders = json::array();
   for (const auto& h : s.holders) holders.push_back(holder_json(h));
   json waiters = json::array();
-  for (const auto& w : s.waiters) {
-    waiters.push_back({{"pid", w.pid},
-                       {"command", w.inspectable ? json(w.command) : json(nullptr)},
-                       {"parent", w.inspectable ? json(w.parent) : json(nullptr)}});
+  for (const auto& w : s.waiters) waiters.push_back(waiter_json(w));
+  json object;
+  put_text(object, "path", s.path.native());
+  object["exists"] = s.exists;
+  object["held"] = s.held;
+  object["holder"] = s.holder ? holder_json(*s.holder) : json(nullptr);
+  object["holders"] = std::move(holders);
+  object["recorded_pid"] = s.recorded_pid ? json(*s.recorded_pid) : json(nullptr);
+  object["record"] = std::string(to_string(s.record));
+  object["record_stale"] = s.record == Record::stale;
+  object["waiters"] = std::move(waiters);
+  if (s.filesystem.empty()) {
+    object["filesystem"] = nullptr;
+  } else {
+    put_text(object, "filesystem", s.filesystem);
   }
-  return {
-      {"path", s.path.string()},
-      {"exists", s.exists},
-      {"held", s.held},
-      {"holder", s.holder ? holder_json(*s.holder) : json(nullptr)},
-      {"holders", holders},
-      {"recorded_pid", s.recorded_pid ? json(*s.recorded_pid) : json(nullptr)},
-      {"record", std::string(to_string(s.record))},
-      {"record_stale", s.record == Record::stale},
-      {"waiters", waiters},
-      {"filesystem", s.filesystem.empty() ? json(nullptr) : json(s.filesystem)},
-      {"warnings", s.warnings},
-  };
+  put_texts(object, "warnings", s.warnings);  // they quote the path
+  return object;
+}
+
+// Every word the holder chose, escaped on its own: a newline in an argument must not start a
+// line of our output, nor an ESC reach the terminal.
+std::string shown_command_line(const std::vector<std::string>& argv) {
+  std::string text;
+  for (const auto& word : argv) text += (text.empty() ? "" : " ") + text::for_terminal(word);
+  return text;
 }
 
 std::string describe(const Holder& h) {
   if (!h.inspectable && h.command.empty()) return fmt::format("pid {} (not visible to us)", h.pid);
-  std::string text = fmt::format("pid {} ({})", h.pid, h.command);
+  std::string text = fmt::format("pid {} ({})", h.pid, text::for_terminal(h.command));
   if (!h.user.empty()) {
-    text += fmt::format(", user {}", h.user);
+    text += fmt::format(", user {}", text::for_terminal(h.user));
   } else if (h.uid) {
     text += fmt::format(", uid {}", *h.uid);
   }
@@ -75,15 +100,18 @@ std::string describe_record(const Status& s) {
   return "unreadable";
 }
 
+// Everything shown that another process or the filesystem chose goes through text::for_terminal.
 void print_human(const Status& s) {
-  const std::string path = s.path.string();
+  const std::string path = text::for_terminal(s.path.native());
   if (!s.exists) {
     fmt::print("{}: free (no lock file)\n", path);
   } else if (!s.held) {
     fmt::print("{}: free\n", path);
   } else if (s.holder) {
     fmt::print("{}: held by {}\n", path, describe(*s.holder));
-    if (!s.holder->cmdline.empty()) fmt::print("  command line: {}\n", join(s.holder->cmdline));
+    if (!s.holder->cmdline.empty()) {
+      fmt::print("  command line: {}\n", shown_command_line(s.holder->cmdline));
+    }
     for (std::size_t i = 1; i < s.holders.size(); ++i) {
       fmt::print("  also held by: {}\n", describe(s.holders[i]));
     }
@@ -93,12 +121,13 @@ void print_human(const Status& s) {
   if (s.exists) fmt::print("  record: {}\n", describe_record(s));
   for (const auto& w : s.waiters) {
     if (w.inspectable) {
-      fmt::print("  waiting: pid {} ({}, parent {})\n", w.pid, w.command, w.parent);
+      fmt::print("  waiting: pid {} ({}, parent {})\n", w.pid, text::for_terminal(w.command),
+                 w.parent);
     } else {
       fmt::print("  waiting: pid {}\n", w.pid);
     }
   }
-  for (const auto& warning : s.warnings) fmt::print("  warning: {}\n", warning);
+  for (const auto& warning : s.warnings) fmt::print("  warning: {}\n", text::for_terminal(warning));
 }
 
 }  // namespace
@@ -106,11 +135,12 @@ void print_human(const Status& s) {
 int status(const StatusRequest& request) {
   auto found = inspect(request.file);
   if (!found) {
-    fmt::print(stderr, "{}\n", found.error().message());
+    // It quotes the path, which may be any bytes a directory listing handed the caller.
+    fmt::print(stderr, "{}\n", text::for_terminal(found.error().message()));
     return exit_code_for(found.error(), exit_code::busy, exit_code::no_input);
   }
   if (request.json) {
-    fmt::print("{}\n", status_json(*found).dump());
+    fmt::print("{}\n", dump_json(status_json(*found)));
   } else {
     print_human(*found);
   }
