@@ -2,9 +2,9 @@
 // so that the plain command does not load libcurl and its dependencies on every run.
 #include <fmt/core.h>
 
-#include <nlohmann/json.hpp>
-
 #include "commands.hpp"
+#include "escape.hpp"
+#include "json_text.hpp"
 #include "pidlock/fleet.hpp"
 #include "process.hpp"
 
@@ -16,14 +16,17 @@ int run_fleet(const RunRequest& request) {
   options.slots = request.slots;
   options.ttl = std::chrono::seconds(request.ttl_seconds);
   options.wait = to_wait(request.wait_seconds);
-  options.role = request.role;
-  options.command = join(request.command);
+  // The role and command go to etcd in a JSON record, which cannot hold bytes that are not UTF-8
+  // (the encoder would throw on them); they only inform, so a U+FFFD for each stray byte will do.
+  options.role = text::replace_invalid_utf8(request.role);
+  options.command = text::replace_invalid_utf8(join(request.command));
   // A renewal must give up well within the TTL, or a hung member would eat the whole lease.
   const auto third_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 3;
   options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), third_of_ttl);
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
-    fmt::print(stderr, "{}\n", slot.error().message());
+    // The busy message names hosts and commands that came out of etcd, written by any holder.
+    fmt::print(stderr, "{}\n", text::for_terminal(slot.error().message()));
     return slot.error().held() ? request.busy_exit_code : exit_code::unavailable;
   }
   bool warned = false;
@@ -32,21 +35,26 @@ int run_fleet(const RunRequest& request) {
       [&]() {
         auto renewed = slot->keep_alive();
         if (renewed) {
-          if (warned) fmt::print(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n", request.file);
+          if (warned) {
+            fmt::print(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n",
+                       text::for_terminal(request.file));
+          }
           warned = false;
           return true;
         }
         if (!slot->expired()) return true;  // not yet past the TTL: try again next tick
         if (request.warn_on_lease_loss) {
           if (!warned) {
-            fmt::print(stderr, "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
-                       request.file, renewed.error().message());
+            fmt::print(
+                stderr,
+                "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
+                text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
           }
           warned = true;
           return true;
         }
         fmt::print(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
-                   request.file, renewed.error().message());
+                   text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
         return false;
       },
       exit_code::lease_lost};
@@ -55,8 +63,60 @@ int run_fleet(const RunRequest& request) {
   return code;
 }
 
-// Ordered, so that "name" comes first for the human who reads the JSON too.
-using json = nlohmann::ordered_json;
+namespace {
+
+json holder_json(const fleet::SlotHolder& h) {
+  json object;
+  object["slot"] = h.slot;
+  put_text(object, "host", h.host);
+  object["pid"] = h.pid;
+  put_text(object, "command", h.command);
+  object["started_at"] = h.started_at;
+  object["held_for_seconds"] = h.held_for.count();
+  object["lease"] = std::to_string(h.lease);
+  return object;
+}
+
+json waiter_json(const fleet::FleetWaiter& w) {
+  json object;
+  put_text(object, "host", w.host);
+  object["pid"] = w.pid;
+  put_text(object, "command", w.command);
+  return object;
+}
+
+json status_json(const fleet::Status& found, bool full) {
+  json holders = json::array();
+  for (const auto& h : found.holders) holders.push_back(holder_json(h));
+  json waiters = json::array();
+  for (const auto& w : found.waiters) waiters.push_back(waiter_json(w));
+  json object;
+  put_text(object, "name", found.name);
+  object["slots"] = found.slots;
+  object["held"] = !found.holders.empty();
+  object["full"] = full;
+  object["holders"] = std::move(holders);
+  object["waiters"] = std::move(waiters);
+  put_text(object, "endpoint", found.endpoint);
+  return object;
+}
+
+// Hosts and commands are whatever each holder wrote into etcd: shown escaped, as in status.
+void print_human(const fleet::Status& found) {
+  fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
+             found.holders.size(), found.slots, text::for_terminal(found.endpoint));
+  for (const auto& h : found.holders) {
+    fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, text::for_terminal(h.host),
+               format_duration(h.held_for),
+               h.command.empty() ? "" : ": " + text::for_terminal(h.command));
+  }
+  for (const auto& w : found.waiters) {
+    fmt::print("  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),
+               w.command.empty() ? "" : ": " + text::for_terminal(w.command));
+  }
+}
+
+}  // namespace
 
 int status_fleet(const StatusRequest& request) {
   fleet::Options options;
@@ -64,39 +124,14 @@ int status_fleet(const StatusRequest& request) {
   options.slots = request.slots;
   auto found = fleet::inspect(request.file, options);
   if (!found) {
-    fmt::print(stderr, "{}\n", found.error().message());
+    fmt::print(stderr, "{}\n", text::for_terminal(found.error().message()));
     return exit_code::unavailable;
   }
   const bool full = static_cast<int>(found->holders.size()) >= found->slots;
   if (request.json) {
-    json holders = json::array();
-    for (const auto& h : found->holders) {
-      holders.push_back({{"slot", h.slot}, {"host", h.host}, {"pid", h.pid}, {"command", h.command},
-                         {"started_at", h.started_at}, {"held_for_seconds", h.held_for.count()},
-                         {"lease", std::to_string(h.lease)}});
-    }
-    json waiters = json::array();
-    for (const auto& w : found->waiters) {
-      waiters.push_back({{"host", w.host}, {"pid", w.pid}, {"command", w.command}});
-    }
-    fmt::print("{}\n", json{{"name", found->name},
-                            {"slots", found->slots},
-                            {"held", !found->holders.empty()},
-                            {"full", full},
-                            {"holders", holders},
-                            {"waiters", waiters},
-                            {"endpoint", found->endpoint}}
-                           .dump());
+    fmt::print("{}\n", dump_json(status_json(*found, full)));
   } else {
-    fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", found->name, found->holders.size(),
-               found->slots, found->endpoint);
-    for (const auto& h : found->holders) {
-      fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, h.host, format_duration(h.held_for),
-                 h.command.empty() ? "" : ": " + h.command);
-    }
-    for (const auto& w : found->waiters) {
-      fmt::print("  waiting: pid {} on {}{}\n", w.pid, w.host, w.command.empty() ? "" : ": " + w.command);
-    }
+    print_human(*found);
   }
   return full ? exit_code::busy : exit_code::ok;
 }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "escape.hpp"
 #include "filesystem.hpp"
 #include "holder.hpp"
 #include "lock_file.hpp"
@@ -84,7 +85,7 @@ std::string user_or_uid(uid_t uid) {
   passwd* found = nullptr;
   std::array<char, 4096> buffer{};
   if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
-    return found->pw_name;
+    return text::for_terminal(found->pw_name);
   }
   return "uid " + std::to_string(uid);
 }
@@ -112,7 +113,7 @@ void note_parent(const fs::path& path, Status& status) {
   struct stat st {};
   if (::stat(parent.c_str(), &st) != 0 || (st.st_mode & S_IWOTH) == 0) return;
   status.warnings.push_back(
-      "the directory " + parent.string() + " is writable by others" +
+      "the directory " + text::for_terminal(parent.string()) + " is writable by others" +
       ((st.st_mode & S_ISVTX) != 0
            ? " (sticky: they cannot replace the lock file, but can create it first and own it)"
            : ": they can replace or remove the lock file"));

@@ -445,7 +445,7 @@ TEST(OtherUsers, NewLockFilesAreTheOwnersAloneAndStatusWarnsWhenOthersMayOpenOne
   ASSERT_EQ(::stat((dir / "new").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   const json mine = status_json(dir / "new", 0);
-  EXPECT_EQ(mine["mode"], "0600");
+  EXPECT_EQ(mine["file_mode"], "0600");
   for (const auto& warning : mine["warnings"]) {
     EXPECT_EQ(warning.get<std::string>().find("may open the lock file"), std::string::npos);
   }

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -100,6 +101,11 @@ Child hold(const std::string& endpoints, const std::string& name, std::vector<st
   Child child = Child::spawn(argv);
   EXPECT_FALSE(child.read_line().empty());
   return child;
+}
+
+std::string fmt_hex(unsigned char byte) {
+  constexpr std::string_view digits = "0123456789abcdef";
+  return {digits[byte >> 4], digits[byte & 0x0Fu]};
 }
 
 std::string host() {
@@ -241,6 +247,59 @@ TEST_F(Fleet, UsageErrors) {
   EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--exec", "x", "--", "true"}).code, 64);
   EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--on-lease-loss", "shrug", "x", "--", "true"}).code,
             64);
+}
+
+// Names, hosts and commands in etcd are whatever a holder wrote: status shows them escaped, on
+// the lines it means to print, its JSON stays valid, and neither can the busy message draw on the
+// terminal. (The record is JSON, so a command's invalid bytes are stored as U+FFFD.)
+TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
+  const auto plain = unique("bytes");
+  const auto name = plain + "\x1b[2J\xff";
+  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "sh", "-c",
+                               "echo $$; read _ || :", "x\x1b]0;t\a\nforged", "\xe5\xae"});
+  ASSERT_FALSE(holder.read_line().empty());
+  auto no_controls = [](const std::string& text) {
+    return std::none_of(text.begin(), text.end(), [](char c) {
+      const auto b = static_cast<unsigned char>(c);
+      return (b < 0x20 && b != '\n') || b == 0x7F;
+    });
+  };
+
+  const auto human = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_EQ(human.code, 75);
+  EXPECT_TRUE(no_controls(human.out)) << human.out;
+  EXPECT_EQ(std::count(human.out.begin(), human.out.end(), '\n'), 2) << human.out;
+  EXPECT_EQ(human.out.rfind("fleet lock " + plain + "\\e[2J\\xff: 1 of 1 slots held", 0), 0u)
+      << human.out;
+  EXPECT_NE(human.out.find(": sh -c echo $$; read _ || : x\\e]0;t\\a\\nforged \xef\xbf\xbd\n"),
+            std::string::npos)
+      << human.out;
+
+  const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name});
+  EXPECT_EQ(r.code, 75);
+  const auto json = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << r.out;
+  EXPECT_EQ(json["name"], plain + "\x1b[2J\xef\xbf\xbd");
+  ASSERT_EQ(json["holders"].size(), 1u);
+  EXPECT_EQ(json["holders"][0]["command"], "sh -c echo $$; read _ || : x\x1b]0;t\a\nforged \xef\xbf\xbd");
+  TempDir dir;
+  test::write_text(dir / "status.json", r.out);
+  const auto decoded = run({"python3", "-c",
+                            "import base64, json, sys; "
+                            "print(base64.b64decode(json.load(open(sys.argv[1]))['name_base64']).hex())",
+                            (dir / "status.json").string()});
+  std::string name_hex;
+  for (const char c : name) name_hex += fmt_hex(static_cast<unsigned char>(c));
+  EXPECT_EQ(decoded.out, name_hex + "\n") << decoded.err;
+
+  const auto busy = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"});
+  EXPECT_EQ(busy.code, 75);
+  EXPECT_TRUE(no_controls(busy.err)) << busy.err;
+  EXPECT_EQ(std::count(busy.err.begin(), busy.err.end(), '\n'), 1) << busy.err;
+  EXPECT_NE(busy.err.find("— fleet lock: " + plain + "\\e[2J\\xff, 1 of 1 slots held"), std::string::npos)
+      << busy.err;
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
 }
 
 TEST_F(Fleet, LibraryTakesAndReleasesASlot) {
