@@ -23,7 +23,7 @@ int run_fleet(const RunRequest& request) {
   options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), third_of_ttl);
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
-    fmt::print(stderr, "{}\n", slot.error().message());
+    say(stderr, "{}\n", slot.error().message());
     return slot.error().held() ? request.busy_exit_code : exit_code::unavailable;
   }
   bool warned = false;
@@ -32,21 +32,24 @@ int run_fleet(const RunRequest& request) {
       [&]() {
         auto renewed = slot->keep_alive();
         if (renewed) {
-          if (warned) fmt::print(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n", request.file);
+          if (warned) {
+            say(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n", request.file);
+          }
           warned = false;
           return true;
         }
         if (!slot->expired()) return true;  // not yet past the TTL: try again next tick
         if (request.warn_on_lease_loss) {
           if (!warned) {
-            fmt::print(stderr, "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
-                       request.file, renewed.error().message());
+            say(stderr,
+                "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
+                request.file, renewed.error().message());
           }
           warned = true;
           return true;
         }
-        fmt::print(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
-                   request.file, renewed.error().message());
+        say(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
+            request.file, renewed.error().message());
         return false;
       },
       exit_code::lease_lost};
@@ -64,7 +67,7 @@ int status_fleet(const StatusRequest& request) {
   options.slots = request.slots;
   auto found = fleet::inspect(request.file, options);
   if (!found) {
-    fmt::print(stderr, "{}\n", found.error().message());
+    say(stderr, "{}\n", found.error().message());
     return exit_code::unavailable;
   }
   const bool full = static_cast<int>(found->holders.size()) >= found->slots;
@@ -79,23 +82,25 @@ int status_fleet(const StatusRequest& request) {
     for (const auto& w : found->waiters) {
       waiters.push_back({{"host", w.host}, {"pid", w.pid}, {"command", w.command}});
     }
-    fmt::print("{}\n", json{{"name", found->name},
-                            {"slots", found->slots},
-                            {"held", !found->holders.empty()},
-                            {"full", full},
-                            {"holders", holders},
-                            {"waiters", waiters},
-                            {"endpoint", found->endpoint}}
-                           .dump());
+    say(stdout, "{}\n",
+        json{{"name", found->name},
+             {"slots", found->slots},
+             {"held", !found->holders.empty()},
+             {"full", full},
+             {"holders", holders},
+             {"waiters", waiters},
+             {"endpoint", found->endpoint}}
+            .dump());
   } else {
-    fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", found->name, found->holders.size(),
-               found->slots, found->endpoint);
+    say(stdout, "fleet lock {}: {} of {} slots held (etcd {})\n", found->name,
+        found->holders.size(), found->slots, found->endpoint);
     for (const auto& h : found->holders) {
-      fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, h.host, format_duration(h.held_for),
-                 h.command.empty() ? "" : ": " + h.command);
+      say(stdout, "  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, h.host,
+          format_duration(h.held_for), h.command.empty() ? "" : ": " + h.command);
     }
     for (const auto& w : found->waiters) {
-      fmt::print("  waiting: pid {} on {}{}\n", w.pid, w.host, w.command.empty() ? "" : ": " + w.command);
+      say(stdout, "  waiting: pid {} on {}{}\n", w.pid, w.host,
+          w.command.empty() ? "" : ": " + w.command);
     }
   }
   return full ? exit_code::busy : exit_code::ok;
