@@ -32,6 +32,10 @@ enum class Inheritance {
   exec,     // --exec: pidlock becomes the command
 };
 
+// The longest -w: a year. Longer is no wait a person means; the bound keeps every deadline
+// representable, and NaN and infinity out.
+inline constexpr double max_wait_seconds = 365.0 * 24 * 60 * 60;
+
 struct RunRequest {
   std::string file;
   std::vector<std::string> command;

@@ -26,7 +26,7 @@ int run_fleet(const RunRequest& request) {
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
     // The busy message names hosts and commands that came out of etcd, written by any holder.
-    fmt::print(stderr, "{}\n", text::for_terminal(slot.error().message()));
+    say(stderr, "{}\n", text::for_terminal(slot.error().message()));
     return slot.error().held() ? request.busy_exit_code : exit_code::unavailable;
   }
   bool warned = false;
@@ -36,7 +36,7 @@ int run_fleet(const RunRequest& request) {
         auto renewed = slot->keep_alive();
         if (renewed) {
           if (warned) {
-            fmt::print(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n",
+            say(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n",
                        text::for_terminal(request.file));
           }
           warned = false;
@@ -45,7 +45,7 @@ int run_fleet(const RunRequest& request) {
         if (!slot->expired()) return true;  // not yet past the TTL: try again next tick
         if (request.warn_on_lease_loss) {
           if (!warned) {
-            fmt::print(
+            say(
                 stderr,
                 "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
                 text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
@@ -53,7 +53,7 @@ int run_fleet(const RunRequest& request) {
           warned = true;
           return true;
         }
-        fmt::print(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
+        say(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
                    text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
         return false;
       },
@@ -103,15 +103,15 @@ json status_json(const fleet::Status& found, bool full) {
 
 // Hosts and commands are whatever each holder wrote into etcd: shown escaped, as in status.
 void print_human(const fleet::Status& found) {
-  fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
+  say(stdout, "fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
              found.holders.size(), found.slots, text::for_terminal(found.endpoint));
   for (const auto& h : found.holders) {
-    fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, text::for_terminal(h.host),
+    say(stdout, "  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, text::for_terminal(h.host),
                format_duration(h.held_for),
                h.command.empty() ? "" : ": " + text::for_terminal(h.command));
   }
   for (const auto& w : found.waiters) {
-    fmt::print("  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),
+    say(stdout, "  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),
                w.command.empty() ? "" : ": " + text::for_terminal(w.command));
   }
 }
@@ -124,12 +124,12 @@ int status_fleet(const StatusRequest& request) {
   options.slots = request.slots;
   auto found = fleet::inspect(request.file, options);
   if (!found) {
-    fmt::print(stderr, "{}\n", text::for_terminal(found.error().message()));
+    say(stderr, "{}\n", text::for_terminal(found.error().message()));
     return exit_code::unavailable;
   }
   const bool full = static_cast<int>(found->holders.size()) >= found->slots;
   if (request.json) {
-    fmt::print("{}\n", dump_json(status_json(*found, full)));
+    say(stdout, "{}\n", dump_json(status_json(*found, full)));
   } else {
     print_human(*found);
   }

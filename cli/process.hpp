@@ -1,10 +1,14 @@
-// Running the command: fork and exec, signal forwarding, exit statuses. Shared by the local and
-// the fleet modes of `pidlock run`.
+// Running the command: descriptors, spawn and exec, signal forwarding, exit statuses, and output
+// that cannot fail. Shared by the local and the fleet modes of `pidlock run`.
 #pragma once
 
+#include <fmt/core.h>
+
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace pidlock::cli {
@@ -17,17 +21,36 @@ struct Watchdog {
   int failure_code;
 };
 
-// Forks, execs `command` in the child and waits for it, forwarding SIGINT, SIGTERM, SIGHUP and
-// SIGQUIT; returns its exit status (128+N for signal N, 127/126 when it cannot be run).
+// Puts /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file pidlock opens
+// later (the lock file above all) can become the command's stdin, stdout or stderr. Returns
+// false, having said why, if it cannot.
+bool fill_closed_standard_descriptors();
+
+// Spawns `command` and waits for it, passing on the signals pidlock receives so that each reaches
+// the command once (see pidlock(1), NOTES); returns its exit status (128+N for signal N, 127/126
+// when it cannot be run).
 int fork_and_supervise(const std::vector<std::string>& command, const Watchdog* watchdog = nullptr);
 
 // Replaces this process with `command`; returns only on failure, with 127 or 126.
 int exec_in_place(const std::vector<std::string>& command);
 
-// -w SECONDS as a wait: fractions allowed, huge values mean forever.
+// -w SECONDS as a wait; `seconds` is finite and within max_wait_seconds (the parser's promise).
 std::chrono::nanoseconds to_wait(double seconds);
 
 std::string errno_text(int error);
 std::string join(const std::vector<std::string>& words);
+
+// Writes `text` to `stream` and flushes it, ignoring failure: a closed, full or broken stdout or
+// stderr must not change pidlock's exit status, nor kill it with SIGPIPE.
+void write_quietly(std::FILE* stream, std::string_view text) noexcept;
+
+// fmt::print that never throws and never fails the caller (see write_quietly).
+template <typename... Args>
+void say(std::FILE* stream, fmt::format_string<Args...> format, Args&&... args) noexcept {
+  try {
+    write_quietly(stream, fmt::format(format, std::forward<Args>(args)...));
+  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; nothing useful can be said
+  }
+}
 
 }  // namespace pidlock::cli

@@ -25,15 +25,13 @@ class Progress {
     std::string who = holder ? fmt::format("pid {}{}", holder->pid,
                                            holder->command.empty() ? "" : fmt::format(" ({})", holder->command))
                              : std::string("the holder");
-    fmt::print(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, path_, secs);
-    (void)std::fflush(stderr);
+    say(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, path_, secs);
     shown_ = true;
   }
 
   void clear() {
     if (!shown_) return;
-    fmt::print(stderr, "\r\033[K");
-    (void)std::fflush(stderr);
+    say(stderr, "\r\033[K");
     shown_ = false;
   }
 
@@ -72,11 +70,11 @@ int run(const RunRequest& request) {
   auto lock = Lock::acquire(request.file, options);
   progress.clear();
   if (!lock) {
-    fmt::print(stderr, "{}\n", lock.error().message());
+    say(stderr, "{}\n", lock.error().message());
     return exit_code_for(lock.error(), request.busy_exit_code, exit_code::cant_create);
   }
   if (auto warning = unreliable_filesystem(request.file)) {
-    fmt::print(stderr, "pidlock: warning: {}\n", *warning);
+    say(stderr, "pidlock: warning: {}\n", *warning);
   }
   switch (request.inheritance) {
     case Inheritance::exec:

@@ -6,6 +6,7 @@
 #include "commands.hpp"
 #include "escape.hpp"
 #include "json_text.hpp"
+#include "process.hpp"
 
 namespace pidlock::cli {
 namespace {
@@ -109,39 +110,39 @@ std::string describe_record(const Status& s) {
 void print_human(const Status& s) {
   const std::string path = text::for_terminal(s.path.native());
   if (!s.exists) {
-    fmt::print("{}: free (no lock file)\n", path);
+    say(stdout, "{}: free (no lock file)\n", path);
   } else if (!s.known()) {
-    fmt::print("{}: cannot tell whether it is held\n", path);
+    say(stdout, "{}: cannot tell whether it is held\n", path);
   } else if (!s.held) {
-    fmt::print("{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe)" : "");
+    say(stdout, "{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe)" : "");
   } else if (s.holder && s.shared) {
-    fmt::print("{}: held shared by {} reader{}: {}\n", path, std::max<std::size_t>(s.readers, 1),
+    say(stdout, "{}: held shared by {} reader{}: {}\n", path, std::max<std::size_t>(s.readers, 1),
                s.readers > 1 ? "s" : "", describe(*s.holder));
   } else if (s.holder) {
-    fmt::print("{}: held by {}\n", path, describe(*s.holder));
+    say(stdout, "{}: held by {}\n", path, describe(*s.holder));
   }
   if (s.held && s.holder) {
     if (!s.holder->cmdline.empty()) {
-      fmt::print("  command line: {}\n", shown_command_line(s.holder->cmdline));
+      say(stdout, "  command line: {}\n", shown_command_line(s.holder->cmdline));
     }
     for (std::size_t i = 1; i < s.holders.size(); ++i) {
-      fmt::print("  also held by: {}\n", describe(s.holders[i]));
+      say(stdout, "  also held by: {}\n", describe(s.holders[i]));
     }
   } else if (s.held) {
-    fmt::print("{}: held (the holder is not visible to us)\n", path);
+    say(stdout, "{}: held (the holder is not visible to us)\n", path);
   }
-  if (s.exists) fmt::print("  record: {}\n", describe_record(s));
+  if (s.exists) say(stdout, "  record: {}\n", describe_record(s));
   for (const auto& w : s.waiters) {
     const char* mode = w.shared ? "shared" : "exclusive";
     if (w.inspectable) {
-      fmt::print("  waiting ({}): pid {} ({}, parent {})\n", mode, w.pid,
+      say(stdout, "  waiting ({}): pid {} ({}, parent {})\n", mode, w.pid,
                  text::for_terminal(w.command), w.parent);
     } else {
-      fmt::print("  waiting ({}): pid {}\n", mode, w.pid);
+      say(stdout, "  waiting ({}): pid {}\n", mode, w.pid);
     }
   }
   // The library words warnings for humans and escapes what they quote.
-  for (const auto& warning : s.warnings) fmt::print("  warning: {}\n", warning);
+  for (const auto& warning : s.warnings) say(stdout, "  warning: {}\n", warning);
 }
 
 }  // namespace
@@ -150,11 +151,11 @@ int status(const StatusRequest& request) {
   auto found = inspect(request.file);
   if (!found) {
     // The library escapes the path it quotes.
-    fmt::print(stderr, "{}\n", found.error().message());
+    say(stderr, "{}\n", found.error().message());
     return exit_code_for(found.error(), exit_code::busy, exit_code::no_input);
   }
   if (request.json) {
-    fmt::print("{}\n", dump_json(status_json(*found)));
+    say(stdout, "{}\n", dump_json(status_json(*found)));
   } else {
     print_human(*found);
   }
