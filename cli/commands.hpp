@@ -44,6 +44,7 @@ struct RunRequest {
   Inheritance inheritance = Inheritance::inherit;
   std::string role = "installer";
   bool create_parents = true;
+  bool shared = false;  // -s: a reader's lock
   // Fleet mode: FILE is the lock's NAME in etcd.
   std::vector<std::string> etcd;
   int slots = 1;

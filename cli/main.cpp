@@ -124,6 +124,7 @@ class CommandLine {
 
  private:
   bool nonblock_ = false;  // the default anyway; given only to be refused with -w
+  bool exclusive_ = false;  // the default anyway; given only to be refused with -s
 
   void add_run() {
     run = app.add_subcommand("run", "Hold the lock on FILE while COMMAND runs");
@@ -134,6 +135,10 @@ class CommandLine {
                     "Wait up to SECONDS (fractions allowed, at most a year) for a busy lock");
     add_whole(*run, "-E,--conflict-exit-code", "-E", run_request.busy_exit_code, 0, 255,
               "an exit code", "Exit code when the lock is busy (default 75)", "CODE");
+    auto* shared = run->add_flag("-s,--shared", run_request.shared,
+                                 "Take a shared (reader) lock: readers share, a writer excludes all");
+    auto* exclusive = run->add_flag("-x,-e,--exclusive", exclusive_,
+                                    "Take the exclusive (writer) lock (the default)");
     auto* close = run->add_flag("-o,--close", close_mode,
                                 "Do not pass the lock on to COMMAND; only pidlock holds it");
     auto* exec = run->add_flag("--exec", exec_mode,
@@ -161,6 +166,8 @@ class CommandLine {
                     "The command and its arguments: everything after FILE, verbatim")
         ->type_name("");
     wait->excludes(nonblock);
+    shared->excludes(exclusive);
+    shared->excludes(run_etcd);  // fleet slots have no readers
     close->excludes(exec);
     exec->excludes(run_etcd);  // the lease needs pidlock alive to keep it
   }

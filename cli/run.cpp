@@ -61,6 +61,7 @@ int run(const RunRequest& request) {
   Options options;
   options.role = request.role;
   options.create_parents = request.create_parents;
+  options.shared = request.shared;
   options.wait = to_wait(request.wait_seconds);
   options.inheritable = request.inheritance != Inheritance::close;
   options.on_wait = [&progress](std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {

@@ -248,9 +248,12 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
       if (!same) return std::unexpected(same.error());
       continue;
     }
-    if (auto written = write_record(fd->get(), path, st->st_size, options); !written) {
-      abandon(*fd);
-      return std::unexpected(written.error());
+    // Readers share the lock; the record names the last exclusive holder and stays theirs.
+    if (!options.shared) {
+      if (auto written = write_record(fd->get(), path, st->st_size, options); !written) {
+        abandon(*fd);
+        return std::unexpected(written.error());
+      }
     }
     if (options.inheritable && ::fcntl(fd->get(), F_SETFD, 0) != 0) {
       const auto error = Error::failure("fcntl", path, sys::last_error());

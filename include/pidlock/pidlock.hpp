@@ -183,6 +183,11 @@ class Error {
 struct Options {
   // The noun in "another <role> is running".
   std::string role = "installer";
+  // Take a shared (reader) lock instead of the exclusive one: any number of shared holders at
+  // once, never together with the exclusive holder; flock(1) -s takes the same lock. A shared
+  // holder writes no record (the record belongs to the last exclusive holder) and is named by
+  // the kernel alone.
+  bool shared = false;
   // Create missing parent directories (mode 0755, subject to umask).
   bool create_parents = true;
   // Mode of a newly created lock file, subject to umask. Owner-only by default: flock works on a
