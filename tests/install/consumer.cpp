@@ -1,8 +1,9 @@
-#include <pidlock/fleet.hpp>
 #include <pidlock/pidlock.hpp>
 
 #include <cstdio>
+#include <string>
 
+// Takes the lock on argv[1] and prints the library's version.
 int main(int argc, char** argv) {
   if (argc != 2) return 64;
   auto lock = pidlock::Lock::acquire(argv[1]);
@@ -10,7 +11,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", lock.error().message().c_str());
     return 75;
   }
-  pidlock::fleet::Options options;  // links the fleet library too
-  std::printf("%s %d\n", std::string(pidlock::version()).c_str(), options.slots);
+  std::printf("%s\n", std::string(pidlock::version()).c_str());
   return 0;
 }
