@@ -317,7 +317,8 @@ int exec_fleet(char** argv) {
     ::execv(beside.c_str(), argv);
   }
   ::execvp("pidlock-fleet", argv);
-  say(stderr, "pidlock: fleet mode needs pidlock-fleet beside pidlock or on the PATH: {}\n",
+  say(stderr,
+      "pidlock: fleet mode needs the pidlock-fleet package: apt-get install pidlock-fleet ({})\n",
       errno_text(errno));
   return exit_code::unavailable;
 }
