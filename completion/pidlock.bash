@@ -2,8 +2,8 @@
 # file, and after FILE (and --) the command with its own completion.  -*- shell-script -*-
 #
 # Installed as /usr/share/bash-completion/completions/pidlock, where bash-completion loads it the
-# first time `pidlock` is completed. Options come before FILE; everything after FILE is the
-# command's.
+# first time `pidlock` is completed (and `pidlock-fleet`, through a link of that name). Options
+# come before FILE; everything after FILE is the command's.
 
 # The index in COMP_WORDS of the word that starts where words[$1] starts. _init_completion joins
 # what COMP_WORDBREAKS split (a URL's ':', an option's '='); _command_offset counts in COMP_WORDS.
@@ -66,48 +66,56 @@ _pidlock() {
     esac
     with_value=" ${with_value//[[:space:]]/ } "
 
-    # Options and their values, then FILE, then (for run) an optional -- and the command.
-    local file=0 command=0
+    # As pidlock reads its command line: options (with their values) up to FILE, "--" ending
+    # them early; after FILE, an optional "--", then the command, verbatim.
+    local file=0 command=0 end_of_options=0 word j
     for ((i = subi + 1; i < cword; i++)); do
+        word=${words[i]}
         if ((file)); then
-            [[ ${words[i]} == -- ]] && command=$((i + 1)) || command=$i
+            [[ $word == -- ]] && command=$((i + 1)) || command=$i
             break
         fi
-        case ${words[i]} in
-            --)
-                command=$((i + 1))
-                break
-                ;;
+        if ((end_of_options)) || [[ $word != -?* ]]; then
+            file=$i
+            continue
+        fi
+        case $word in
+            --) end_of_options=1 ;;
             --*=*) ;;
-            -*) [[ $with_value == *" ${words[i]} "* ]] && ((i++)) ;;
-            *) file=$i ;;
+            --*) [[ $with_value == *" $word "* ]] && ((i++)) ;;
+            *) # short options, maybe clustered (-no, -w5): the first that takes a value ends it
+                for ((j = 1; j < ${#word}; j++)); do
+                    if [[ $with_value == *" -${word:j:1} "* ]]; then
+                        ((j == ${#word} - 1)) && ((i++))
+                        break
+                    fi
+                done
+                ;;
         esac
     done
 
+    if ((i > cword)) || [[ $split == true ]]; then
+        # An option's value: seconds, codes, names and URLs are the user's.
+        [[ $prev == --on-lease-loss ]] &&
+            mapfile -t COMPREPLY < <(compgen -W 'terminate warn' -- "$cur")
+        return
+    fi
     if [[ $sub == run ]] && ((file && !command)); then
-        # Right after FILE: the separator, or a command typed without it.
-        if [[ -z $cur || $cur == - || $cur == -- ]]; then
+        # Right after FILE: the customary separator, or the command itself.
+        if [[ $cur == - || $cur == -- ]]; then
             COMPREPLY=(--)
             return
         fi
         command=$cword
     fi
     if ((command)); then
-        [[ $sub == run && $command -le $cword ]] || return
+        [[ $sub == run ]] || return
         _command_offset "$(_pidlock_comp_words_index "$command")"
         return
     fi
     ((file)) && return # status takes nothing after FILE
 
-    if [[ $with_value == *" $prev "* ]]; then
-        case $prev in
-            --on-lease-loss) mapfile -t COMPREPLY < <(compgen -W 'terminate warn' -- "$cur") ;;
-        esac
-        return # seconds, codes, names, URLs: the user's
-    fi
-    [[ $split == true ]] && return
-
-    if [[ $cur == -* ]]; then
+    if [[ $cur == -* ]] && ((!end_of_options)); then
         mapfile -t COMPREPLY < <(compgen -W "$with_value $without_value" -- "$cur")
         return
     fi
