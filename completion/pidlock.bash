@@ -56,7 +56,8 @@ _pidlock() {
         run)
             with_value='-w --wait --timeout -E --conflict-exit-code --role --etcd --slots --ttl
                         --on-lease-loss'
-            without_value='-n --nonblock -o --close --exec --no-mkdir --help'
+            without_value='-n --nonblock -s --shared -x -e --exclusive -o --close --exec --no-mkdir
+                           --help'
             ;;
         status)
             with_value='--etcd --slots'
@@ -65,6 +66,7 @@ _pidlock() {
         *) return ;;
     esac
     with_value=" ${with_value//[[:space:]]/ } "
+    without_value=${without_value//[[:space:]]/ }
 
     # As pidlock reads its command line: options (with their values) up to FILE, "--" ending
     # them early; after FILE, an optional "--", then the command, verbatim.
