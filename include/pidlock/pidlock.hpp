@@ -180,11 +180,11 @@ class Lock {
   Lock& operator=(const Lock&) = delete;
   ~Lock();
 
-  // Unlocks and closes. Idempotent, and a no-op on a Lock that holds nothing. Unlocking drops the
-  // lock for any forked child that shares the descriptor too, except for a lock acquired with
-  // Options::inheritable: that one is only closed here, and stays held, as with flock(1), while
-  // any process it was passed on to still has it open. The file and its record stay, for
-  // post-mortem reading; the next holder overwrites the record.
+  // Unlocks and closes. Idempotent, and a no-op on a Lock that holds nothing. Unlocking, in the
+  // acquiring process, drops the lock for any forked child that shares the descriptor too,
+  // except for a lock acquired with Options::inheritable: that one is only closed here, and
+  // stays held, as with flock(1), while any process it was passed on to still has it open. The
+  // file and its record stay, for post-mortem reading; the next holder overwrites the record.
   //
   // A Lock belongs to the process that acquired it. In any other process, a forked child holding
   // a copy of it (made by fork(), _Fork() or a raw clone()), release() and ~Lock only close that
