@@ -1,13 +1,15 @@
 // Acquiring and releasing the lock.
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <exception>
+#include <new>
 
 #include "filesystem.hpp"
 #include "holder.hpp"
@@ -135,16 +137,66 @@ std::optional<Holder> current_holder(int fd) {
 }
 
 wait::Clock::time_point deadline_after(std::chrono::nanoseconds wait) {
-  const auto now = wait::Clock::now();
-  if (wait == wait_forever || wait >= wait::Clock::time_point::max() - now) {
-    return wait::Clock::time_point::max();
+  if (wait == wait_forever) return wait::Clock::time_point::max();
+  return wait::saturating_add(wait::Clock::now(), wait);  // one past the clock's end waits as long
+}
+
+// A progress_interval of zero or less would call on_wait in a loop for the whole wait.
+std::expected<void, Error> check_options(const Options& options, const fs::path& path) {
+  if (options.progress_interval <= std::chrono::nanoseconds(0)) {
+    const auto code = errno_code(EINVAL);
+    return std::unexpected(Error::failure(
+        "options", path, code,
+        code.message() + ": Options::progress_interval must be positive, not " +
+            std::to_string(options.progress_interval.count()) + "ns"));
   }
-  return now + std::chrono::duration_cast<wait::Clock::duration>(wait);
+  return {};
+}
+
+Error wait_failed(const wait::Failure& failure, const fs::path& path) {
+  if (failure.why.empty()) return Error::failure(failure.operation, path, failure.code);
+  return Error::failure(failure.operation, path, failure.code,
+                        failure.code.message() + " (" + std::string(failure.why) + ")");
+}
+
+Error on_wait_threw(const fs::path& path, std::string_view what) {
+  const auto code = errno_code(ECANCELED);
+  return Error::failure("on_wait", path, code,
+                        code.message() + ": the callback threw (" + std::string(what) +
+                            "); the wait was stopped and the lock not taken");
+}
+
+// Waits in the kernel, calling on_wait on schedule. What on_wait throws ends the wait, after the
+// helper is gone, and comes back as an Error: nothing may leave acquire by exception. A thread
+// cancellation is not an error to catch: glibc's unwinding of the thread must go on, or the
+// process aborts.
+int flock_operation(const Options& options) { return options.shared ? LOCK_SH : LOCK_EX; }
+
+std::expected<wait::Outcome, Error> wait_for_flock(int fd, const fs::path& path,
+                                                   const Options& options,
+                                                   wait::Clock::time_point deadline) {
+  wait::Tick tick;
+  if (options.on_wait) {
+    tick = [&](std::chrono::nanoseconds waited) { options.on_wait(waited, current_holder(fd)); };
+  }
+  try {
+    auto outcome =
+        wait::until_locked(fd, flock_operation(options), deadline, tick, options.progress_interval);
+    if (!outcome) return std::unexpected(wait_failed(outcome.error(), path));
+    return *outcome;
+  } catch (const std::exception& thrown) {
+    return std::unexpected(on_wait_threw(path, thrown.what()));
+  } catch (...) {
+    // No C++ exception at all: the unwinding of a cancelled thread (abi::__forced_unwind, whose
+    // catch by name would bind a null reference).
+    if (!std::current_exception()) throw;
+    return std::unexpected(on_wait_threw(path, "not a std::exception"));
+  }
 }
 
 std::expected<void, Error> take_flock(int fd, const fs::path& path, const Options& options,
                                       wait::Clock::time_point deadline) {
-  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  while (::flock(fd, flock_operation(options) | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
     auto st = stat_lock_file(fd, path);  // a busy FIFO is still not a lock file
@@ -152,12 +204,8 @@ std::expected<void, Error> take_flock(int fd, const fs::path& path, const Option
     if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
       return std::unexpected(busy(fd, *st, path, options));
     }
-    wait::Tick tick;
-    if (options.on_wait) {
-      tick = [&](std::chrono::nanoseconds waited) { options.on_wait(waited, current_holder(fd)); };
-    }
-    auto outcome = wait::until_locked(fd, deadline, tick, options.progress_interval);
-    if (!outcome) return std::unexpected(Error::failure("flock", path, outcome.error()));
+    auto outcome = wait_for_flock(fd, path, options, deadline);
+    if (!outcome) return std::unexpected(outcome.error());
     if (*outcome == wait::Outcome::timed_out) {
       return std::unexpected(busy(fd, *st, path, options));
     }
@@ -179,19 +227,48 @@ std::expected<bool, Error> still_names(const struct stat& locked, const fs::path
 }
 
 // getpid() is a system call since glibc 2.25, and a cycle is only a handful of them: the PID is
-// cached, and forgotten in the child of every fork(). (A child made by a raw clone() that then
-// takes a lock would record its parent's PID; the kernel's view of the holder stays right.)
-std::atomic<pid_t> cached_pid{0};
+// cached, on a page the kernel zero-fills in every child that does not share our memory
+// (MADV_WIPEONFORK, Linux 4.14). A child of fork(), _Fork() or a raw clone() finds the page empty
+// and asks again, where a pthread_atfork() handler runs for fork() alone. Without such a page (an
+// older kernel) every call asks. A CLONE_VM child (vfork, posix_spawn) shares the page, and may
+// only exec or exit anyway.
+struct PidCache {
+  std::atomic<pid_t> pid;  // 0: not known in this process
+};
 
-void forget_cached_pid() noexcept { cached_pid.store(0, std::memory_order_relaxed); }
+// No mutex or function-local static, which a fork() in another thread could leave locked.
+std::atomic<PidCache*> pid_cache{nullptr};
+std::atomic<bool> pid_cache_unavailable{false};
 
-pid_t own_pid() {
-  static const int registered = ::pthread_atfork(nullptr, nullptr, forget_cached_pid);
-  (void)registered;
-  pid_t pid = cached_pid.load(std::memory_order_relaxed);
+PidCache* map_pid_cache() noexcept {
+  const auto size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* page = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) return nullptr;
+  if (::madvise(page, size, MADV_WIPEONFORK) != 0) {
+    ::munmap(page, size);
+    pid_cache_unavailable.store(true, std::memory_order_relaxed);
+    return nullptr;
+  }
+  auto* fresh = new (page) PidCache{};
+  PidCache* expected = nullptr;
+  if (pid_cache.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) return fresh;
+  ::munmap(page, size);  // another thread mapped one first
+  return expected;
+}
+
+PidCache* wiped_in_children() noexcept {
+  if (auto* cache = pid_cache.load(std::memory_order_acquire)) return cache;
+  if (pid_cache_unavailable.load(std::memory_order_relaxed)) return nullptr;
+  return map_pid_cache();
+}
+
+pid_t own_pid() noexcept {
+  auto* cache = wiped_in_children();
+  if (cache == nullptr) return ::getpid();
+  pid_t pid = cache->pid.load(std::memory_order_relaxed);
   if (pid == 0) {
     pid = ::getpid();
-    cached_pid.store(pid, std::memory_order_relaxed);
+    cache->pid.store(pid, std::memory_order_relaxed);
   }
   return pid;
 }
@@ -230,6 +307,8 @@ void abandon(UniqueFd& fd) {
 
 std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& options) {
   if (path.empty()) return std::unexpected(Error::failure("open", path, errno_code(ENOENT)));
+  // Before anything is opened or created.
+  if (auto valid = check_options(options, path); !valid) return std::unexpected(valid.error());
   const auto deadline = deadline_after(options.wait);
   for (int attempt = 0; attempt < max_replacements; ++attempt) {
     auto fd = open_lock_file(path, options);
@@ -266,9 +345,13 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
                                         "the path kept being replaced while we locked it"));
 }
 
+Lock::Lock(int fd, fs::path path, bool inheritable) noexcept
+    : fd_(fd), inheritable_(inheritable), owner_(own_pid()), path_(std::move(path)) {}
+
 Lock::Lock(Lock&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       inheritable_(other.inheritable_),
+      owner_(other.owner_),
       path_(std::move(other.path_)) {}
 
 Lock& Lock::operator=(Lock&& other) noexcept {
@@ -276,6 +359,7 @@ Lock& Lock::operator=(Lock&& other) noexcept {
     release();
     fd_ = std::exchange(other.fd_, -1);
     inheritable_ = other.inheritable_;
+    owner_ = other.owner_;
     path_ = std::move(other.path_);
   }
   return *this;
@@ -283,10 +367,13 @@ Lock& Lock::operator=(Lock&& other) noexcept {
 
 Lock::~Lock() { release(); }
 
+// Only the acquiring process unlocks. A forked copy of this Lock shares the open file
+// description, so its unlock would be the owner's too: it only closes its own descriptor.
 std::error_code Lock::release() noexcept {
   if (fd_ < 0) return {};
   std::error_code error;
-  if (!inheritable_ && ::flock(fd_, LOCK_UN) != 0) error = sys::last_error();
+  const bool unlock = !inheritable_ && owner_ == own_pid();
+  if (unlock && ::flock(fd_, LOCK_UN) != 0) error = sys::last_error();
   if (::close(fd_) != 0 && !error && errno != EINTR) error = sys::last_error();
   fd_ = -1;
   return error;

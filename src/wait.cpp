@@ -2,9 +2,10 @@
 
 #include <linux/sched.h>
 #include <poll.h>
-#include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,8 +17,16 @@
 
 #include "sys.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #ifndef P_PIDFD
 #define P_PIDFD 3
+#endif
+
+#if !defined(__x86_64__) && !defined(__aarch64__)
+#error "the timed wait's helper is written for x86-64 and aarch64; port clone_helper() first"
 #endif
 
 namespace pidlock::wait {
@@ -25,68 +34,324 @@ namespace {
 
 using namespace std::chrono;
 
-struct Helper {
-  pid_t pid = -1;
-  sys::UniqueFd pidfd;
+// Memory and descriptors shared, and exit_signal (the low byte) 0: the caller gets no SIGCHLD,
+// and its waitpid(-1) cannot reap the helper; only the pidfd reaches it.
+constexpr unsigned long helper_clone_flags = CLONE_VM | CLONE_FILES | CLONE_PIDFD;
+
+// The helper exits with 0 when granted the lock and with flock's errno when that fails. When its
+// parent is already gone, nobody reads the status.
+constexpr int helper_orphaned = 255;
+
+// rt_sigprocmask's whole set. glibc's sigfillset() leaves out the two signals it keeps for
+// itself (SIGCANCEL, SIGSETXID); their handlers would run on the calling thread's TLS.
+constexpr std::uint64_t every_signal = ~std::uint64_t{0};
+
+// Starts the helper: the clone, and in the child the helper's whole life, in registers and
+// system calls, so that it runs no compiled code (no stack frames, no TLS, no errno, no sanitizer
+// hooks) on memory it shares with the caller. The helper:
+//   1. blocks every signal, the two glibc withholds included;
+//   2. asks for SIGKILL when its parent thread dies, then checks the parent did not die first;
+//   3. blocks in flock(fd, operation) (LOCK_EX or LOCK_SH), again after EINTR;
+//   4. exits with 0, or flock's errno.
+// Returns the helper's PID with its pidfd in *pidfd, or -errno; touches no errno. Not
+// instrumented: a sanitizer's call between loading the registers and the clone would clobber them.
+[[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
+long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent) noexcept {
+#if defined(__x86_64__)
+  register long result asm("rax") = SYS_clone;
+  register unsigned long flags asm("rdi") = helper_clone_flags;
+  register void* stack asm("rsi") = stack_top;
+  register int* parent_tid asm("rdx") = pidfd;
+  register long child_tid asm("r10") = 0;
+  register long tls asm("r8") = 0;
+  register long locked_fd asm("r12") = fd;
+  register long parent_pid asm("r13") = parent;
+  register const std::uint64_t* mask asm("r14") = &every_signal;
+  register long lock_operation asm("r15") = operation;
+  asm volatile(
+      "syscall\n\t"
+      "test %%rax, %%rax\n\t"
+      "jnz 3f\n\t"
+      "mov %[sigprocmask], %%eax\n\t"
+      "mov %[sig_block], %%edi\n\t"
+      "mov %%r14, %%rsi\n\t"
+      "xor %%edx, %%edx\n\t"
+      "mov %[sigset_size], %%r10d\n\t"
+      "syscall\n\t"
+      "mov %[prctl], %%eax\n\t"
+      "mov %[pdeathsig], %%edi\n\t"
+      "mov %[sigkill], %%esi\n\t"
+      "xor %%edx, %%edx\n\t"
+      "xor %%r10d, %%r10d\n\t"
+      "xor %%r8d, %%r8d\n\t"
+      "syscall\n\t"
+      "mov %[getppid], %%eax\n\t"
+      "syscall\n\t"
+      "mov %[orphaned], %%edi\n\t"
+      "cmp %%r13, %%rax\n\t"
+      "jne 2f\n"
+      "1:\n\t"
+      "mov %[flock], %%eax\n\t"
+      "mov %%r12, %%rdi\n\t"
+      "mov %%r15, %%rsi\n\t"
+      "syscall\n\t"
+      "cmp %[minus_eintr], %%rax\n\t"
+      "je 1b\n\t"
+      "mov %%rax, %%rdi\n\t"
+      "neg %%rdi\n"
+      "2:\n\t"
+      "mov %[exit_group], %%eax\n\t"
+      "syscall\n\t"
+      "ud2\n"
+      "3:"
+      : "+r"(result)
+      : "r"(flags), "r"(stack), "r"(parent_tid), "r"(child_tid), "r"(tls), "r"(locked_fd),
+        "r"(parent_pid), "r"(mask), "r"(lock_operation), [sigprocmask] "i"(SYS_rt_sigprocmask),
+        [sig_block] "i"(SIG_BLOCK), [sigset_size] "i"(sizeof every_signal),
+        [prctl] "i"(SYS_prctl), [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL),
+        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
+        [minus_eintr] "i"(-EINTR), [exit_group] "i"(SYS_exit_group)
+      : "rcx", "r11", "memory", "cc");
+  return result;
+#elif defined(__aarch64__)
+  register long number asm("x8") = SYS_clone;
+  register long result asm("x0") = static_cast<long>(helper_clone_flags);
+  register void* stack asm("x1") = stack_top;
+  register int* parent_tid asm("x2") = pidfd;
+  register long tls asm("x3") = 0;
+  register long child_tid asm("x4") = 0;
+  register long locked_fd asm("x19") = fd;
+  register long parent_pid asm("x20") = parent;
+  register const std::uint64_t* mask asm("x21") = &every_signal;
+  register long lock_operation asm("x22") = operation;
+  asm volatile(
+      "svc #0\n\t"
+      "cbnz x0, 3f\n\t"
+      "mov x8, %[sigprocmask]\n\t"
+      "mov x0, %[sig_block]\n\t"
+      "mov x1, x21\n\t"
+      "mov x2, xzr\n\t"
+      "mov x3, %[sigset_size]\n\t"
+      "svc #0\n\t"
+      "mov x8, %[prctl]\n\t"
+      "mov x0, %[pdeathsig]\n\t"
+      "mov x1, %[sigkill]\n\t"
+      "mov x2, xzr\n\t"
+      "mov x3, xzr\n\t"
+      "mov x4, xzr\n\t"
+      "svc #0\n\t"
+      "mov x8, %[getppid]\n\t"
+      "svc #0\n\t"
+      "cmp x0, x20\n\t"
+      "mov x0, %[orphaned]\n\t"
+      "b.ne 2f\n"
+      "1:\n\t"
+      "mov x8, %[flock]\n\t"
+      "mov x0, x19\n\t"
+      "mov x1, x22\n\t"
+      "svc #0\n\t"
+      "cmn x0, %[eintr]\n\t"
+      "b.eq 1b\n\t"
+      "neg x0, x0\n"
+      "2:\n\t"
+      "mov x8, %[exit_group]\n\t"
+      "svc #0\n\t"
+      "brk #0\n"
+      "3:"
+      : "+r"(result)
+      : "r"(number), "r"(stack), "r"(parent_tid), "r"(tls), "r"(child_tid), "r"(locked_fd),
+        "r"(parent_pid), "r"(mask), "r"(lock_operation), [sigprocmask] "i"(SYS_rt_sigprocmask),
+        [sig_block] "i"(SIG_BLOCK), [sigset_size] "i"(sizeof every_signal),
+        [prctl] "i"(SYS_prctl), [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL),
+        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
+        [eintr] "i"(EINTR), [exit_group] "i"(SYS_exit_group)
+      : "memory", "cc");
+  return result;
+#endif
+}
+
+Failure failure_of(std::string_view operation, int error, std::string_view why = {}) {
+  return {operation, std::error_code(error, std::system_category()), why};
+}
+
+// The helper's stack. Its code pushes nothing; the stack is there so that whatever does (a
+// debugger calling into the helper) lands in memory of its own, never on a stack of the caller's,
+// with a guard page below it.
+class Stack {
+ public:
+  Stack() = default;
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+  ~Stack() {
+    if (base_ != MAP_FAILED) ::munmap(base_, size_);
+  }
+
+  std::expected<void, Failure> map() {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t usable = (usable_bytes + page - 1) / page * page;
+    void* base = ::mmap(nullptr, page + usable, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) return std::unexpected(failure_of("mmap", errno, stack_why));
+    base_ = base;
+    size_ = page + usable;
+    if (::mprotect(base_, page, PROT_NONE) != 0) {
+      return std::unexpected(failure_of("mprotect", errno, stack_why));
+    }
+    return {};
+  }
+
+  // Page-aligned, so aligned as both architectures' ABIs want a stack pointer.
+  void* top() const noexcept { return static_cast<char*>(base_) + size_; }
+
+  // Leaves the mapping in place for good: for a helper that might still run on it.
+  void keep_mapped() noexcept { base_ = MAP_FAILED; }
+
+ private:
+  static constexpr std::size_t usable_bytes = 16 * 1024;
+  static constexpr std::string_view stack_why = "mapping a stack for the wait's helper process";
+  void* base_ = MAP_FAILED;
+  std::size_t size_ = 0;
 };
 
-// The helper is a copy of a process that may have other threads, so it makes raw system calls
-// only: no allocation, no locks, no libc state.
-[[noreturn]] void helper_main(int fd, pid_t parent) {
-  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  if (::syscall(SYS_getppid) != parent) ::syscall(SYS_exit_group, 2);
-  long result = 0;
-  do {
-    result = ::syscall(SYS_flock, fd, LOCK_EX);
-  } while (result != 0 && errno == EINTR);
-  ::syscall(SYS_exit_group, result == 0 ? 0 : 1);
-  __builtin_unreachable();
-}
-
-long clone_helper(int* pidfd) {
-  // exit_signal 0: no SIGCHLD reaches the caller, and waitpid(-1) in the caller cannot reap it.
-  // CLONE_FILES: the helper shares the caller's descriptor table instead of holding copies of
-  // every descriptor, so a pipe or socket another thread closes during the wait really closes.
-  clone_args args{};
-  args.flags = CLONE_PIDFD | CLONE_FILES;
-  args.pidfd = reinterpret_cast<std::uintptr_t>(pidfd);
-  args.exit_signal = 0;
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid < 0 && errno == ENOSYS) {  // some seccomp profiles refuse clone3 only
-    pid = ::syscall(SYS_clone, CLONE_PIDFD | CLONE_FILES, nullptr, pidfd, nullptr, nullptr);
+// Every signal this thread may block, blocked for as long as it lives, then the mask restored.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() noexcept {
+    sigset_t all{};
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &previous_);
   }
-  return pid;
-}
+  ~SignalsBlocked() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
 
-std::expected<Helper, std::error_code> spawn_helper(int fd) {
-  const pid_t parent = ::getpid();
-  // The helper starts with every signal blocked, so that none of the caller's handlers can
-  // ever run in the copy. Only this thread's mask changes, and only for the clone.
-  sigset_t all{};
-  sigset_t previous{};
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  int pidfd = -1;
-  const long pid = clone_helper(&pidfd);
-  if (pid == 0) helper_main(fd, parent);
-  const int clone_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  if (pid < 0) return std::unexpected(std::error_code(clone_errno, std::system_category()));
-  return Helper{static_cast<pid_t>(pid), sys::UniqueFd(pidfd)};
-}
+ private:
+  sigset_t previous_{};
+};
 
-void kill_helper(const Helper& helper) {
-  ::syscall(SYS_pidfd_send_signal, helper.pidfd.get(), SIGKILL, nullptr, 0);
-}
+// Cancellation held off: a pthread_cancel() acted on half-way through killing and reaping the
+// helper would leave it running. (While the thread unwinds from a cancellation, glibc acts on
+// none anyway.)
+class CancellationHeldOff {
+ public:
+  CancellationHeldOff() noexcept { ::pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &previous_); }
+  ~CancellationHeldOff() { ::pthread_setcancelstate(previous_, nullptr); }
+  CancellationHeldOff(const CancellationHeldOff&) = delete;
+  CancellationHeldOff& operator=(const CancellationHeldOff&) = delete;
 
-// True when the helper's own flock failed (it exits 1), as opposed to being granted or killed.
-bool reap_helper(const Helper& helper) {
-  siginfo_t info{};
-  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(helper.pidfd.get()), &info,
-                  WEXITED | __WALL) != 0) {
-    if (errno != EINTR) return false;
+ private:
+  int previous_ = PTHREAD_CANCEL_ENABLE;
+};
+
+// One helper process. Whatever way the wait ends, by a return, an exception or a thread
+// cancellation (glibc unwinds the thread, so this destructor runs), the helper is killed and
+// reaped before its stack is unmapped, and a lock it was granted that nobody will hand out is
+// unlocked.
+class Helper {
+ public:
+  // How stop() found the helper: exited with this status, or killed before it could.
+  static constexpr int killed = -1;
+
+  Helper() = default;
+  Helper(const Helper&) = delete;
+  Helper& operator=(const Helper&) = delete;
+  ~Helper() {
+    if (!running_) return;
+    stop();
+    // Unlocking matters when another thread forked meanwhile: closing alone would leave the
+    // lock held by the fork's copy of the descriptor.
+    ::flock(fd_, LOCK_UN);
   }
-  return info.si_code == CLD_EXITED && info.si_status != 0;
+
+  std::expected<void, Failure> start(int fd, int operation) {
+    if (auto mapped = stack_.map(); !mapped) return std::unexpected(mapped.error());
+    int pidfd = -1;
+    long pid = 0;
+    {
+      const SignalsBlocked blocked;  // inherited by the helper until it blocks the rest itself
+      pid = clone_helper(&pidfd, stack_.top(), fd, operation, ::getpid());
+    }
+    if (pid < 0) {
+      return std::unexpected(failure_of("clone", static_cast<int>(-pid),
+                                        "could not start the helper process that times the wait"));
+    }
+    pidfd_.reset(pidfd);
+    fd_ = fd;
+    running_ = true;
+    return {};
+  }
+
+  int pidfd() const noexcept { return pidfd_.get(); }
+
+  // Kills the helper if it still waits, and reaps it: its exit status, or `killed`.
+  int stop() noexcept {
+    const CancellationHeldOff uninterrupted;
+    ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    siginfo_t info{};
+    long reaped = 0;
+    do {  // the raw call: glibc's waitid() is a cancellation point
+      reaped = ::syscall(SYS_waitid, P_PIDFD, pidfd_.get(), &info, WEXITED | __WALL, nullptr);
+    } while (reaped != 0 && errno == EINTR);
+    running_ = false;
+    if (reaped != 0) {
+      stack_.keep_mapped();
+      return killed;
+    }
+    pidfd_.reset();
+    return info.si_code == CLD_EXITED ? info.si_status : killed;
+  }
+
+ private:
+  Stack stack_;
+  sys::UniqueFd pidfd_;
+  int fd_ = -1;
+  bool running_ = false;
+};
+
+// The progress callback's schedule: at the start, then every interval, on the interval's grid.
+class Progress {
+ public:
+  Progress(const Tick& tick, nanoseconds interval)
+      : tick_(tick), interval_(interval), start_(Clock::now()),
+        next_(saturating_add(start_, interval)) {}
+
+  // When the next report is due; never, without a callback.
+  Clock::time_point next() const noexcept { return tick_ ? next_ : Clock::time_point::max(); }
+
+  void report_start() const {
+    if (tick_) tick_(nanoseconds(0));
+  }
+
+  void report_if_due() {
+    if (!tick_ || Clock::now() < next_) return;
+    tick_(Clock::now() - start_);
+    next_ = saturating_add(next_, interval_);
+    // Reports missed while the callback ran long are skipped, not made up in a burst.
+    if (const auto now = Clock::now(); next_ <= now) next_ = saturating_add(now, interval_);
+  }
+
+ private:
+  const Tick& tick_;
+  nanoseconds interval_;
+  Clock::time_point start_;
+  Clock::time_point next_;
+};
+
+// ppoll() is where a cancelled waiting thread is unwound (glibc unwinds it with
+// abi::__forced_unwind, the only thing that leaves a C function this way). AddressSanitizer hears
+// of a C++ throw, and then unpoisons the stack that the throw will unwind; of this unwinding it
+// hears nothing, so the redzones of the frames unwound would stay poisoned and fail the
+// destructors' frames placed there next. Here, before any frame of ours is unwound, is the one
+// place where telling it is safe.
+int ppoll_unwinding_cleanly(pollfd& watched, const timespec* timeout) {
+  try {
+    return ::ppoll(&watched, 1, timeout, nullptr);
+  } catch (...) {
+#if defined(__SANITIZE_ADDRESS__)
+    __asan_handle_no_return();
+#endif
+    throw;
+  }
 }
 
 timespec to_timespec(nanoseconds d) {
@@ -95,59 +360,62 @@ timespec to_timespec(nanoseconds d) {
   return {static_cast<time_t>(whole.count()), static_cast<long>((d - whole).count())};
 }
 
-// Blocks until the helper exits or `deadline` passes; true when it exited.
-std::expected<bool, std::error_code> watch_helper(const Helper& helper,
-                                                  Clock::time_point start,
-                                                  Clock::time_point deadline, const Tick& tick,
-                                                  nanoseconds tick_interval,
-                                                  Clock::time_point& next_tick) {
-  pollfd watched{helper.pidfd.get(), POLLIN, 0};
+// Blocks until the helper exits (true) or `deadline` passes (false), reporting progress on time.
+std::expected<bool, Failure> watch(const Helper& helper, Progress& progress,
+                                   Clock::time_point deadline) {
+  pollfd watched{helper.pidfd(), POLLIN, 0};
   for (;;) {
     const auto now = Clock::now();
     if (now >= deadline) return false;
-    const auto wake = tick ? std::min(deadline, next_tick) : deadline;
+    const auto wake = std::min(deadline, progress.next());
     const bool forever = wake == Clock::time_point::max();
     const timespec timeout = to_timespec(wake - now);
-    const int ready = ::ppoll(&watched, 1, forever ? nullptr : &timeout, nullptr);
+    const int ready = ppoll_unwinding_cleanly(watched, forever ? nullptr : &timeout);
     if (ready > 0) return true;
-    if (ready < 0 && errno != EINTR) return std::unexpected(sys::last_error());
-    if (tick && Clock::now() >= next_tick) {
-      tick(Clock::now() - start);
-      next_tick += tick_interval;
-    }
+    if (ready < 0 && errno != EINTR) return std::unexpected(failure_of("ppoll", errno));
+    progress.report_if_due();
   }
 }
 
-std::expected<Outcome, std::error_code> block_in_place(int fd) {
-  while (::flock(fd, LOCK_EX) != 0) {
-    if (errno != EINTR) return std::unexpected(sys::last_error());
+// Nothing to time and nothing to report: blocking in this thread is the cheapest wait there is,
+// and needs no helper. A signal's handler interrupting flock() is not a reason to give up.
+std::expected<Outcome, Failure> block_in_place(int fd, int operation) {
+  while (::flock(fd, operation) != 0) {
+    if (errno != EINTR) return std::unexpected(failure_of("flock", errno));
   }
   return Outcome::acquired;
 }
 
 }  // namespace
 
-std::expected<Outcome, std::error_code> until_locked(int fd, Clock::time_point deadline,
-                                                     const Tick& tick,
-                                                     nanoseconds tick_interval) {
-  // Nothing to time and nothing to report: blocking in this thread is the cheapest wait there is.
-  if (deadline == Clock::time_point::max() && !tick) return block_in_place(fd);
+Clock::time_point saturating_add(Clock::time_point time, nanoseconds offset) noexcept {
+  static_assert(std::is_same_v<Clock::duration, nanoseconds>);
+  Clock::rep sum = 0;
+  if (__builtin_add_overflow(time.time_since_epoch().count(), offset.count(), &sum)) {
+    return offset.count() > 0 ? Clock::time_point::max() : Clock::time_point::min();
+  }
+  return Clock::time_point(Clock::duration(sum));
+}
 
-  const auto start = Clock::now();
-  auto next_tick = start + tick_interval;
-  if (tick) tick(nanoseconds(0));
+std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
+                                             const Tick& tick, nanoseconds tick_interval) {
+  if (deadline == Clock::time_point::max() && !tick) return block_in_place(fd, operation);
+
+  Progress progress(tick, tick_interval);
+  progress.report_start();
   for (;;) {
-    auto helper = spawn_helper(fd);
-    if (!helper) return std::unexpected(helper.error());
-    auto exited = watch_helper(*helper, start, deadline, tick, tick_interval, next_tick);
-    if (!exited || !*exited) kill_helper(*helper);
-    const bool helper_failed = reap_helper(*helper);
+    Helper helper;
+    if (auto started = helper.start(fd, operation); !started) {
+      return std::unexpected(started.error());
+    }
+    auto exited = watch(helper, progress, deadline);
     if (!exited) return std::unexpected(exited.error());
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return Outcome::acquired;
-    if (errno != EWOULDBLOCK && errno != EINTR) return std::unexpected(sys::last_error());
+    const int ending = helper.stop();
+    if (::flock(fd, operation | LOCK_NB) == 0) return Outcome::acquired;
+    if (errno != EWOULDBLOCK && errno != EINTR) return std::unexpected(failure_of("flock", errno));
     if (Clock::now() >= deadline) return Outcome::timed_out;
     // A blocking flock that fails where a non-blocking one says "busy" would make this a spin.
-    if (helper_failed) return std::unexpected(std::make_error_code(std::errc::no_lock_available));
+    if (ending > 0) return std::unexpected(failure_of("flock", ending));
     // The helper died without the lock (somebody killed it): wait on with a new one.
   }
 }

@@ -2,18 +2,27 @@
 //
 // flock(2) has no timeout: LOCK_EX blocks until granted or a signal interrupts it, which is why
 // util-linux `flock -w` arms SIGALRM. A library may not touch its caller's signal disposition, and
-// polling with LOCK_NB hands the lock over a poll interval late. So a helper child, cloned with
-// no signal to its parent and reachable only through a pidfd, blocks in flock(LOCK_EX) on the
-// *same open file description*. A flock belongs to the description, not to a process, so when
-// the kernel grants it to the helper the caller holds it too; the helper then exits, its pidfd
+// polling with LOCK_NB hands the lock over a poll interval late. So a helper process, with no
+// signal to its parent and reachable only through a pidfd, blocks in flock(LOCK_EX) on the *same
+// open file description*. A flock belongs to the description, not to a process, so when the
+// kernel grants it to the helper the caller holds it too; the helper then exits, its pidfd
 // becomes readable, and the caller's ppoll() returns at once. On timeout the caller kills the
-// helper with pidfd_send_signal(). Either way the caller then asks flock(LOCK_EX | LOCK_NB)
-// on its own: that settles the race where the helper won just as time ran out.
+// helper with pidfd_send_signal(). Either way the caller then asks flock(LOCK_EX | LOCK_NB) on
+// its own: that settles the race where the helper won just as time ran out.
+//
+// The helper shares the caller's memory and descriptor table (CLONE_VM | CLONE_FILES): starting
+// it copies no page tables, and a caller's thread that writes on meanwhile takes no copy-on-write
+// faults, however large the caller. It runs on a small stack of its own, with every signal that
+// can be blocked blocked, and is a handful of system calls written in assembly: no libc, so
+// nothing of the caller's thread (errno, TLS) is touched. It never outlives until_locked(): it
+// is killed, reaped and its stack unmapped on every way out, an exception or a thread
+// cancellation included.
 #pragma once
 
 #include <chrono>
 #include <expected>
 #include <functional>
+#include <string_view>
 #include <system_error>
 
 namespace pidlock::wait {
@@ -23,11 +32,25 @@ enum class Outcome { acquired, timed_out };
 using Clock = std::chrono::steady_clock;
 using Tick = std::function<void(std::chrono::nanoseconds waited)>;
 
-// Waits until the description behind `fd` holds an exclusive flock, or until `deadline`
+// A system call that failed: its name for the message, its errno, and, where errno alone would
+// mislead, why it was made.
+struct Failure {
+  std::string_view operation;
+  std::error_code code;
+  std::string_view why;
+};
+
+// Waits until the description behind `fd` holds a flock of `operation` (LOCK_EX or LOCK_SH),
+// or until `deadline`
 // (Clock::time_point::max() waits forever). Calls `tick` when the wait starts and every
-// `tick_interval` after. Retries through EINTR; any other failure is returned.
-std::expected<Outcome, std::error_code> until_locked(int fd, Clock::time_point deadline,
-                                                     const Tick& tick,
-                                                     std::chrono::nanoseconds tick_interval);
+// `tick_interval` (positive) after. Retries through EINTR; any other failure is returned. An
+// exception thrown by `tick` leaves through here, after the helper is gone and with the lock not
+// taken.
+std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
+                                             const Tick& tick,
+                                             std::chrono::nanoseconds tick_interval);
+
+// `time + offset`, clamped to the clock's range instead of wrapping.
+Clock::time_point saturating_add(Clock::time_point time, std::chrono::nanoseconds offset) noexcept;
 
 }  // namespace pidlock::wait

@@ -1,8 +1,10 @@
 // The lock: every case of the seed package's test list, plus what it left out.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,6 +203,97 @@ TEST(Release, AnInheritableLockStaysWithTheProcessesItWasPassedTo) {
   sharer.close_stdin();
   EXPECT_EQ(sharer.wait(), 0);
   EXPECT_TRUE(Lock::acquire(dir / "l"));
+}
+
+// --- A Lock belongs to the process that acquired it: a forked copy never unlocks it. ---
+
+// Asked of a real process, util-linux flock(1), as any other locker would ask.
+bool someone_holds(const std::filesystem::path& path) {
+  const auto probe = test::run({test::flock_binary, "-n", path.string(), "true"});
+  EXPECT_TRUE(probe.code == 0 || probe.code == 1) << probe.err;
+  return probe.code == 1;
+}
+
+TEST(Fork, AWorkerReturningFromItsFunctionLeavesTheParentHolding) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  Child worker = Child::fork([&] {
+    Lock inherited = std::move(*lock);  // destroyed as the worker returns: its ~Lock runs here
+    return inherited.held() ? 0 : 1;
+  });
+  EXPECT_EQ(worker.wait(), 0);
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  EXPECT_TRUE(lock->held());
+  EXPECT_FALSE(lock->release());
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+TEST(Fork, AWorkerThatReleasesOnlyClosesItsOwnDescriptor) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  const int fd = lock->native_handle();
+  Child worker = Child::fork([&] {
+    if (lock->release()) return 1;
+    if (lock->held()) return 2;
+    return ::fcntl(fd, F_GETFD) == -1 && errno == EBADF ? 0 : 3;  // closed in the worker
+  });
+  EXPECT_EQ(worker.wait(), 0);
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  EXPECT_GE(::fcntl(fd, F_GETFD), 0);  // and still open here
+  EXPECT_FALSE(lock->release());
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+// No pthread_atfork() handler runs in the child of a raw clone(): a PID cached in the parent must
+// not make that child the owner.
+TEST(Fork, ARawCloneChildThatReleasesLeavesTheParentHolding) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);  // writing the record cached our PID
+  const long child = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  if (child == 0) {
+    const bool released = !lock->release() && !lock->held();
+    ::syscall(SYS_exit_group, released ? 0 : 1);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(static_cast<pid_t>(child), &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  EXPECT_FALSE(lock->release());
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+TEST(Fork, AWorkerReleasingAnInheritableLockLeavesItWithTheParent) {
+  TempDir dir;
+  Options options;
+  options.inheritable = true;
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_TRUE(lock);
+  Child worker = Child::fork([&] { return lock->release() ? 1 : 0; });
+  EXPECT_EQ(worker.wait(), 0);
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  // An inheritable lock is only ever closed; with the worker gone, the last descriptor is ours.
+  EXPECT_FALSE(lock->release());
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+TEST(Fork, AMovedLockStillBelongsToTheProcessThatAcquiredIt) {
+  TempDir dir;
+  auto acquired = Lock::acquire(dir / "l");
+  ASSERT_TRUE(acquired);
+  Lock lock = std::move(*acquired);
+  Child worker = Child::fork([&] {
+    Lock other;
+    other = std::move(lock);  // a move in the worker carries the parent's ownership along
+    return other.release() ? 1 : 0;
+  });
+  EXPECT_EQ(worker.wait(), 0);
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  EXPECT_FALSE(lock.release());
+  EXPECT_FALSE(someone_holds(dir / "l"));
 }
 
 TEST(Acquire, CreatesParentDirectories) {

@@ -23,6 +23,14 @@ Options reader() {
   return options;
 }
 
+// Later forks inherit the write ends of earlier ones' stdin pipes: let go of them last first.
+void release_all(std::vector<Child>& children) {
+  for (auto it = children.rbegin(); it != children.rend(); ++it) {
+    it->close_stdin();
+    EXPECT_EQ(it->wait(), 0);
+  }
+}
+
 // A forked process that takes the lock (shared or not), says "in" once it holds it and keeps it
 // until its stdin closes; it prints the error instead when refused.
 Child holder(const std::filesystem::path& path, const Options& options) {
@@ -49,10 +57,7 @@ TEST(Shared, ReadersHoldTheLockAllAtOnce) {
   EXPECT_EQ(status->readers, static_cast<std::size_t>(readers));
   EXPECT_EQ(status->holders.size(), static_cast<std::size_t>(readers));
   for (const auto& h : status->holders) EXPECT_TRUE(h.shared);
-  for (auto& child : held) {
-    child.close_stdin();
-    EXPECT_EQ(child.wait(), 0);
-  }
+  release_all(held);
 }
 
 TEST(Shared, AReaderWritesNoRecord) {
@@ -94,10 +99,7 @@ TEST(Shared, ReadersExcludeAWriterWhichNamesThemAndCountsTheRest) {
       << message;
   ASSERT_TRUE(lock.error().holder());
   EXPECT_TRUE(lock.error().holder()->shared);
-  for (auto& child : held) {
-    child.close_stdin();
-    EXPECT_EQ(child.wait(), 0);
-  }
+  release_all(held);
 }
 
 TEST(Shared, OneReaderIsSaidToBeOne) {
@@ -116,9 +118,9 @@ TEST(Shared, AWaitingWriterGetsTheLockWhenTheLastReaderLeaves) {
   TempDir dir;
   Child first = holder(dir / "l", reader());
   ASSERT_EQ(first.read_line(), "in");
-  Options patient;
-  patient.wait = std::chrono::seconds(20);
-  Child writer = holder(dir / "l", patient);
+  // Spawned, not forked, so that it holds no copy of the reader's stdin.
+  Child writer = Child::spawn({pidlock_binary(), "run", "-w", "20", (dir / "l").string(), "sh",
+                               "-c", "echo in; read _ || :"});
   ASSERT_TRUE(test::someone_waits(dir / "l"));
   auto status = inspect(dir / "l");
   ASSERT_TRUE(status);

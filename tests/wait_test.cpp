@@ -1,11 +1,24 @@
 // Timed waits: handed over the moment the lock frees, bounded by the deadline, invisible to the
 // caller's signal handling, and safe with threads.
+#include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "pidlock/pidlock.hpp"
@@ -26,6 +39,53 @@ Options waiting(std::chrono::nanoseconds wait) {
   return options;
 }
 
+// Every child process of ours, running or a zombie, whichever of our threads started it. (Read
+// from each process's stat: /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN.)
+std::set<pid_t> our_children() {
+  std::set<pid_t> children;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = test::read_text(entry.path() / "stat");
+    const auto after_name = stat.rfind(')');
+    if (after_name == std::string::npos) continue;  // gone meanwhile
+    char state = 0;
+    pid_t parent = 0;
+    std::istringstream fields(stat.substr(after_name + 1));
+    if (fields >> state >> parent && parent == ::getpid()) children.insert(std::stoi(name));
+  }
+  return children;
+}
+
+// The helper process of a wait of ours, once it blocks on `path`; 0 if none shows up.
+pid_t our_helper_waiting_on(const std::filesystem::path& path) {
+  pid_t helper = 0;
+  test::eventually([&] {
+    auto status = inspect(path);
+    if (!status) return false;
+    for (const auto& waiter : status->waiters) {
+      if (waiter.parent == ::getpid()) helper = waiter.pid;
+    }
+    return helper != 0;
+  });
+  return helper;
+}
+
+// Asked of a real process, util-linux flock(1), as any other locker would ask.
+bool someone_holds(const std::filesystem::path& path) {
+  const auto probe = test::run({test::flock_binary, "-n", path.string(), "true"});
+  EXPECT_TRUE(probe.code == 0 || probe.code == 1) << probe.err;
+  return probe.code == 1;
+}
+
+std::string status_field(pid_t pid, const std::string& name) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(name + ":\t", 0) == 0) return line.substr(name.size() + 2);
+  }
+  return {};
+}
+
 TEST(Wait, TimesOutAsBusyNamingTheHolder) {
   TempDir dir;
   Child holder = holder_child(dir / "l");
@@ -37,6 +97,7 @@ TEST(Wait, TimesOutAsBusyNamingTheHolder) {
   ASSERT_TRUE(lock.error().holder());
   EXPECT_EQ(lock.error().holder()->pid, holder.pid());
   EXPECT_GE(waited, 200ms);  // it did wait: the deadline is a floor, not a hint
+  EXPECT_EQ(our_children(), std::set<pid_t>{holder.pid()});  // the helper is gone, not a zombie
 }
 
 TEST(Wait, IsHandedTheLockWhenTheHolderReleases) {
@@ -160,6 +221,267 @@ TEST(Wait, ThreadsOfOneProcessExcludeEachOther) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(overlaps, 0);
   EXPECT_EQ(counter, 100);
+}
+
+// --- The helper: shares our memory, blocks every signal, is never left behind. ---
+
+TEST(Wait, TheHelperSharesTheCallersMemoryAndBlocksEverySignal) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  auto marker = std::make_unique<std::atomic<std::uint64_t>>(0);
+  std::thread waiter([&] { EXPECT_TRUE(Lock::acquire(dir / "l", waiting(60s))); });
+  const pid_t helper = our_helper_waiting_on(dir / "l");
+  ASSERT_GT(helper, 0);
+  // Written after the helper started: in a copy of our memory it would still read 0.
+  constexpr std::uint64_t written = 0x5eed'cafe'f00d'0001;
+  marker->store(written);
+  const auto memory_file = "/proc/" + std::to_string(helper) + "/mem";
+  const int memory = ::open(memory_file.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(memory, 0) << std::strerror(errno);
+  std::uint64_t seen = 0;
+  const auto address = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(marker.get()));
+  EXPECT_EQ(::pread(memory, &seen, sizeof seen, address), static_cast<ssize_t>(sizeof seen));
+  ::close(memory);
+  EXPECT_EQ(seen, written);
+  // All but SIGKILL and SIGSTOP, which no mask holds: the two glibc keeps for itself (32, 33) too.
+  EXPECT_EQ(status_field(helper, "SigBlk"), "fffffffffffbfeff");
+  holder.close_stdin();
+  waiter.join();
+}
+
+TEST(Wait, AThrowingOnWaitEndsTheWaitWithAnErrorAndLeavesNoHelper) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options = waiting(60s);
+  options.progress_interval = 5ms;
+  options.on_wait = [](std::chrono::nanoseconds waited, const std::optional<Holder>&) {
+    if (waited > 0ns) throw std::runtime_error("the progress bar broke");  // the helper waits now
+  };
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_FALSE(lock);
+  EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().operation(), "on_wait");
+  EXPECT_EQ(lock.error().code(), std::errc::operation_canceled);
+  EXPECT_NE(lock.error().message().find("the progress bar broke"), std::string::npos)
+      << lock.error().message();
+  EXPECT_EQ(our_children(), std::set<pid_t>{holder.pid()});
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+  EXPECT_FALSE(someone_holds(dir / "l"));  // no helper lived on to take it
+}
+
+TEST(Wait, AnOnWaitThrowingSomethingElseIsAnErrorToo) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options = waiting(60s);
+  options.on_wait = [](std::chrono::nanoseconds, const std::optional<Holder>&) { throw 42; };
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().operation(), "on_wait");
+  EXPECT_NE(lock.error().message().find("not a std::exception"), std::string::npos);
+}
+
+struct CancelledWait {
+  std::filesystem::path path;
+  std::atomic<bool> returned{false};
+};
+
+void* wait_until_cancelled(void* argument) {
+  auto* wait = static_cast<CancelledWait*>(argument);
+  auto lock = Lock::acquire(wait->path, waiting(60s));
+  wait->returned = true;  // not reached: the thread is cancelled while it waits
+  return nullptr;
+}
+
+TEST(Wait, ACancelledThreadLeavesNoHelperAndTakesNoLock) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  CancelledWait wait{dir / "l"};
+  pthread_t thread{};
+  ASSERT_EQ(::pthread_create(&thread, nullptr, wait_until_cancelled, &wait), 0);
+  const pid_t helper = our_helper_waiting_on(dir / "l");
+  ASSERT_GT(helper, 0);
+  ASSERT_EQ(::pthread_cancel(thread), 0);
+  void* result = nullptr;
+  ASSERT_EQ(::pthread_join(thread, &result), 0);
+  EXPECT_EQ(result, PTHREAD_CANCELED);
+  EXPECT_FALSE(wait.returned);
+  EXPECT_EQ(our_children(), std::set<pid_t>{holder.pid()});
+  EXPECT_EQ(::kill(helper, 0), -1);  // reaped, not a zombie
+  EXPECT_TRUE(someone_holds(dir / "l"));
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+// --- Options that used to spin or overflow. ---
+
+TEST(Options, ANonPositiveProgressIntervalIsRefusedNamingTheOption) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  for (const auto interval : {0ns, -1ns, std::chrono::nanoseconds::min()}) {
+    Options options = waiting(wait_forever);
+    options.progress_interval = interval;
+    int calls = 0;
+    options.on_wait = [&](std::chrono::nanoseconds, const std::optional<Holder>&) { ++calls; };
+    auto lock = Lock::acquire(dir / "l", options);
+    ASSERT_FALSE(lock);
+    EXPECT_FALSE(lock.error().held());
+    EXPECT_EQ(lock.error().operation(), "options");
+    EXPECT_EQ(lock.error().code(), std::errc::invalid_argument);
+    EXPECT_NE(lock.error().message().find("Options::progress_interval must be positive"),
+              std::string::npos)
+        << lock.error().message();
+    EXPECT_EQ(calls, 0);
+  }
+}
+
+TEST(Options, ANonPositiveProgressIntervalIsRefusedEvenWhenTheLockIsFree) {
+  TempDir dir;
+  Options options;
+  options.progress_interval = 0ns;
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().operation(), "options");
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+TEST(Options, AMaximalProgressIntervalReportsOnceAndKeepsTheDeadline) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options = waiting(100ms);
+  options.progress_interval = std::chrono::nanoseconds::max();
+  int calls = 0;
+  options.on_wait = [&](std::chrono::nanoseconds, const std::optional<Holder>&) { ++calls; };
+  const auto start = std::chrono::steady_clock::now();
+  auto lock = Lock::acquire(dir / "l", options);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(lock);
+  EXPECT_TRUE(lock.error().held()) << lock.error().message();
+  EXPECT_GE(waited, 100ms);
+  EXPECT_LT(waited, 30s);  // a wrapped next tick once made this wait run on past its deadline
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Options, AWaitJustShortOfForeverNeitherWrapsNorSpins) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options = waiting(std::chrono::nanoseconds::max() - 1ns);
+  options.progress_interval = std::chrono::nanoseconds::max() - 1ns;
+  std::atomic<int> calls{0};
+  options.on_wait = [&](std::chrono::nanoseconds, const std::optional<Holder>&) { ++calls; };
+  std::atomic<bool> acquired{false};
+  std::thread waiter([&] { acquired = static_cast<bool>(Lock::acquire(dir / "l", options)); });
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
+  holder.close_stdin();
+  waiter.join();
+  EXPECT_TRUE(acquired);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Options, TheMostNegativeWaitFailsAtOnceAsBusy) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  auto lock = Lock::acquire(dir / "l", waiting(std::chrono::nanoseconds::min()));
+  ASSERT_FALSE(lock);
+  EXPECT_TRUE(lock.error().held());
+}
+
+// --- Without a helper: forever and silent blocks in this process; a failed helper is named. ---
+
+std::atomic<int> interruptions{0};
+
+TEST(Wait, ForeverWithoutOnWaitBlocksInThisProcessThroughSignals) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  struct sigaction counting {};
+  counting.sa_handler = [](int) { ++interruptions; };  // no SA_RESTART: flock sees EINTR
+  struct sigaction previous {};
+  ASSERT_EQ(::sigaction(SIGUSR2, &counting, &previous), 0);
+  interruptions = 0;
+  std::atomic<bool> acquired{false};
+  std::thread waiter(
+      [&] { acquired = static_cast<bool>(Lock::acquire(dir / "l", waiting(wait_forever))); });
+  const auto blocked_here = [&] {
+    auto status = inspect(dir / "l");
+    return status && status->waiters.size() == 1 && status->waiters.front().pid == ::getpid();
+  };
+  ASSERT_TRUE(test::eventually(blocked_here));  // this process itself, no helper
+  for (int sent = 0; sent < 20; ++sent) {
+    ::pthread_kill(waiter.native_handle(), SIGUSR2);
+    std::this_thread::sleep_for(2ms);  // pacing the signals, not synchronisation
+  }
+  EXPECT_TRUE(test::eventually(blocked_here));  // interrupted, and back in flock: not failed
+  holder.close_stdin();
+  waiter.join();
+  ::sigaction(SIGUSR2, &previous, nullptr);
+  EXPECT_TRUE(acquired);
+  EXPECT_GT(interruptions, 0);  // (TSan runs the handler only once flock has returned for good)
+}
+
+constexpr uid_t nobody = 65534;
+
+// Lets user nobody open the lock file.
+void open_to_nobody(const TempDir& dir, const std::filesystem::path& file) {
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(file.c_str(), 0666), 0);
+}
+
+// Runs `body` in a forked child as user nobody, with RLIMIT_NPROC at 1: nobody runs this process
+// at least, so there is no room for another. Exits 90 if it cannot get there. It keeps none of
+// our descriptors, such as the pipe to a holder's stdin, whose closing must end that holder.
+Child as_nobody_with_no_room_for_a_process(const std::function<int()>& body) {
+  return Child::fork([body] {
+    ::close_range(3, ~0U, 0);
+    if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) return 90;
+    const rlimit none_more{1, 1};
+    if (::setrlimit(RLIMIT_NPROC, &none_more) != 0) return 90;
+    return body();
+  });
+}
+
+void print_outcome(const std::expected<Lock, Error>& lock) {
+  if (lock) {
+    std::printf("acquired\n");
+  } else {
+    std::printf("%s %d %s\n%s\n", lock.error().operation().c_str(), lock.error().code().value(),
+                lock.error().held() ? "held" : "not-held", lock.error().message().c_str());
+  }
+  std::fflush(stdout);
+}
+
+TEST(Wait, AHelperThatCannotStartIsReportedAsCloneNotAsBusy) {
+  if (::geteuid() != 0) GTEST_SKIP() << "becoming user nobody needs root";
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  open_to_nobody(dir, dir / "l");
+  Child waiter = as_nobody_with_no_room_for_a_process([path = dir / "l"] {
+    print_outcome(Lock::acquire(path, waiting(10s)));
+    return 0;
+  });
+  EXPECT_EQ(waiter.read_line(), "clone " + std::to_string(EAGAIN) + " not-held");
+  const auto message = waiter.read_line();
+  const auto expected = "pidlock: clone " + (dir / "l").string() + ": " + std::strerror(EAGAIN);
+  EXPECT_EQ(message.rfind(expected, 0), 0u) << message;
+  EXPECT_EQ(waiter.wait(), 0);
+}
+
+TEST(Wait, ForeverWithoutOnWaitNeedsNoRoomForAHelper) {
+  if (::geteuid() != 0) GTEST_SKIP() << "becoming user nobody needs root";
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  open_to_nobody(dir, dir / "l");
+  Child waiter = as_nobody_with_no_room_for_a_process([path = dir / "l"] {
+    print_outcome(Lock::acquire(path, waiting(wait_forever)));
+    return 0;
+  });
+  ASSERT_TRUE(test::eventually([&] {
+    auto status = inspect(dir / "l");
+    return status && !status->waiters.empty() && status->waiters.front().pid == waiter.pid();
+  }));
+  holder.close_stdin();
+  EXPECT_EQ(waiter.read_line(), "acquired");
+  EXPECT_EQ(waiter.wait(), 0);
 }
 
 }  // namespace

@@ -194,8 +194,15 @@ struct Options {
   // read-only descriptor, so every user who may open the file may hold the lock and stall every
   // installer. Widen it (0640, 0644) only for a group or users meant to share the lock.
   mode_t mode = 0600;
-  // How long to wait for a busy lock: zero fails at once, wait_forever never gives up. The wait
-  // blocks in the kernel and returns the moment the lock is handed over; it does not poll.
+  // How long to wait for a busy lock: zero (or less) fails at once, wait_forever never gives up.
+  // Any duration is safe: a deadline past the clock's range is clamped to it, not wrapped. The
+  // wait blocks in the kernel and returns the moment the lock is handed over; it does not poll.
+  // A timed wait (or any wait with on_wait) blocks in a helper process that shares this process's
+  // memory: it costs the same in a process of any size, sends no SIGCHLD, is invisible to
+  // waitpid(-1), and never outlives acquire. When the helper cannot be started (RLIMIT_NPROC, say)
+  // acquire fails with operation "clone" and its errno, never as busy. wait_forever without
+  // on_wait needs no helper: it blocks in flock(2) itself, through signals (EINTR is retried),
+  // and is then not a cancellation point.
   std::chrono::nanoseconds wait{0};
   // fdatasync the record after writing it. Off by default: the record is informational and
   // flocks do not survive a reboot anyway.
@@ -205,8 +212,15 @@ struct Options {
   bool inheritable = false;
   // Called while waiting: once when the wait starts and then every progress_interval, with the
   // time waited so far and the current holder (if one can be named). Runs on the calling thread.
+  // It should not throw. If it does, the wait stops, the helper is killed and reaped, the lock is
+  // not taken, and acquire returns an Error with operation "on_wait" and ECANCELED whose message
+  // names what was thrown; the exception itself goes no further. A pthread_cancel() of the
+  // waiting thread, acted on in the wait or in on_wait, unwinds through acquire as glibc unwinds
+  // any cancelled thread, with the same cleanup: no helper remains and the lock is not taken.
   std::function<void(std::chrono::nanoseconds waited, const std::optional<Holder>& holder)>
       on_wait;
+  // Must be positive: zero or less is refused by acquire, before it tries the lock, with an Error
+  // whose operation is "options" and code EINVAL. nanoseconds::max() calls on_wait only once.
   std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 
@@ -227,11 +241,17 @@ class Lock {
   Lock& operator=(const Lock&) = delete;
   ~Lock();
 
-  // Unlocks and closes. Idempotent, and a no-op on a Lock that holds nothing. Unlocking drops the
-  // lock for any forked child that shares the descriptor too, except for a lock acquired with
-  // Options::inheritable: that one is only closed here, and stays held, as with flock(1), while
-  // any process it was passed on to still has it open. The file and its record stay, for
-  // post-mortem reading; the next holder overwrites the record.
+  // Unlocks and closes. Idempotent, and a no-op on a Lock that holds nothing. Unlocking, in the
+  // acquiring process, drops the lock for any forked child that shares the descriptor too,
+  // except for a lock acquired with Options::inheritable: that one is only closed here, and
+  // stays held, as with flock(1), while any process it was passed on to still has it open. The
+  // file and its record stay, for post-mortem reading; the next holder overwrites the record.
+  //
+  // A Lock belongs to the process that acquired it. In any other process, a forked child holding
+  // a copy of it (made by fork(), _Fork() or a raw clone()), release() and ~Lock only close that
+  // process's descriptor and never unlock: a worker that returns from its function, or releases,
+  // leaves the parent holding the lock. Ownership is told by PID, so a descendant forked after
+  // the owner died that is given the owner's recycled PID would count as the owner.
   std::error_code release() noexcept;
 
   const std::filesystem::path& path() const noexcept { return path_; }
@@ -240,10 +260,10 @@ class Lock {
   int native_handle() const noexcept { return fd_; }
 
  private:
-  Lock(int fd, std::filesystem::path path, bool inheritable) noexcept
-      : fd_(fd), inheritable_(inheritable), path_(std::move(path)) {}
+  Lock(int fd, std::filesystem::path path, bool inheritable) noexcept;  // owned by the caller
   int fd_ = -1;
   bool inheritable_ = false;
+  pid_t owner_ = 0;  // the acquiring process
   std::filesystem::path path_;
 };
 
