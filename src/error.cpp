@@ -48,8 +48,9 @@ std::string describe(const Holder& holder) {
     text += ", " + text::for_terminal(holder.command);
   }
   if (holder.foreign_user) {
-    const std::string who = holder.user.empty() ? "uid " + std::to_string(*holder.uid)
-                                                : text::for_terminal(holder.user);
+    const std::string who = !holder.user.empty() ? text::for_terminal(holder.user)
+                            : holder.uid        ? "uid " + std::to_string(*holder.uid)
+                                                : std::string("unknown");
     text += ", user " + who + " (not the lock file's owner)";
   }
   if (holder.inspectable) text += ", for " + format_duration(holder.held_for);

@@ -55,7 +55,11 @@ constexpr std::uint64_t every_signal = ~std::uint64_t{0};
 //   4. exits with 0, or flock's errno.
 // Returns the helper's PID with its pidfd in *pidfd, or -errno; touches no errno. Not
 // instrumented: a sanitizer's call between loading the registers and the clone would clobber them.
+#if defined(__clang__)
+[[gnu::noinline, clang::no_sanitize("address", "thread", "undefined")]]
+#else
 [[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
+#endif
 long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent) noexcept {
 #if defined(__x86_64__)
   register long result asm("rax") = SYS_clone;
@@ -207,7 +211,7 @@ class Stack {
   void keep_mapped() noexcept { base_ = MAP_FAILED; }
 
  private:
-  static constexpr std::size_t usable_bytes = 16 * 1024;
+  static constexpr std::size_t usable_bytes = std::size_t{16} * 1024;
   static constexpr std::string_view stack_why = "mapping a stack for the wait's helper process";
   void* base_ = MAP_FAILED;
   std::size_t size_ = 0;
