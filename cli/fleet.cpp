@@ -21,6 +21,18 @@ int run_fleet(const RunRequest& request) {
   // A renewal must give up well within the TTL, or a hung member would eat the whole lease.
   const auto third_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 3;
   options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), third_of_ttl);
+  // A waiter retries while etcd does not answer; say so, once each way.
+  bool etcd_silent = false;
+  options.on_wait = [&](const fleet::WaitProgress& progress) {
+    if (progress.failure && !etcd_silent) {
+      fmt::print(stderr, "{} — still waiting for the fleet lock {}\n", progress.failure->message(),
+                 request.file);
+    } else if (!progress.failure && etcd_silent) {
+      fmt::print(stderr, "pidlock: etcd answers again; waiting for the fleet lock {}\n",
+                 request.file);
+    }
+    etcd_silent = progress.failure.has_value();
+  };
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
     fmt::print(stderr, "{}\n", slot.error().message());
@@ -73,11 +85,20 @@ int status_fleet(const StatusRequest& request) {
     for (const auto& h : found->holders) {
       holders.push_back({{"slot", h.slot}, {"host", h.host}, {"pid", h.pid}, {"command", h.command},
                          {"started_at", h.started_at}, {"held_for_seconds", h.held_for.count()},
-                         {"lease", std::to_string(h.lease)}});
+                         {"lease", std::to_string(h.lease)}, {"malformed", h.malformed}});
+      if (h.malformed) {
+        holders.back()["problem"] = h.problem;
+        holders.back()["raw"] = h.raw;
+      }
     }
     json waiters = json::array();
     for (const auto& w : found->waiters) {
-      waiters.push_back({{"host", w.host}, {"pid", w.pid}, {"command", w.command}});
+      waiters.push_back(
+          {{"host", w.host}, {"pid", w.pid}, {"command", w.command}, {"malformed", w.malformed}});
+      if (w.malformed) {
+        waiters.back()["problem"] = w.problem;
+        waiters.back()["raw"] = w.raw;
+      }
     }
     fmt::print("{}\n", json{{"name", found->name},
                             {"slots", found->slots},
@@ -91,10 +112,18 @@ int status_fleet(const StatusRequest& request) {
     fmt::print("fleet lock {}: {} of {} slots held (etcd {})\n", found->name, found->holders.size(),
                found->slots, found->endpoint);
     for (const auto& h : found->holders) {
+      if (h.malformed) {
+        fmt::print("  slot {}: malformed record ({}): {}\n", h.slot, h.problem, h.raw);
+        continue;
+      }
       fmt::print("  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, h.host, format_duration(h.held_for),
                  h.command.empty() ? "" : ": " + h.command);
     }
     for (const auto& w : found->waiters) {
+      if (w.malformed) {
+        fmt::print("  waiting: malformed record ({}): {}\n", w.problem, w.raw);
+        continue;
+      }
       fmt::print("  waiting: pid {} on {}{}\n", w.pid, w.host, w.command.empty() ? "" : ": " + w.command);
     }
   }
