@@ -50,6 +50,9 @@ struct RunRequest {
   int slots = 1;
   int ttl_seconds = 5;
   bool warn_on_lease_loss = false;
+  // After SIGTERM on lease loss, SIGKILL this many seconds later; negative: derived from the
+  // lease, so that the command is gone before etcd could hand the slot to the next holder.
+  double kill_after_seconds = -1;
 };
 
 struct StatusRequest {

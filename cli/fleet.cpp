@@ -20,9 +20,22 @@ int run_fleet(const RunRequest& request) {
   // (the encoder would throw on them); they only inform, so a U+FFFD for each stray byte will do.
   options.role = text::replace_invalid_utf8(request.role);
   options.command = text::replace_invalid_utf8(join(request.command));
-  // A renewal must give up well within the TTL, or a hung member would eat the whole lease.
-  const auto third_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 3;
-  options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), third_of_ttl);
+  // Renew every sixth of the TTL, each try giving up after a sixth: a renewal that fails, or a
+  // member that hangs, still leaves time for another try before two thirds of the TTL pass.
+  const auto sixth_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 6;
+  options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), sixth_of_ttl);
+  // A waiter retries while etcd does not answer; say so, once each way.
+  bool etcd_silent = false;
+  options.on_wait = [&](const fleet::WaitProgress& progress) {
+    if (progress.failure && !etcd_silent) {
+      say(stderr, "{} — still waiting for the fleet lock {}\n",
+          text::for_terminal(progress.failure->message()), text::for_terminal(request.file));
+    } else if (!progress.failure && etcd_silent) {
+      say(stderr, "pidlock: etcd answers again; waiting for the fleet lock {}\n",
+          text::for_terminal(request.file));
+    }
+    etcd_silent = progress.failure.has_value();
+  };
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
     // The busy message names hosts and commands that came out of etcd, written by any holder.
@@ -31,8 +44,16 @@ int run_fleet(const RunRequest& request) {
   }
   bool warned = false;
   const Watchdog watchdog{
-      std::max<std::chrono::milliseconds>(std::chrono::milliseconds(100), third_of_ttl),
+      std::max<std::chrono::milliseconds>(std::chrono::milliseconds(100), sixth_of_ttl),
       [&]() {
+        // A renewal that hung past two thirds of the TTL is no reason to wait for one more.
+        if (slot->expired() && !request.warn_on_lease_loss) {
+          say(stderr,
+              "pidlock: lost the fleet lock {} (no renewal for two thirds of the TTL); sending "
+              "SIGTERM to the command\n",
+              text::for_terminal(request.file));
+          return false;
+        }
         auto renewed = slot->keep_alive();
         if (renewed) {
           if (warned) {
@@ -42,7 +63,8 @@ int run_fleet(const RunRequest& request) {
           warned = false;
           return true;
         }
-        if (!slot->expired()) return true;  // not yet past the TTL: try again next tick
+        // Not yet past two thirds of the TTL, and the key still ours: try again next tick.
+        if (!slot->expired() && !slot->lost()) return true;
         if (request.warn_on_lease_loss) {
           if (!warned) {
             say(
@@ -57,7 +79,11 @@ int run_fleet(const RunRequest& request) {
                    text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
         return false;
       },
-      exit_code::lease_lost};
+      exit_code::lease_lost,
+      [&]() -> std::chrono::nanoseconds {
+        if (request.kill_after_seconds >= 0) return to_wait(request.kill_after_seconds);
+        return slot->kill_after();
+      }};
   const int code = fork_and_supervise(request.command, &watchdog);
   slot->release();
   return code;
@@ -74,6 +100,11 @@ json holder_json(const fleet::SlotHolder& h) {
   object["started_at"] = h.started_at;
   object["held_for_seconds"] = h.held_for.count();
   object["lease"] = std::to_string(h.lease);
+  object["malformed"] = h.malformed;
+  if (h.malformed) {
+    put_text(object, "problem", h.problem);
+    put_text(object, "raw", h.raw);
+  }
   return object;
 }
 
@@ -82,6 +113,11 @@ json waiter_json(const fleet::FleetWaiter& w) {
   put_text(object, "host", w.host);
   object["pid"] = w.pid;
   put_text(object, "command", w.command);
+  object["malformed"] = w.malformed;
+  if (w.malformed) {
+    put_text(object, "problem", w.problem);
+    put_text(object, "raw", w.raw);
+  }
   return object;
 }
 
@@ -106,11 +142,21 @@ void print_human(const fleet::Status& found) {
   say(stdout, "fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
              found.holders.size(), found.slots, text::for_terminal(found.endpoint));
   for (const auto& h : found.holders) {
+    if (h.malformed) {
+      say(stdout, "  slot {}: malformed record ({}): {}\n", h.slot, text::for_terminal(h.problem),
+          text::for_terminal(h.raw));
+      continue;
+    }
     say(stdout, "  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, text::for_terminal(h.host),
                format_duration(h.held_for),
                h.command.empty() ? "" : ": " + text::for_terminal(h.command));
   }
   for (const auto& w : found.waiters) {
+    if (w.malformed) {
+      say(stdout, "  waiting: malformed record ({}): {}\n", text::for_terminal(w.problem),
+          text::for_terminal(w.raw));
+      continue;
+    }
     say(stdout, "  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),
                w.command.empty() ? "" : ": " + text::for_terminal(w.command));
   }

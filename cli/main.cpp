@@ -156,6 +156,10 @@ class CommandLine {
     add_whole(*run, "--ttl", "--ttl", run_request.ttl_seconds, 1, 3600, "whole seconds",
               "Fleet mode: lease TTL in seconds (default 5)")
         ->needs(run_etcd);
+    add_seconds(*run, "--kill-after", "--kill-after", run_request.kill_after_seconds,
+                "Fleet mode: after SIGTERM on lease loss, SIGKILL the command this much later "
+                "(default: just before etcd could expire the lease)")
+        ->needs(run_etcd);
     run->add_option("--on-lease-loss", lease_loss,
                     "Fleet mode: terminate (SIGTERM the command, exit 76) or warn")
         ->check(CLI::IsMember({"terminate", "warn"}))

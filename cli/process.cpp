@@ -135,16 +135,29 @@ timespec until(Clock::time_point deadline) {
 int supervise(pid_t child, const sigset_t& watched, Relay& relay, const Watchdog* watchdog) {
   auto next_tick = watchdog != nullptr ? Clock::now() + watchdog->every : Clock::time_point::max();
   bool failed = false;
+  auto kill_at = Clock::time_point::max();  // after a failed tick: SIGKILL if still running then
   for (;;) {
     siginfo_t info{};
     int sig = 0;
-    if (watchdog != nullptr && !failed) {
+    if (failed && kill_at != Clock::time_point::max()) {
+      const timespec timeout = until(kill_at);
+      sig = ::sigtimedwait(&watched, &info, &timeout);
+      if (sig < 0 && errno == EAGAIN) {
+        say(stderr, "pidlock: the command outlived its grace period; sending SIGKILL\n");
+        relay.send(SIGKILL);
+        kill_at = Clock::time_point::max();
+        continue;
+      }
+    } else if (watchdog != nullptr && !failed) {
       const timespec timeout = until(next_tick);
       sig = ::sigtimedwait(&watched, &info, &timeout);
       if (sig < 0 && errno == EAGAIN) {
         if (!watchdog->tick()) {
           failed = true;
           relay.send(SIGTERM);
+          if (watchdog->kill_after) {
+            kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(watchdog->kill_after());
+          }
         }
         next_tick = Clock::now() + watchdog->every;
         continue;

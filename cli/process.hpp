@@ -14,11 +14,13 @@
 namespace pidlock::cli {
 
 // Something to do every so often while the command runs (renew the fleet lease). When `tick`
-// returns false the command is sent SIGTERM and pidlock exits with `failure_code` once it ends.
+// returns false the command is sent SIGTERM and pidlock exits with `failure_code` once it ends;
+// if it has not ended `kill_after()` later (asked at that moment), it is sent SIGKILL.
 struct Watchdog {
   std::chrono::milliseconds every;
   std::function<bool()> tick;
   int failure_code;
+  std::function<std::chrono::nanoseconds()> kill_after;  // empty: SIGTERM only
 };
 
 // Puts /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file pidlock opens

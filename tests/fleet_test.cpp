@@ -1,100 +1,36 @@
 // Fleet mode against a real etcd (Debian's etcd-server) on loopback ports: one member for the
 // functional tests, three for the failure tests.
+#include "pidlock/fleet.hpp"
+
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 
-#include "pidlock/fleet.hpp"
-#include "support.hpp"
+#include "fleet/etcd.hpp"
+#include "fleet_support.hpp"
 
 namespace pidlock {
 namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::Cluster;
+using test::etcd_available;
+using test::free_port;
 using test::pidlock_binary;
 using test::run;
 using test::TempDir;
 using Clock = std::chrono::steady_clock;
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t size = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-bool etcd_available() { return run({"sh", "-c", "command -v etcd"}).code == 0; }
-
-// A real etcd cluster of `size` members on 127.0.0.1, each in its own data directory.
-class Cluster {
- public:
-  explicit Cluster(int size) {
-    std::string initial;
-    for (int i = 0; i < size; ++i) {
-      members_.push_back({"m" + std::to_string(i), free_port(), free_port(), std::nullopt});
-      initial += (i ? "," : "") + members_.back().name + "=http://127.0.0.1:" + std::to_string(members_.back().peer);
-    }
-    for (auto& m : members_) {
-      const std::string client = "http://127.0.0.1:" + std::to_string(m.client);
-      const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer);
-      const std::string command =
-          "exec etcd --name " + m.name + " --data-dir " + (dir_ / m.name).string() + " --listen-client-urls " +
-          client + " --advertise-client-urls " + client + " --listen-peer-urls " + peer +
-          " --initial-advertise-peer-urls " + peer + " --initial-cluster " + initial +
-          " --initial-cluster-state new --heartbeat-interval 50 --election-timeout 500 > " +
-          (dir_ / (m.name + ".log")).string() + " 2>&1";
-      m.process.emplace(Child::spawn({"sh", "-c", command}));
-    }
-    for (int i = 0; i < size; ++i) {
-      EXPECT_TRUE(test::eventually([&] { return answers(i); }, 30s)) << "etcd member " << i << " did not start";
-    }
-  }
-
-  std::string endpoint(int i) const { return "http://127.0.0.1:" + std::to_string(members_[static_cast<std::size_t>(i)].client); }
-  std::string endpoints() const {
-    std::string all;
-    for (std::size_t i = 0; i < members_.size(); ++i) all += (i ? "," : "") + endpoint(static_cast<int>(i));
-    return all;
-  }
-  bool answers(int i) const {
-    return run({pidlock_binary(), "status", "--etcd", endpoint(i), "probe"}, 5s).code == 0;
-  }
-  void stop(int i) {
-    auto& m = members_[static_cast<std::size_t>(i)];
-    m.process->signal(SIGKILL);
-    m.process->wait();
-  }
-  void pause(int i) { members_[static_cast<std::size_t>(i)].process->signal(SIGSTOP); }
-  void resume(int i) { members_[static_cast<std::size_t>(i)].process->signal(SIGCONT); }
-
- private:
-  struct Member {
-    std::string name;
-    int client;
-    int peer;
-    std::optional<Child> process;
-  };
-  TempDir dir_;
-  std::vector<Member> members_;
-};
-
-#define REQUIRE_ETCD() \
-  if (!etcd_available()) GTEST_SKIP() << "etcd is not installed (Debian: etcd-server)"
-
 // `pidlock run --etcd … NAME -- sh -c 'echo $$; read _'`: holds a slot until its stdin closes.
-Child hold(const std::string& endpoints, const std::string& name, std::vector<std::string> options = {}) {
+Child hold(const std::string& endpoints, const std::string& name,
+           std::vector<std::string> options = {}) {
   std::vector<std::string> argv{pidlock_binary(), "run", "--etcd", endpoints};
   argv.insert(argv.end(), options.begin(), options.end());
   argv.insert(argv.end(), {name, "--", "sh", "-c", "echo $$; read _ || :"});
@@ -138,25 +74,33 @@ TEST_F(Fleet, SecondRunIsBusyAndNamesTheHolder) {
   Child holder = hold(endpoint(), name);
   const auto r = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"});
   EXPECT_EQ(r.code, 75);
-  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(holder.pid()) + " on " + host() +
-                            ", for ",
+  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(holder.pid()) +
+                            " on " + host() + ", for ",
                         0),
             0u)
       << r.err;
-  EXPECT_NE(r.err.find("— fleet lock: " + name + ", 1 of 1 slots held"), std::string::npos) << r.err;
-  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "-E", "9", name, "--", "true"}).code, 9);
+  EXPECT_NE(r.err.find("— fleet lock: " + name + ", 1 of 1 slots held"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(
+      run({pidlock_binary(), "run", "--etcd", endpoint(), "-E", "9", name, "--", "true"}).code, 9);
 }
 
 TEST_F(Fleet, RunsTheCommandWithItsExitStatus) {
-  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), unique("status"), "--", "sh", "-c", "exit 5"}).code, 5);
-  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), unique("status"), "--", "no-such-command-xyz"}).code,
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), unique("status"), "--", "sh", "-c",
+                 "exit 5"})
+                .code,
+            5);
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), unique("status"), "--",
+                 "no-such-command-xyz"})
+                .code,
             127);
 }
 
 TEST_F(Fleet, StatusListsHoldersAndWaiters) {
   const auto name = unique("status");
   Child holder = hold(endpoint(), name);
-  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), "-w", "60", name, "--", "true"});
+  Child waiter =
+      Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), "-w", "60", name, "--", "true"});
   nlohmann::json json;
   ASSERT_TRUE(test::eventually([&] {
     const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name});
@@ -199,9 +143,11 @@ TEST_F(Fleet, StatusTakesTheSlotCountFromTheHoldersRecords) {
 TEST_F(Fleet, AWaiterIsWokenByTheWatchWhenTheHolderFinishes) {
   const auto name = unique("handoff");
   Child holder = hold(endpoint(), name);
-  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), "-w", "60", name, "--", "echo", "mine"});
+  Child waiter = Child::spawn(
+      {pidlock_binary(), "run", "--etcd", endpoint(), "-w", "60", name, "--", "echo", "mine"});
   ASSERT_TRUE(test::eventually([&] {
-    return run({pidlock_binary(), "status", "--etcd", endpoint(), name}).out.find("waiting: pid") != std::string::npos;
+    return run({pidlock_binary(), "status", "--etcd", endpoint(), name}).out.find("waiting: pid") !=
+           std::string::npos;
   }));
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
@@ -212,7 +158,8 @@ TEST_F(Fleet, AWaiterIsWokenByTheWatchWhenTheHolderFinishes) {
 TEST_F(Fleet, WaitTimesOutAs75) {
   const auto name = unique("timeout");
   Child holder = hold(endpoint(), name);
-  const auto r = run({pidlock_binary(), "run", "--etcd", endpoint(), "-w", "0.5", name, "--", "true"});
+  const auto r =
+      run({pidlock_binary(), "run", "--etcd", endpoint(), "-w", "0.5", name, "--", "true"});
   EXPECT_EQ(r.code, 75);
   EXPECT_NE(r.err.find("another installer is running"), std::string::npos);
 }
@@ -223,8 +170,9 @@ TEST_F(Fleet, ContendersForTwoSlotsNeverExceedTwo) {
   std::vector<Child> contenders;
   constexpr int count = 8;
   for (int i = 0; i < count; ++i) {
-    contenders.push_back(Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), "--slots", "2", "-w", "120",
-                                       name, "--", PIDLOCK_FLEET_PROBE, dir.path().string()}));
+    contenders.push_back(
+        Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), "--slots", "2", "-w", "120",
+                      name, "--", PIDLOCK_FLEET_PROBE, dir.path().string()}));
   }
   for (auto& c : contenders) EXPECT_EQ(c.wait(60s), 0);
   const int max = std::stoi(test::read_text(dir / "max"));
@@ -235,17 +183,21 @@ TEST_F(Fleet, ContendersForTwoSlotsNeverExceedTwo) {
 }
 
 TEST_F(Fleet, UnreachableEtcdIsNotBusy) {
-  const auto r = run({pidlock_binary(), "run", "--etcd", "http://127.0.0.1:" + std::to_string(free_port()), "x",
-                      "--", "true"});
+  const auto r = run({pidlock_binary(), "run", "--etcd",
+                      "http://127.0.0.1:" + std::to_string(free_port()), "x", "--", "true"});
   EXPECT_EQ(r.code, 69);
   EXPECT_NE(r.err.find("Couldn't connect to server"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.rfind("pidlock: lease grant http://127.0.0.1:", 0), 0u) << r.err;
 }
 
 TEST_F(Fleet, UsageErrors) {
-  EXPECT_EQ(run({pidlock_binary(), "run", "--slots", "2", "x", "--", "true"}).code, 64);  // --slots needs --etcd
-  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--exec", "x", "--", "true"}).code, 64);
-  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--on-lease-loss", "shrug", "x", "--", "true"}).code,
+  EXPECT_EQ(run({pidlock_binary(), "run", "--slots", "2", "x", "--", "true"}).code,
+            64);  // --slots needs --etcd
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--exec", "x", "--", "true"}).code,
+            64);
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), "--on-lease-loss", "shrug", "x",
+                 "--", "true"})
+                .code,
             64);
 }
 
@@ -320,6 +272,323 @@ TEST_F(Fleet, LibraryTakesAndReleasesASlot) {
   EXPECT_TRUE(fleet::Slot::acquire(name, options));
 }
 
+// --- Input is data: records anyone may write, endpoints that are not etcd. ---
+
+// A record that no pidlock writes, put where a slot's record goes, as anyone with write access to
+// the prefix could.
+TEST_F(Fleet, MalformedSlotRecordsAreShownAsHeldAndNeverCrash) {
+  REQUIRE_ETCDCTL();
+  const std::string values[] = {
+      R"({"host":"web-1","pid":"4242"})",
+      "not JSON at all",
+      R"({"host":"web-1","pid":99999999999999999999})",
+      R"({"host":"web-1","pid":-7})",
+      R"({"host":"web-1","pid":4242,"slots":1e300})",
+      R"({"host":"web-1","pid":4242,"started_at":-9223372036854775808})",
+      R"({"host":5,"pid":1})",
+      "[]",
+      "\x1b[2J\xff",
+  };
+  for (const auto& value : values) {
+    SCOPED_TRACE(value);
+    const auto name = unique("malformed");
+    ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/slots/0", value}).code, 0);
+
+    const auto json_status =
+        run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name});
+    EXPECT_EQ(json_status.code, 75) << json_status.err;  // held: the key exists
+    const auto json = nlohmann::json::parse(json_status.out, nullptr, false);
+    ASSERT_TRUE(json.is_object()) << json_status.out;
+    EXPECT_EQ(json["slots"], 1);
+    ASSERT_EQ(json["holders"].size(), 1u);
+    EXPECT_EQ(json["holders"][0]["malformed"], true);
+    EXPECT_FALSE(json["holders"][0]["problem"].get<std::string>().empty());
+    EXPECT_EQ(json["holders"][0]["raw"].get<std::string>().find('\x1b'), std::string::npos);
+
+    const auto human = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+    EXPECT_EQ(human.code, 75);
+    EXPECT_NE(human.out.find("slot 0: malformed record ("), std::string::npos) << human.out;
+
+    const auto busy = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"});
+    EXPECT_EQ(busy.code, 75) << busy.err;
+    EXPECT_NE(busy.err.find("(slot 0: a malformed record ("), std::string::npos) << busy.err;
+    EXPECT_NE(busy.err.find("1 of 1 slots held"), std::string::npos) << busy.err;
+
+    const auto second_slot = run(
+        {pidlock_binary(), "run", "--etcd", endpoint(), "--slots", "2", name, "--", "echo", "ran"});
+    EXPECT_EQ(second_slot.code, 0) << second_slot.err;
+    EXPECT_EQ(second_slot.out, "ran\n");
+  }
+}
+
+TEST_F(Fleet, MalformedWaiterRecordsAreShownAndNeverCrash) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("waiters");
+  ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/waiters/x", R"({"pid":{}})"}).code, 0);
+  const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name});
+  EXPECT_EQ(r.code, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << r.out;
+  ASSERT_EQ(json["waiters"].size(), 1u);
+  EXPECT_EQ(json["waiters"][0]["malformed"], true);
+  EXPECT_EQ(json["waiters"][0]["problem"], "host: missing");
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"}).code, 0);
+}
+
+TEST_F(Fleet, KeysThatAreNotSlotsHoldNothing) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("strays");
+  for (const std::string stray : {"abc", "007", "-1", "0x"}) {
+    ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/slots/" + stray, "{}"}).code, 0);
+  }
+  const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("0 of 1 slots held"), std::string::npos) << r.out;
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"}).code, 0);
+}
+
+TEST_F(Fleet, AHeldSlotBeyondTheCountRaisesIt) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("beyond");
+  ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/slots/4", "junk"}).code, 0);
+  const auto r = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_EQ(r.code, 0) << r.err;  // slot 4 held means at least 5 slots; 4 are free
+  EXPECT_NE(r.out.find("1 of 5 slots held"), std::string::npos) << r.out;
+}
+
+// Something that speaks HTTP but is not etcd: an answer it gives must fail cleanly, as "etcd
+// cannot be used" (69), never as a crash.
+TEST_F(Fleet, AnEndpointThatIsNotEtcdIsUnavailableNotACrash) {
+  using test::FakeEndpoint;
+  const FakeEndpoint::Answer answers[] = {
+      {200, "[]"},
+      {200, "{}"},
+      {200, "garbage"},
+      {200, R"({"header":{},"kvs":"x","ID":[]})"},
+      {500, "oops"},
+      {404, "Not Found"},
+      {200, "", false, true},
+  };
+  for (const auto& answer : answers) {
+    SCOPED_TRACE(answer.body);
+    FakeEndpoint fake(answer);
+    const auto status = run({pidlock_binary(), "status", "--etcd", fake.url(), "x"});
+    EXPECT_EQ(status.code, 69) << status.err;
+    EXPECT_EQ(status.err.rfind("pidlock: range " + fake.url() + ": ", 0), 0u) << status.err;
+    EXPECT_EQ(run({pidlock_binary(), "status", "--etcd", fake.url(), "--json", "x"}).code, 69);
+    const auto acquire = run({pidlock_binary(), "run", "--etcd", fake.url(), "x", "--", "true"});
+    EXPECT_EQ(acquire.code, 69) << acquire.err;
+    EXPECT_EQ(acquire.err.rfind("pidlock: lease grant " + fake.url() + ": ", 0), 0u) << acquire.err;
+  }
+}
+
+TEST_F(Fleet, AWaiterGivesUpAtOnceOnAnAnswerThatWillNotChange) {
+  test::FakeEndpoint fake({200, "[]"});
+  const auto started = Clock::now();
+  const auto r =
+      run({pidlock_binary(), "run", "--etcd", fake.url(), "-w", "30", "x", "--", "true"});
+  EXPECT_EQ(r.code, 69) << r.err;
+  EXPECT_NE(r.err.find("not an etcd answer (HTTP 200): not a JSON object"), std::string::npos)
+      << r.err;
+  EXPECT_LT(Clock::now() - started, 10s) << "not retried until the deadline";
+  EXPECT_EQ(fake.requests(), 1);
+}
+
+TEST_F(Fleet, AWaiterRetriesAnUnavailableEtcdUntilItsDeadline) {
+  test::FakeEndpoint fake(
+      {503, R"({"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14})"});
+  const auto started = Clock::now();
+  const auto r =
+      run({pidlock_binary(), "run", "--etcd", fake.url(), "-w", "1.5", "x", "--", "true"});
+  EXPECT_EQ(r.code, 69) << r.err;
+  EXPECT_GE(Clock::now() - started, 1500ms);
+  EXPECT_NE(
+      r.err.find("etcd: Unavailable: etcdserver: no leader — still waiting for the fleet lock x"),
+      std::string::npos)
+      << r.err;
+  EXPECT_GT(fake.requests(), 2);
+}
+
+// --- The library: waits, deadlines, leases ---
+
+fleet::Options library_options(const std::string& endpoint) {
+  fleet::Options options;
+  options.endpoints = {endpoint};
+  return options;
+}
+
+TEST_F(Fleet, LibraryRefusesUnusableOptions) {
+  auto options = library_options(endpoint());
+  EXPECT_EQ(fleet::Slot::acquire("a/b", options).error().code(), std::errc::invalid_argument);
+  options.slots = 0;
+  EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
+  options = library_options(endpoint());
+  for (const auto ttl : {std::chrono::seconds(0), std::chrono::seconds(-1),
+                         std::chrono::seconds(9'000'000'001), std::chrono::seconds::max()}) {
+    options.ttl = ttl;
+    EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
+  }
+}
+
+TEST_F(Fleet, LibraryWaiterReportsAnUnavailableEtcdUntilItsDeadline) {
+  test::FakeEndpoint fake(
+      {503, R"({"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14})"});
+  auto options = library_options(fake.url());
+  options.wait = 1s;
+  options.progress_interval = 200ms;
+  std::vector<fleet::WaitProgress> reports;
+  options.on_wait = [&](const fleet::WaitProgress& progress) { reports.push_back(progress); };
+  const auto started = Clock::now();
+  const auto slot = fleet::Slot::acquire(unique("unavailable"), options);
+  ASSERT_FALSE(slot);
+  EXPECT_GE(Clock::now() - started, 1s);
+  EXPECT_EQ(slot.error().code(), fleet::errc::etcd_error);
+  EXPECT_EQ(slot.error().code(), std::errc::io_error);
+  EXPECT_FALSE(slot.error().held());
+  ASSERT_FALSE(reports.empty());
+  for (const auto& report : reports) {
+    ASSERT_TRUE(report.failure);
+    EXPECT_EQ(report.failure->message(),
+              "pidlock: lease grant " + fake.url() + ": etcd: Unavailable: etcdserver: no leader");
+  }
+  // Capped exponential backoff: a handful of tries in a second, not hundreds.
+  EXPECT_GE(fake.requests(), 3);
+  EXPECT_LE(fake.requests(), 12);
+}
+
+TEST_F(Fleet, LibraryHolderIsFreshAfterALongWait) {
+  auto options = library_options(endpoint());
+  options.ttl = 1s;
+  const auto name = unique("fresh");
+  auto first = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(first) << first.error().message();
+  options.wait = 60s;
+  std::optional<std::expected<fleet::Slot, Error>> second;
+  std::thread waiter([&] { second = fleet::Slot::acquire(name, options); });
+  ASSERT_TRUE(test::eventually([&] {
+    auto status = fleet::inspect(name, library_options(endpoint()));
+    return status && status->waiters.size() == 1;
+  }));
+  // The waiter waits for three TTLs, renewing its lease all along, while we renew ours.
+  const auto until = Clock::now() + 3s;
+  while (Clock::now() < until) {
+    ASSERT_TRUE(first->keep_alive());
+    std::this_thread::sleep_for(250ms);  // the renewal cadence of a holder with a 1 s TTL
+  }
+  EXPECT_FALSE(first->release());
+  waiter.join();
+  ASSERT_TRUE(second && *second) << (*second).error().message();
+  // Its last renewal counts, not its grant three seconds ago.
+  EXPECT_FALSE((*second)->expired());
+  EXPECT_GT((*second)->kill_after(), 0ns);
+  EXPECT_LE((*second)->kill_after(), 900ms);  // never past the TTL less the margin
+}
+
+TEST_F(Fleet, LibraryWaitOfNearlyForeverWaits) {
+  auto options = library_options(endpoint());
+  const auto name = unique("forever");
+  auto first = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(first) << first.error().message();
+  options.wait = std::chrono::nanoseconds::max() - std::chrono::nanoseconds(1);
+  std::optional<std::expected<fleet::Slot, Error>> second;
+  std::thread waiter([&] { second = fleet::Slot::acquire(name, options); });
+  // Registered as a waiter: it waits instead of calling a deadline in the past "busy".
+  const bool waits = test::eventually([&] {
+    auto status = fleet::inspect(name, library_options(endpoint()));
+    return status && status->waiters.size() == 1;
+  });
+  EXPECT_TRUE(waits);
+  EXPECT_FALSE(first->release());
+  waiter.join();
+  ASSERT_TRUE(second && *second) << (*second).error().message();
+  EXPECT_EQ((*second)->index(), 0);
+}
+
+TEST_F(Fleet, LibraryHolderNoticesItsKeyDeletedAtTheNextRenewal) {
+  auto options = library_options(endpoint());
+  const auto name = unique("deleted");
+  auto slot = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(slot) << slot.error().message();
+  ASSERT_TRUE(slot->keep_alive());
+  const auto kill_after = slot->kill_after();
+  EXPECT_GT(kill_after, 4s);  // TTL 5 s, just renewed, less half a second of margin
+  EXPECT_LE(kill_after, 4500ms);
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  ASSERT_EQ(etcd->delete_key("pidlock/" + name + "/slots/0").value_or(0),
+            1);  // an operator's `etcdctl del`
+  const auto renewed = slot->keep_alive();
+  ASSERT_FALSE(renewed);
+  EXPECT_EQ(renewed.error().code(), fleet::errc::slot_lost);
+  EXPECT_NE(renewed.error().message().find("the key pidlock/" + name +
+                                           "/slots/0 was deleted; the slot is lost"),
+            std::string::npos)
+      << renewed.error().message();
+  EXPECT_TRUE(slot->lost());
+  EXPECT_TRUE(slot->expired());
+  EXPECT_EQ(slot->kill_after(), 0ns);
+  EXPECT_EQ(slot->keep_alive().error().code(), fleet::errc::slot_lost) << "lost for good";
+}
+
+TEST_F(Fleet, LibraryHolderNoticesItsKeyReplaced) {
+  auto options = library_options(endpoint());
+  const auto name = unique("replaced");
+  auto slot = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(slot) << slot.error().message();
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  ASSERT_TRUE(etcd->delete_key("pidlock/" + name + "/slots/0"));
+  auto next = fleet::Slot::acquire(name, options);  // the next holder takes the freed slot
+  ASSERT_TRUE(next) << next.error().message();
+  const auto renewed = slot->keep_alive();
+  ASSERT_FALSE(renewed);
+  EXPECT_EQ(renewed.error().code(), fleet::errc::slot_lost);
+  EXPECT_NE(renewed.error().message().find("was replaced"), std::string::npos)
+      << renewed.error().message();
+  EXPECT_TRUE(next->keep_alive()) << "the new holder is not disturbed";
+}
+
+TEST_F(Fleet, LibraryHolderNoticesItsLeaseRevokedElsewhere) {
+  auto options = library_options(endpoint());
+  const auto name = unique("revoked");
+  auto slot = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(slot) << slot.error().message();
+  const auto status = fleet::inspect(name, options);
+  ASSERT_TRUE(status && status->holders.size() == 1);
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  ASSERT_TRUE(etcd->revoke(status->holders[0].lease));
+  const auto renewed = slot->keep_alive();
+  ASSERT_FALSE(renewed);
+  EXPECT_EQ(renewed.error().code(), fleet::errc::slot_lost);
+  EXPECT_NE(renewed.error().message().find("the lease has expired or was revoked"),
+            std::string::npos)
+      << renewed.error().message();
+  EXPECT_TRUE(slot->lost());
+}
+
+// A deleted key may already be the next holder's: the command gets SIGTERM and, with no time
+// left before someone else may hold the slot, SIGKILL at once.
+TEST_F(Fleet, ADeletedSlotKeyStopsTheCommandWithinARenewal) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("del");
+  Child holder = Child::spawn(
+      {pidlock_binary(), "run", "--etcd", endpoint(), "--ttl", "3", name, "--", "sh", "-c",
+       // Ends with pidlock, should a failing test kill it: nothing may keep the pipes open.
+       "trap '' TERM; echo ready; while kill -0 $PPID; do sleep 0.05; done"});
+  ASSERT_EQ(holder.read_line(), "ready");
+  const auto deleted_at = Clock::now();
+  ASSERT_EQ(cluster_->etcdctl({"del", "pidlock/" + name + "/slots/0"}).code, 0);
+  EXPECT_EQ(holder.wait(10s), 76);
+  const double seconds = std::chrono::duration<double>(Clock::now() - deleted_at).count();
+  const std::string err = holder.drain_stderr();
+  EXPECT_NE(err.find("was deleted; the slot is lost"), std::string::npos) << err;
+  EXPECT_NE(err.find("sending SIGKILL"), std::string::npos) << err;
+  EXPECT_LT(seconds, 0.5 + 1.0);  // one renewal period (TTL/6), and the renewal itself
+  std::printf("slot key deleted: the command was stopped after %.2f s (renewals every 0.5 s)\n",
+              seconds);
+}
+
 // --- Failures: leases, crashes and members that go away. ---
 
 TEST(FleetFailure, HolderKilledFreesItsSlotWhenTheLeaseExpires) {
@@ -327,11 +596,11 @@ TEST(FleetFailure, HolderKilledFreesItsSlotWhenTheLeaseExpires) {
   Cluster cluster(3);
   const std::string ttl = "2";
   Child holder = hold(cluster.endpoints(), "crash", {"--ttl", ttl});
-  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoints(), "-w", "60", "crash", "--",
-                               "echo", "next"});
+  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoints(), "-w", "60",
+                               "crash", "--", "echo", "next"});
   ASSERT_TRUE(test::eventually([&] {
-    return run({pidlock_binary(), "status", "--etcd", cluster.endpoints(), "crash"}).out.find("waiting: pid") !=
-           std::string::npos;
+    return run({pidlock_binary(), "status", "--etcd", cluster.endpoints(), "crash"})
+               .out.find("waiting: pid") != std::string::npos;
   }));
   const auto killed_at = Clock::now();
   holder.signal(SIGKILL);  // no revoke: only the lease's expiry can free the slot
@@ -339,7 +608,8 @@ TEST(FleetFailure, HolderKilledFreesItsSlotWhenTheLeaseExpires) {
   const double seconds = std::chrono::duration<double>(Clock::now() - killed_at).count();
   EXPECT_EQ(waiter.wait(), 0);
   EXPECT_LT(seconds, 3 * std::stod(ttl));  // liveness: the slot does come back
-  std::printf("holder killed: the next holder started after %.2f s (TTL %s s)\n", seconds, ttl.c_str());
+  std::printf("holder killed: the next holder started after %.2f s (TTL %s s)\n", seconds,
+              ttl.c_str());
   RecordProperty("crash_to_next_holder_ms", static_cast<int>(seconds * 1000));
 }
 
@@ -352,8 +622,9 @@ TEST(FleetFailure, StoppingAnotherMemberWhileHeldChangesNothing) {
   const auto until = Clock::now() + 3s;
   int refused = 0;
   while (Clock::now() < until) {
-    const int code = run({pidlock_binary(), "run", "--etcd", cluster.endpoint(0) + "," + cluster.endpoint(1),
-                          "member", "--", "true"}).code;
+    const int code = run({pidlock_binary(), "run", "--etcd",
+                          cluster.endpoint(0) + "," + cluster.endpoint(1), "member", "--", "true"})
+                         .code;
     // 69 while the two left elect a new leader (if the stopped one led); never 0.
     EXPECT_TRUE(code == 75 || code == 69) << code;
     refused += code == 75;
@@ -371,8 +642,8 @@ TEST(FleetFailure, StoppingTheMemberTheClientTalksToFailsOver) {
   const auto until = Clock::now() + 4s;  // two TTLs: renewals must have gone to member 1
   int answers = 0;
   while (Clock::now() < until) {
-    const auto r = run({pidlock_binary(), "status", "--etcd", cluster.endpoint(1) + "," + cluster.endpoint(2),
-                        "--json", "failover"});
+    const auto r = run({pidlock_binary(), "status", "--etcd",
+                        cluster.endpoint(1) + "," + cluster.endpoint(2), "--json", "failover"});
     const auto json = nlohmann::json::parse(r.out, nullptr, false);
     if (!json.is_object()) continue;  // the two left may be electing a leader for a moment
     ++answers;
@@ -387,8 +658,9 @@ TEST(FleetFailure, StoppingTheMemberTheClientTalksToFailsOver) {
 TEST(FleetFailure, LosingEtcdPastTheTtlTerminatesTheCommand) {
   REQUIRE_ETCD();
   Cluster cluster(1);
-  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1", "lost", "--",
-                               "sh", "-c", "trap 'echo terminated; exit 0' TERM; echo ready; while :; do sleep 0.05; done"});
+  Child holder = Child::spawn(
+      {pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1", "lost", "--", "sh",
+       "-c", "trap 'echo terminated; exit 0' TERM; echo ready; while :; do sleep 0.05; done"});
   ASSERT_EQ(holder.read_line(), "ready");
   cluster.pause(0);  // a partition: etcd neither answers nor closes connections
   EXPECT_EQ(holder.read_line(20s), "terminated");
@@ -397,11 +669,48 @@ TEST(FleetFailure, LosingEtcdPastTheTtlTerminatesTheCommand) {
   cluster.resume(0);
 }
 
+// A command that ignores SIGTERM is killed before etcd could hand its slot to the next holder:
+// the lease expires a TTL after the last renewal, which came before the pause.
+TEST(FleetFailure, ACommandIgnoringSigtermIsKilledBeforeTheLeaseCouldExpire) {
+  REQUIRE_ETCD();
+  Cluster cluster(1);
+  Child holder = Child::spawn(
+      {pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "4", "stubborn", "--",
+       "sh", "-c", "trap '' TERM; echo $$; while :; do sleep 0.05; done"});
+  const pid_t command = std::stoi(holder.read_line());
+  const auto paused_at = Clock::now();
+  cluster.pause(0);
+  // The command's end, not pidlock's: pidlock then still tries to revoke the lease.
+  ASSERT_TRUE(test::eventually([&] { return ::kill(command, 0) != 0; }, 20s));
+  const double seconds = std::chrono::duration<double>(Clock::now() - paused_at).count();
+  EXPECT_EQ(holder.wait(20s), 76);
+  const std::string err = holder.drain_stderr();
+  EXPECT_NE(err.find("sending SIGKILL"), std::string::npos) << err;
+  EXPECT_LT(seconds, 4.0) << "the command outlived the lease: " << err;
+  std::printf("etcd paused: a command ignoring SIGTERM was killed %.2f s later (TTL 4 s)\n",
+              seconds);
+  cluster.resume(0);
+}
+
+TEST(FleetFailure, KillAfterSetsTheGracePeriod) {
+  REQUIRE_ETCD();
+  Cluster cluster(1);
+  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl",
+                               "1", "--kill-after", "0", "graceless", "--", "sh", "-c",
+                               "trap '' TERM; echo ready; while :; do sleep 0.05; done"});
+  ASSERT_EQ(holder.read_line(), "ready");
+  cluster.pause(0);
+  EXPECT_EQ(holder.wait(20s), 76);
+  EXPECT_TRUE(holder.stderr_shows("sending SIGKILL", 1s));
+  cluster.resume(0);
+}
+
 TEST(FleetFailure, OnLeaseLossWarnOnlyWarns) {
   REQUIRE_ETCD();
   Cluster cluster(1);
   Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1",
-                               "--on-lease-loss", "warn", "warned", "--", "sh", "-c", "echo ready; read _; exit 3"});
+                               "--on-lease-loss", "warn", "warned", "--", "sh", "-c",
+                               "echo ready; read _; exit 3"});
   ASSERT_EQ(holder.read_line(), "ready");
   cluster.pause(0);
   // The warning comes once the TTL has passed without a renewal; the command is left alone.
@@ -410,6 +719,69 @@ TEST(FleetFailure, OnLeaseLossWarnOnlyWarns) {
   cluster.resume(0);
   holder.close_stdin();
   EXPECT_EQ(holder.wait(30s), 3);  // the command's own status
+}
+
+// --- Waiters hold nothing: they ride out an etcd that stalls. ---
+
+TEST(FleetFailure, AWaiterRidesOutAnEtcdPause) {
+  REQUIRE_ETCD();
+  Cluster cluster(1);
+  Child holder = hold(cluster.endpoint(0), "pause", {"--ttl", "10"});  // outlives the pause
+  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1",
+                               "-w", "30", "pause", "--", "echo", "mine"});
+  ASSERT_TRUE(test::eventually([&] {
+    return run({pidlock_binary(), "status", "--etcd", cluster.endpoint(0), "pause"})
+               .out.find("waiting: pid") != std::string::npos;
+  }));
+  const auto paused_at = Clock::now();
+  cluster.pause(0);
+  EXPECT_TRUE(waiter.stderr_shows("still waiting for the fleet lock pause", 10s));
+  std::this_thread::sleep_until(paused_at + 2500ms);  // how long the outage lasts
+  cluster.resume(0);
+  EXPECT_TRUE(
+      waiter.stderr_shows("pidlock: etcd answers again; waiting for the fleet lock pause", 10s));
+  EXPECT_FALSE(waiter.exited_within(0ms));
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+  EXPECT_EQ(waiter.read_line(20s), "mine");
+  EXPECT_EQ(waiter.wait(), 0);
+}
+
+TEST(FleetFailure, AWaiterRetriesALeaseGrantThatTimesOut) {
+  REQUIRE_ETCD();
+  Cluster cluster(1);
+  cluster.pause(0);
+  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1",
+                               "-w", "15", "stalled", "--", "echo", "mine"});
+  EXPECT_TRUE(waiter.stderr_shows(
+      "pidlock: lease grant " + cluster.endpoint(0) + ": etcd: Timeout was reached", 10s));
+  cluster.resume(0);
+  EXPECT_EQ(waiter.read_line(15s), "mine");
+  EXPECT_EQ(waiter.wait(), 0);
+}
+
+TEST(FleetFailure, AWaiterRidesOutRepeatedShortStalls) {
+  REQUIRE_ETCD();
+  Cluster cluster(1);
+  Child holder = hold(cluster.endpoint(0), "stalls", {"--ttl", "10"});
+  Child waiter = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1",
+                               "-w", "15", "stalls", "--", "echo", "mine"});
+  ASSERT_TRUE(test::eventually([&] {
+    return run({pidlock_binary(), "status", "--etcd", cluster.endpoint(0), "stalls"})
+               .out.find("waiting: pid") != std::string::npos;
+  }));
+  // 800 ms stalls, 200 ms apart: each outlives the waiter's renewal and its request timeout.
+  for (int i = 0; i < 4; ++i) {
+    cluster.pause(0);
+    std::this_thread::sleep_for(800ms);
+    cluster.resume(0);
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_FALSE(waiter.exited_within(0ms));
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+  EXPECT_EQ(waiter.read_line(15s), "mine");
+  EXPECT_EQ(waiter.wait(), 0);
 }
 
 }  // namespace

@@ -11,9 +11,13 @@
 //   options.slots = 2;                                   // at most two hosts updating at once
 //   auto slot = pidlock::fleet::Slot::acquire("firewall-update", options);
 //   if (!slot) { std::cerr << slot.error().message() << '\n'; return 75; }
-//   while (working) { if (!slot->keep_alive() && slot->expired()) stop(); … }
+//   while (working) {                                    // every TTL/3
+//     if (!slot->keep_alive() && slot->expired()) { stop(slot->kill_after()); break; }
+//   }
 //
-// Talks to etcd's v3 JSON gateway over HTTP with libcurl. Nothing here throws.
+// Talks to etcd's v3 JSON gateway over HTTP with libcurl. Nothing here throws, and nothing read
+// from etcd is trusted: a record that anyone with write access to the prefix may have written,
+// or an answer from an endpoint that is not etcd at all, is checked field by field.
 #pragma once
 
 #include <sys/types.h>
@@ -21,26 +25,32 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "pidlock/pidlock.hpp"
 
 namespace pidlock::fleet {
 
-struct Options {
-  // etcd client URLs, tried in order; a request that cannot reach one fails over to the next.
-  std::vector<std::string> endpoints;
-  int slots = 1;                              // how many holders at once
-  std::chrono::seconds ttl{5};                // the lease: how long a dead holder keeps its slot
-  std::chrono::nanoseconds wait{0};           // as pidlock::Options::wait
-  std::string role = "installer";             // the noun in "another <role> is running"
-  std::string command;                        // recorded with the holder, for status
-  std::string key_prefix = "pidlock/";        // where the names live in etcd's key space
-  std::chrono::milliseconds request_timeout{2000};  // per HTTP request
+// Error::code() of a fleet failure (besides std::errc::invalid_argument for unusable Options).
+// Each compares equal to the std::errc in brackets.
+enum class errc {
+  unreachable = 1,     // no endpoint could be reached (host_unreachable)
+  timed_out,           // no endpoint answered within Options::request_timeout (timed_out)
+  etcd_error,          // etcd refused the request; the message has its gRPC status (io_error)
+  malformed_response,  // an endpoint answered something that is not etcd's (bad_message)
+  client_setup,        // libcurl could not be set up (not_enough_memory)
+  slot_lost,           // a held slot is gone: its lease expired or was revoked, or its key was
+                       // deleted or replaced; someone else may hold it now (owner_dead)
 };
+const std::error_category& category() noexcept;
+std::error_code make_error_code(errc value) noexcept;
 
 // One slot's holder, as recorded in etcd.
 struct SlotHolder {
@@ -48,24 +58,63 @@ struct SlotHolder {
   std::string host;
   pid_t pid = 0;
   std::string command;
-  std::int64_t started_at = 0;      // Unix seconds, on the holder's clock
+  std::int64_t started_at = 0;       // Unix seconds, on the holder's clock
   std::chrono::seconds held_for{0};  // on ours: clocks across hosts may differ
   std::int64_t lease = 0;
-  int slots = 0;                     // the slot count it was started with; 0 if not recorded
+  int slots = 0;  // the slot count it was started with; 0 if not recorded
+  // The key exists, so the slot is held (etcd lets no one else create it), but its value is not
+  // a record pidlock would write: not JSON, a field of the wrong type, a PID out of range…
+  // The fields above that were right are filled in, the others left at their defaults.
+  bool malformed = false;
+  std::string problem;  // what is wrong with it, e.g. "pid: not an integer from 1 to 4194304"
+  std::string raw;      // the value, cut at 200 bytes, bytes other than printable ASCII as \xNN
 };
 
 struct FleetWaiter {
   std::string host;
   pid_t pid = 0;
   std::string command;
+  bool malformed = false;  // as SlotHolder
+  std::string problem;
+  std::string raw;
 };
 
 struct Status {
   std::string name;
-  int slots = 0;                    // the larger of Options::slots and what holders recorded
+  // The largest of Options::slots, what holders and waiters recorded, and the highest slot held
+  // plus one.
+  int slots = 0;
   std::vector<SlotHolder> holders;  // by slot
   std::vector<FleetWaiter> waiters;
-  std::string endpoint;             // the member that answered
+  std::string endpoint;  // the member that answered
+};
+
+// What a waiter reports through Options::on_wait.
+struct WaitProgress {
+  std::chrono::nanoseconds waited{0};
+  std::vector<SlotHolder> holders;  // as last seen; empty before etcd first answered
+  // Set while etcd cannot be asked (no endpoint answers, or each says it cannot serve): the last
+  // failure. A waiter holds nothing, so it keeps trying, with backoff, until its deadline.
+  std::optional<Error> failure;
+};
+
+struct Options {
+  // etcd client URLs, tried in order; a request that cannot reach one fails over to the next.
+  std::vector<std::string> endpoints;
+  int slots = 1;                // how many holders at once
+  std::chrono::seconds ttl{5};  // the lease: how long a dead holder keeps its slot
+  // As pidlock::Options::wait: zero fails at once, wait_forever (or anything too long for the
+  // clock) never gives up. Until then, failures that may pass (etcd unreachable, timing out, or
+  // saying it is unavailable) are retried with capped exponential backoff.
+  std::chrono::nanoseconds wait{0};
+  std::string role = "installer";                   // the noun in "another <role> is running"
+  std::string command;                              // recorded with the holder, for status
+  std::string key_prefix = "pidlock/";              // where the names live in etcd's key space
+  std::chrono::milliseconds request_timeout{2000};  // per HTTP request
+  // Called while waiting for a slot, on the calling thread: when the wait starts, every
+  // progress_interval, and at once when etcd stops or starts answering.
+  std::function<void(const WaitProgress& progress)> on_wait;
+  std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 
 // A held slot. Move-only; the destructor releases it.
@@ -73,20 +122,31 @@ class Slot {
  public:
   // Takes a free slot of `name`, waiting up to options.wait for one to free. Busy: an Error with
   // held() true, naming every holder ("another installer is running (pid 4242 on web-1, for
-  // 3m12s) — fleet lock: NAME, 1 of 1 slots held").
-  [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name, const Options& options);
+  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an Error with a fleet::errc.
+  [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
+                                                          const Options& options);
 
   Slot() noexcept;
   Slot(Slot&&) noexcept;
   Slot& operator=(Slot&&) noexcept;
   ~Slot();
 
-  // Renews the lease (call every TTL/3). Fails when no endpoint answers, or when etcd says the
-  // lease is gone: then the slot may already belong to someone else.
+  // Renews the lease and checks that the slot's key is still ours; call every TTL/3. Fails with
+  // errc::slot_lost once etcd says the lease is gone or the key was deleted or replaced (an
+  // operator's `etcdctl del`, a revoke elsewhere): then lost() is true for good. Any other
+  // failure means etcd could not be asked this time: call again at the next tick.
   std::expected<void, Error> keep_alive();
-  // True once the lease may be about to run out on the server: no renewal sent within the last
-  // two thirds of the TTL. Stop using the slot then: etcd may hand it over a third later.
+  // True once the slot is lost, or may be about to be on the server: no successful renewal (or
+  // grant) within the last two thirds of the TTL. Stop using the slot then: etcd may hand it over
+  // a third of the TTL later.
   bool expired() const noexcept;
+  // True once keep_alive() found the slot gone.
+  bool lost() const noexcept;
+  // How long a command told to stop (SIGTERM) may take before it must be killed (SIGKILL) so that
+  // it never overlaps with the next holder: the time until etcd can expire the lease (the TTL
+  // after the last successful renewal was sent), less a margin of a tenth of the TTL (at least
+  // 100 ms). Zero once lost(): the next holder may already run.
+  std::chrono::nanoseconds kill_after() const noexcept;
   // Revokes the lease: the slot frees at once. Idempotent.
   std::error_code release() noexcept;
 
@@ -103,3 +163,6 @@ class Slot {
 [[nodiscard]] std::expected<Status, Error> inspect(std::string_view name, const Options& options);
 
 }  // namespace pidlock::fleet
+
+template <>
+struct std::is_error_code_enum<pidlock::fleet::errc> : std::true_type {};

@@ -1,64 +1,130 @@
-// A small client for etcd's v3 JSON gateway (POST /v3/...), with endpoint failover.
+// A typed client for etcd's v3 JSON gateway (POST /v3/...), with endpoint failover.
 //
 // Why the gateway and not gRPC: etcd has served it since 3.3 and documents it as the way to use
 // v3 without gRPC; libcurl and nlohmann-json are in Debian and small, while a gRPC client would
 // need etcd's .proto files generated into this tree, and its runtime. What pidlock needs — lease
 // grant, keep-alive and revoke, a transaction, a range and a watch — is all there.
+//
+// The client owns the wire format (wire.hpp) and the choice of endpoint; its callers see typed
+// answers or a typed Failure. Nothing here throws.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <expected>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include "wire.hpp"
 
 namespace pidlock::fleet::etcd {
 
-using nlohmann::json;
+enum class FailureKind {
+  unreachable,         // no connection, or it broke before a whole answer came
+  timeout,             // no whole answer within the request timeout
+  etcd_error,          // etcd answered with an error: its gRPC status is in the Failure
+  malformed_response,  // the answer is not etcd's: detail says what was wrong with it
+  client_setup,        // libcurl could not be set up (out of memory)
+};
 
 struct Failure {
-  std::error_code code;
-  std::string endpoint;  // the last one tried
-  std::string detail;    // what curl or etcd said
+  FailureKind kind = FailureKind::unreachable;
+  std::string operation;  // "lease grant", "txn", "watch", …
+  std::string endpoint;   // the last one tried
+  std::string detail;     // curl's words, etcd's message, or what was wrong with the answer
+  int grpc_code = 0;      // etcd_error: the gRPC status code
+  long http_status = 0;   // 0 when no HTTP answer came
+
+  // Whether trying again later may succeed: nothing answered, or something answered that it is
+  // unavailable for now (HTTP 5xx, gRPC Unavailable or DeadlineExceeded).
+  bool transient() const noexcept;
+  // Whether another endpoint may do better: a transient failure, or an answer that is not
+  // etcd's. An error etcd gave is final: another member would say the same.
+  bool worth_another_endpoint() const noexcept;
+  // etcd says the lease does not exist (any more).
+  bool lease_not_found() const noexcept;
+  // "etcd: Couldn't connect to server", "etcd: NotFound: etcdserver: requested lease not
+  // found", "not an etcd answer (HTTP 200): header: missing".
+  std::string cause() const;
+};
+
+// What ended a watch.
+enum class WatchEnd {
+  stopped,    // on_event returned false
+  timed_out,  // the stream was up, and nothing stopped it before the timeout
+  ended,      // etcd ended or canceled the stream (a compacted start revision, a member leaving)
 };
 
 class Client {
  public:
-  Client(std::vector<std::string> endpoints, std::chrono::milliseconds timeout);
-  ~Client();
+  // Fails only when libcurl cannot be set up. No endpoints means http://127.0.0.1:2379.
+  [[nodiscard]] static std::expected<Client, Failure> open(std::vector<std::string> endpoints,
+                                                           std::chrono::milliseconds timeout);
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
+  ~Client();
 
-  // POSTs `body` to /v3/<path>. A transport failure moves on to the next endpoint, each tried
-  // at most once per call; an answer from etcd (even an error) ends the call.
-  std::expected<json, Failure> call(std::string_view path, const json& body);
+  std::expected<Lease, Failure> grant(std::chrono::seconds ttl);
+  // The TTL etcd restarted; zero when it no longer knows the lease.
+  std::expected<std::chrono::seconds, Failure> keep_alive(LeaseId lease);
+  // A lease etcd does not know counts as revoked.
+  std::expected<void, Failure> revoke(LeaseId lease);
+  // Puts `key` bound to `lease` only if it does not exist; otherwise says who has it.
+  std::expected<Created, Failure> create_if_absent(std::string_view key, std::string_view value,
+                                                   LeaseId lease);
+  std::expected<Revision, Failure> put(std::string_view key, std::string_view value, LeaseId lease);
+  std::expected<std::optional<KeyValue>, Failure> get(std::string_view key, bool keys_only = false);
+  std::expected<Range, Failure> range_prefix(std::string_view prefix);
+  std::expected<std::int64_t, Failure> delete_key(std::string_view key);
+  // Streams the changes to keys under `prefix` from `start` on, calling `on_event` for each
+  // until it returns false, etcd ends the stream, or `timeout` passes.
+  std::expected<WatchEnd, Failure> watch_prefix(
+      std::string_view prefix, Revision start, std::chrono::milliseconds timeout,
+      const std::function<bool(const WatchEvent&)>& on_event);
 
-  // Opens a watch and calls `on_message` for each message etcd streams, until it returns false
-  // or etcd ends the stream (true is returned), or `timeout` passes (false), or the stream
-  // fails (a Failure).
-  std::expected<bool, Failure> watch(const json& create_request, std::chrono::milliseconds timeout,
-                                     const std::function<bool(const json&)>& on_message);
+  // The endpoint the next request goes to: the last one that answered, or the next to try.
+  const std::string& endpoint() const noexcept { return endpoints_[current_]; }
 
-  const std::string& endpoint() const { return endpoints_[current_]; }
+  // While one lives, no call on the client runs past `until`: requests are cut short and
+  // endpoints left untried. A lease holder's renewal must not outlast the lease.
+  class Deadline {
+   public:
+    Deadline(Client& client, std::chrono::steady_clock::time_point until) noexcept
+        : client_(client) {
+      client_.deadline_ = until;
+    }
+    ~Deadline() { client_.deadline_.reset(); }
+    Deadline(const Deadline&) = delete;
+    Deadline& operator=(const Deadline&) = delete;
+
+   private:
+    Client& client_;
+  };
 
  private:
-  struct Handle;
+  struct Transport;
+  Client(std::unique_ptr<Transport> transport, std::vector<std::string> endpoints,
+         std::chrono::milliseconds timeout) noexcept;
+
+  template <class T, class Attempt>
+  std::expected<T, Failure> on_endpoints(std::string_view operation,
+                                         std::chrono::milliseconds timeout, Attempt attempt);
+  template <class T>
+  std::expected<T, Failure> unary(std::string_view operation, std::string_view path,
+                                  const std::string& body,
+                                  wire::Parsed<T> (*parse)(std::string_view));
+
+  std::unique_ptr<Transport> transport_;
   std::vector<std::string> endpoints_;
   std::size_t current_ = 0;
   std::chrono::milliseconds timeout_;
-  std::unique_ptr<Handle> handle_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
-
-std::string base64_encode(std::string_view bytes);
-std::string base64_decode(std::string_view text);  // invalid input decodes to what it can
-// etcd encodes int64 as JSON strings; this reads either form, 0 when absent or malformed.
-std::int64_t int64_of(const json& value);
-// The first key after every key that starts with `prefix`: the range_end of a prefix range.
-std::string prefix_end(std::string prefix);
 
 }  // namespace pidlock::fleet::etcd

@@ -1,19 +1,70 @@
-// Fleet slots on etcd: lease, create-if-absent transaction, watch, keep-alive, revoke.
+// Fleet slots: the policy. Which keys, what they hold, when to wait, retry or give up; the etcd
+// client (etcd.hpp) does the talking.
+#include "pidlock/fleet.hpp"
+
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <ctime>
+#include <limits>
+#include <thread>
+#include <variant>
 
 #include "etcd.hpp"
-#include "pidlock/fleet.hpp"
+#include "slot_record.hpp"
+#include "timing.hpp"
 
 namespace pidlock::fleet {
 namespace {
 
-using etcd::json;
-using Clock = std::chrono::steady_clock;
+using Clock = timing::Clock;
+using etcd::Failure;
+
+// The shortest watch a waiter opens (see wait_for_a_free_slot).
+constexpr std::chrono::milliseconds min_watch{200};
+
+// etcd's own limit (MaxLeaseTTL): it refuses longer leases.
+constexpr std::chrono::seconds max_ttl{9'000'000'000};
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "pidlock.fleet"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::unreachable:
+        return "etcd cannot be reached";
+      case errc::timed_out:
+        return "etcd did not answer in time";
+      case errc::etcd_error:
+        return "etcd refused the request";
+      case errc::malformed_response:
+        return "the answer is not etcd's";
+      case errc::client_setup:
+        return "the HTTP client cannot be set up";
+      case errc::slot_lost:
+        return "the fleet slot is lost";
+    }
+    return "unknown fleet error";
+  }
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+      case errc::unreachable:
+        return std::errc::host_unreachable;
+      case errc::timed_out:
+        return std::errc::timed_out;
+      case errc::etcd_error:
+        return std::errc::io_error;
+      case errc::malformed_response:
+        return std::errc::bad_message;
+      case errc::client_setup:
+        return std::errc::not_enough_memory;
+      case errc::slot_lost:
+        return std::errc::owner_dead;
+    }
+    return {value, *this};
+  }
+};
 
 std::string host_name() {
   std::array<char, 256> name{};
@@ -30,160 +81,382 @@ std::string waiters_prefix(const Options& options, std::string_view name) {
   return options.key_prefix + std::string(name) + "/waiters/";
 }
 
-Error etcd_error(std::string_view operation, const etcd::Failure& failure) {
-  return Error::failure(operation, failure.endpoint, failure.code, "etcd: " + failure.detail);
-}
-
-std::expected<std::int64_t, Error> grant_lease(etcd::Client& client, std::chrono::seconds ttl) {
-  auto granted = client.call("lease/grant", {{"TTL", ttl.count()}});
-  if (!granted) return std::unexpected(etcd_error("lease grant", granted.error()));
-  const auto id = etcd::int64_of((*granted)["ID"]);
-  if (id == 0) {
-    return std::unexpected(Error::failure("lease grant", client.endpoint(),
-                                          std::make_error_code(std::errc::protocol_error),
-                                          "etcd granted no lease"));
+errc code_of(const Failure& failure) {
+  switch (failure.kind) {
+    case etcd::FailureKind::unreachable:
+      return errc::unreachable;
+    case etcd::FailureKind::timeout:
+      return errc::timed_out;
+    case etcd::FailureKind::etcd_error:
+      return errc::etcd_error;
+    case etcd::FailureKind::malformed_response:
+      return errc::malformed_response;
+    case etcd::FailureKind::client_setup:
+      return errc::client_setup;
   }
-  return id;
+  return errc::unreachable;
 }
 
-void revoke_lease(etcd::Client& client, std::int64_t lease) {
-  (void)client.call("lease/revoke", {{"ID", std::to_string(lease)}});
+// "pidlock: lease grant http://10.0.0.1:2379: etcd: Couldn't connect to server".
+Error error_of(const Failure& failure) {
+  return Error::failure(failure.operation, failure.endpoint, make_error_code(code_of(failure)),
+                        failure.cause());
 }
 
-json put(const std::string& key, const json& value, std::int64_t lease) {
-  return {{"request_put",
-           {{"key", etcd::base64_encode(key)}, {"value", etcd::base64_encode(value.dump())},
-            {"lease", std::to_string(lease)}}}};
+Error invalid_options(std::string_view name, std::string_view why) {
+  return Error::failure("acquire", std::string(name),
+                        std::make_error_code(std::errc::invalid_argument), why);
 }
 
-SlotHolder holder_from(const json& kv, int slot) {
+template <class Entry>
+void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
+  entry.host = std::move(reading.record.host);
+  entry.pid = reading.record.pid;
+  entry.command = std::move(reading.record.command);
+  if (!reading.well_formed()) {
+    entry.malformed = true;
+    entry.problem = std::move(reading.problem);
+    entry.raw = etcd::wire::printable(value);
+  }
+}
+
+SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
   SlotHolder holder;
   holder.slot = slot;
-  holder.lease = etcd::int64_of(kv.value("lease", json()));
-  const auto value = json::parse(etcd::base64_decode(kv.value("value", std::string())), nullptr, false);
-  if (value.is_object()) {
-    holder.host = value.value("host", std::string());
-    holder.pid = static_cast<pid_t>(value.value("pid", 0));
-    holder.command = value.value("command", std::string());
-    holder.started_at = value.value("started_at", std::int64_t{0});
-    if (const auto slots = value.find("slots"); slots != value.end() && slots->is_number_integer()) {
-      holder.slots = slots->get<int>();
-    }
+  holder.lease = kv.lease;
+  auto reading = record::parse(kv.value);
+  holder.started_at = reading.record.started_at;
+  holder.slots = reading.record.slots;
+  if (holder.started_at > 0) {
+    holder.held_for =
+        std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
   }
-  holder.held_for = std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
+  fill_from(holder, reading, kv.value);
   return holder;
 }
 
-int slot_of(const std::string& key, const std::string& prefix) {
-  int slot = -1;
-  if (key.size() > prefix.size()) {
-    const auto digits = std::string_view(key).substr(prefix.size());
-    std::from_chars(digits.data(), digits.data() + digits.size(), slot);
+std::string describe_holder(const SlotHolder& holder) {
+  if (holder.malformed) {
+    return "slot " + std::to_string(holder.slot) + ": a malformed record (" + holder.problem + ")";
   }
-  return slot;
-}
-
-struct Attempt {
-  int slot = -1;                 // taken, or -1
-  std::vector<SlotHolder> holders;
-  std::int64_t revision = 0;     // of the last read: watch from the next one
-};
-
-// One pass over the slots: the first that does not exist is created, bound to our lease.
-std::expected<Attempt, Error> try_slots(etcd::Client& client, const Options& options, std::string_view name,
-                                        std::int64_t lease, const json& record) {
-  Attempt attempt;
-  const std::string prefix = slots_prefix(options, name);
-  for (int slot = 0; slot < options.slots; ++slot) {
-    const std::string key = prefix + std::to_string(slot);
-    const json txn = {
-        {"compare", json::array({{{"target", "CREATE"}, {"key", etcd::base64_encode(key)}, {"create_revision", "0"}}})},
-        {"success", json::array({put(key, record, lease)})},
-        {"failure", json::array({{{"request_range", {{"key", etcd::base64_encode(key)}}}}})}};
-    auto answer = client.call("kv/txn", txn);
-    if (!answer) return std::unexpected(etcd_error("txn", answer.error()));
-    attempt.revision = std::max(attempt.revision, etcd::int64_of((*answer)["header"]["revision"]));
-    if (answer->value("succeeded", false)) {
-      attempt.slot = slot;
-      return attempt;
-    }
-    for (const auto& response : answer->value("responses", json::array())) {
-      for (const auto& kv : response["response_range"].value("kvs", json::array())) {
-        attempt.holders.push_back(holder_from(kv, slot));
-      }
-    }
-  }
-  return attempt;
-}
-
-std::string describe_holders(const std::vector<SlotHolder>& holders) {
-  std::string text;
-  for (const auto& h : holders) {
-    if (!text.empty()) text += "; ";
-    text += "pid " + std::to_string(h.pid) + " on " + (h.host.empty() ? "?" : h.host) + ", for " +
-            format_duration(h.held_for);
-  }
-  return text;
+  return "pid " + std::to_string(holder.pid) + " on " + (holder.host.empty() ? "?" : holder.host) +
+         ", for " + format_duration(holder.held_for);
 }
 
 Error busy(const Options& options, std::string_view name, const std::vector<SlotHolder>& holders) {
+  std::string described;
   std::optional<Holder> first;
-  if (!holders.empty()) {
-    first.emplace();
-    first->pid = holders.front().pid;
-    first->host = holders.front().host;
-    first->command = holders.front().command;
-    first->held_for = holders.front().held_for;
+  for (const auto& h : holders) {
+    described += (described.empty() ? "" : "; ") + describe_holder(h);
+    if (!first && !h.malformed) {
+      first.emplace();
+      first->pid = h.pid;
+      first->host = h.host;
+      first->command = h.command;
+      first->held_for = h.held_for;
+    }
   }
-  return Error::busy_with_message(
-      "another " + options.role + " is running (" + describe_holders(holders) + ") — fleet lock: " +
-          std::string(name) + ", " + std::to_string(holders.size()) + " of " + std::to_string(options.slots) +
-          " slots held",
-      std::move(first));
+  return Error::busy_with_message("another " + options.role + " is running (" + described +
+                                      ") — fleet lock: " + std::string(name) + ", " +
+                                      std::to_string(holders.size()) + " of " +
+                                      std::to_string(options.slots) + " slots held",
+                                  std::move(first));
 }
 
-// Blocks until a slot key is deleted (or expires) after `revision`, until `until`, keeping
-// our own lease alive meanwhile: a waiter's lease must outlive a long wait.
-std::expected<void, Error> wait_for_a_free_slot(etcd::Client& client, const Options& options,
-                                                std::string_view name, std::int64_t revision,
-                                                std::int64_t lease, Clock::time_point until) {
-  const std::string prefix = slots_prefix(options, name);
-  const json request = {{"key", etcd::base64_encode(prefix)},
-                        {"range_end", etcd::base64_encode(etcd::prefix_end(prefix))},
-                        {"start_revision", std::to_string(revision + 1)}};
-  const auto renew_every = std::max<Clock::duration>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 3, std::chrono::milliseconds(200));
-  for (;;) {
-    const auto now = Clock::now();
-    if (now >= until) return {};
-    const auto slice = std::min<Clock::duration>(until - now, renew_every);
-    auto woke = client.watch(request, std::chrono::duration_cast<std::chrono::milliseconds>(slice) +
-                                          std::chrono::milliseconds(1),
-                             [](const json& message) {
-                               // Canceled (e.g. our start revision was compacted): look again.
-                               if (message["result"].value("canceled", false)) return false;
-                               for (const auto& event : message["result"].value("events", json::array())) {
-                                 if (event.value("type", std::string()) == "DELETE") return false;
-                               }
-                               return true;
-                             });
-    if (!woke) return std::unexpected(etcd_error("watch", woke.error()));
-    if (*woke) return {};
-    auto renewed = client.call("lease/keepalive", {{"ID", std::to_string(lease)}});
-    if (!renewed) return std::unexpected(etcd_error("lease keepalive", renewed.error()));
+// A part of a TTL, in the clock's units: seconds would round 5 s / 3 down to 1 s.
+Clock::duration part_of(std::chrono::seconds ttl, int parts) {
+  return std::chrono::duration_cast<Clock::duration>(ttl) / parts;
+}
+
+// How often a lease is renewed: a third of its TTL, as the command's watchdog does.
+Clock::duration renewal_period(std::chrono::seconds ttl) {
+  return std::max<Clock::duration>(part_of(ttl, 3), std::chrono::milliseconds(200));
+}
+
+// Our lease, and until when etcd keeps it for sure: the TTL it answered, counted from when the
+// request that it answered was sent (etcd restarts the TTL on receipt, never earlier).
+struct LeaseClock {
+  etcd::LeaseId id = 0;
+  std::chrono::seconds ttl{0};
+  Clock::time_point renewed_at{};
+
+  void renewed(Clock::time_point sent, std::chrono::seconds granted) {
+    renewed_at = sent;
+    ttl = granted;
   }
+  Clock::time_point valid_until() const { return timing::saturating_add(renewed_at, ttl); }
+  bool renewal_due(Clock::time_point now) const {
+    return timing::time_between(renewed_at, now) >= renewal_period(ttl);
+  }
+};
+
+// A third of the TTL before etcd may expire the lease: the holder gives up then (and its
+// command gets SIGTERM), before etcd can have handed the slot to someone else.
+Clock::time_point expiry(const LeaseClock& lease) {
+  const auto until = lease.valid_until();
+  return until - std::min(part_of(lease.ttl, 3), until.time_since_epoch());
+}
+
+// The slot a waiter took, and the key's creation, which tells our key from a later one.
+struct Taken {
+  int slot = -1;
+  etcd::Revision created = 0;
+};
+struct Busy {
+  std::vector<SlotHolder> holders;
+  etcd::Revision revision = 0;  // of the last read: watch from the next one
+};
+
+// Keeps Options::on_wait informed: at the start of a wait, every progress_interval, and at once
+// when etcd stops or starts answering.
+class Reporter {
+ public:
+  Reporter(const Options& options, Clock::time_point started)
+      : options_(options), started_(started) {}
+
+  void answered(std::vector<SlotHolder> holders) {
+    holders_ = std::move(holders);
+    const bool changed = failure_.has_value();
+    failure_.reset();
+    report(changed);
+  }
+  void failed(const Failure& failure) {
+    const bool changed = !failure_.has_value();
+    failure_ = error_of(failure);
+    report(changed);
+  }
+  void tick() { report(false); }
+  // When the next report is due: a watch must not outlast it.
+  Clock::time_point next_due() const {
+    return options_.on_wait ? timing::saturating_add(last_, options_.progress_interval)
+                            : Clock::time_point::max();
+  }
+
+ private:
+  void report(bool changed) {
+    if (!options_.on_wait) return;
+    const auto now = Clock::now();
+    if (!changed && reported_ && now < next_due()) return;
+    reported_ = true;
+    last_ = now;
+    options_.on_wait(WaitProgress{now - started_, holders_, failure_});
+  }
+
+  const Options& options_;
+  Clock::time_point started_;
+  Clock::time_point last_{};
+  bool reported_ = false;
+  std::vector<SlotHolder> holders_;
+  std::optional<Error> failure_;
+};
+
+// One waiter's way to a slot: a lease, a try at each slot, a watch until one frees; retried,
+// while the failures may pass, until the deadline.
+class Acquirer {
+ public:
+  Acquirer(etcd::Client& client, const Options& options, std::string_view name)
+      : client_(client),
+        options_(options),
+        name_(name),
+        started_(Clock::now()),
+        deadline_(timing::saturating_add(started_, options.wait)),
+        reporter_(options, started_) {}
+
+  std::expected<Taken, Error> run() {
+    timing::Backoff backoff;
+    std::optional<Busy> last_seen;
+    for (;;) {
+      auto outcome = try_once();
+      if (outcome && std::holds_alternative<Taken>(*outcome))
+        return taken(std::get<Taken>(*outcome));
+      if (outcome) {
+        last_seen = std::move(std::get<Busy>(*outcome));
+        if (Clock::now() >= deadline_) return give_up(busy(options_, name_, last_seen->holders));
+        backoff.reset();
+        reporter_.answered(last_seen->holders);
+        register_as_waiter();
+        auto woke = wait_for_a_free_slot(last_seen->revision);
+        if (woke) continue;
+        // The wait ran out while a watch was still connecting: the slots were busy at last look.
+        if (Clock::now() >= deadline_) return give_up(busy(options_, name_, last_seen->holders));
+        outcome = std::unexpected(woke.error());
+      }
+      const Failure& failure = outcome.error();
+      if (!failure.transient() || Clock::now() >= deadline_) return give_up(error_of(failure));
+      reporter_.failed(failure);
+      const auto pause = std::min(backoff.next(), timing::time_between(Clock::now(), deadline_));
+      std::this_thread::sleep_for(pause);
+    }
+  }
+
+  const LeaseClock& lease() const { return lease_; }
+
+ private:
+  // The lease we wait and hold under: granted once, renewed when due, and granted anew when etcd
+  // has let it expire (a stall longer than the TTL).
+  std::expected<void, Failure> ensure_lease() {
+    const auto now = Clock::now();
+    if (lease_.id != 0 && lease_.renewal_due(now)) {
+      auto ttl = client_.keep_alive(lease_.id);
+      if (!ttl && !ttl.error().lease_not_found()) return std::unexpected(ttl.error());
+      if (ttl && ttl->count() > 0) {
+        lease_.renewed(now, *ttl);
+      } else {
+        forget_lease();
+      }
+    }
+    if (lease_.id != 0) return {};
+    auto granted = client_.grant(options_.ttl);
+    if (!granted) return std::unexpected(granted.error());
+    lease_ = {granted->id, {}, {}};
+    lease_.renewed(now, granted->ttl);
+    return {};
+  }
+
+  void forget_lease() {
+    lease_ = {};
+    registered_ = false;  // the waiter's key went with the lease
+  }
+
+  // One pass: the first slot that does not exist is created, bound to our lease.
+  std::expected<std::variant<Taken, Busy>, Failure> try_once() {
+    if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
+    auto outcome = try_slots();
+    if (!outcome && outcome.error().lease_not_found()) {
+      // Expired between our renewal and the transaction: one more try with a fresh lease.
+      forget_lease();
+      if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
+      outcome = try_slots();
+    }
+    return outcome;
+  }
+
+  std::expected<std::variant<Taken, Busy>, Failure> try_slots() {
+    Busy busy_now;
+    const std::string prefix = slots_prefix(options_, name_);
+    const std::string mine = record_now();
+    for (int slot = 0; slot < options_.slots; ++slot) {
+      auto created = client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id);
+      if (!created) return std::unexpected(created.error());
+      busy_now.revision = std::max(busy_now.revision, created->revision);
+      if (created->created) return Taken{slot, created->revision};
+      const auto& existing = created->existing;
+      if (!existing) continue;  // deleted between compare and read: cannot happen in a txn
+      // Ours already: an earlier try reached etcd but its answer did not reach us.
+      if (existing->lease == lease_.id) return Taken{slot, existing->create_revision};
+      busy_now.holders.push_back(holder_from(*existing, slot));
+    }
+    return busy_now;
+  }
+
+  // Who we are, for status; started now, so that "held for" does not count the wait. The slot
+  // count goes in too, so that `status` can say "of N" without being told.
+  std::string record_now() const {
+    return record::format(
+        {host_name(), ::getpid(), options_.command, unix_now(), options_.role, options_.slots});
+  }
+
+  // A key under the same lease, so that status can list us, and that vanishes with us. Only for
+  // status: a failure here is not worth failing the wait for.
+  void register_as_waiter() {
+    if (registered_) return;
+    const std::string key = waiters_prefix(options_, name_) + host_name() + ":" +
+                            std::to_string(::getpid()) + ":" + std::to_string(lease_.id);
+    registered_ = client_.put(key, record_now(), lease_.id).has_value();
+    if (registered_) waiter_key_ = key;
+  }
+
+  // Blocks until a slot key is deleted after `revision`, or until the deadline, keeping our
+  // lease alive and the progress reports going meanwhile.
+  std::expected<void, Failure> wait_for_a_free_slot(etcd::Revision revision) {
+    const std::string prefix = slots_prefix(options_, name_);
+    const etcd::LeaseId waiting_under = lease_.id;
+    for (;;) {
+      const auto now = Clock::now();
+      if (now >= deadline_) return {};
+      const auto until =
+          std::min({deadline_, reporter_.next_due(),
+                    timing::saturating_add(lease_.renewed_at, renewal_period(lease_.ttl))});
+      // Long enough for etcd to answer the watch at all: one that times out before etcd has
+      // said a word looks like an etcd that does not answer.
+      const auto slice = std::max(
+          std::chrono::duration_cast<std::chrono::milliseconds>(timing::time_between(now, until)),
+          min_watch);
+      auto woke =
+          client_.watch_prefix(prefix, revision + 1, slice, [](const etcd::WatchEvent& event) {
+            return event.type != etcd::EventType::del;  // a freed slot ends the watch
+          });
+      if (!woke) return std::unexpected(woke.error());
+      // A freed slot, or a stream etcd ended (e.g. our start revision was compacted): look again.
+      if (*woke != etcd::WatchEnd::timed_out) return {};
+      reporter_.tick();
+      if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
+      // A new lease: etcd lost track of us for a while, and the slots may have changed meanwhile.
+      if (lease_.id != waiting_under) return {};
+    }
+  }
+
+  std::expected<Taken, Error> taken(Taken slot) {
+    if (!waiter_key_.empty()) (void)client_.delete_key(waiter_key_);
+    return slot;
+  }
+
+  std::expected<Taken, Error> give_up(Error error) {
+    // Revoking frees our waiter key at once; when etcd does not answer, the lease will expire
+    // by itself, and asking again would only hold the caller past its deadline.
+    const bool etcd_answers =
+        error.held() || (error.code() != errc::unreachable && error.code() != errc::timed_out);
+    if (lease_.id != 0 && etcd_answers) (void)client_.revoke(lease_.id);
+    return std::unexpected(std::move(error));
+  }
+
+  etcd::Client& client_;
+  const Options& options_;
+  std::string_view name_;
+  Clock::time_point started_;
+  Clock::time_point deadline_;
+  Reporter reporter_;
+  LeaseClock lease_;
+  bool registered_ = false;
+  std::string waiter_key_;
+};
+
+std::optional<Error> check_options(std::string_view name, const Options& options) {
+  if (name.empty() || name.find('/') != std::string_view::npos) {
+    return invalid_options(name, "a fleet lock needs a name without '/'");
+  }
+  if (options.slots < 1) return invalid_options(name, "a fleet lock needs at least one slot");
+  if (options.ttl < std::chrono::seconds(1) || options.ttl > max_ttl) {
+    return invalid_options(name, "the lease TTL must be from 1 s to 9000000000 s (etcd's limit)");
+  }
+  if (options.request_timeout <= std::chrono::milliseconds::zero()) {
+    return invalid_options(name, "the request timeout must be positive");
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
+const std::error_category& category() noexcept {
+  static const Category instance;
+  return instance;
+}
+
+std::error_code make_error_code(errc value) noexcept {
+  return {static_cast<int>(value), category()};
+}
+
 struct Slot::State {
-  State(const Options& o, std::string n) : options(o), name(std::move(n)), client(o.endpoints, o.request_timeout) {}
+  State(const Options& o, std::string n, etcd::Client c)
+      : options(o), name(std::move(n)), client(std::move(c)) {}
   Options options;
   std::string name;
   etcd::Client client;
-  std::int64_t lease = 0;
+  LeaseClock lease;
   int slot = -1;
-  Clock::time_point valid_until;
+  std::string key;
+  etcd::Revision created = 0;
+  std::optional<Error> loss;  // why the slot is gone, once it is
 };
 
 Slot::Slot() noexcept = default;
@@ -199,84 +472,74 @@ Slot& Slot::operator=(Slot&& other) noexcept {
 Slot::~Slot() { release(); }
 
 std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& options) {
-  if (name.empty() || name.find('/') != std::string_view::npos || options.slots < 1 || options.ttl.count() < 1) {
-    return std::unexpected(Error::failure("acquire", std::string(name), std::make_error_code(std::errc::invalid_argument),
-                                          "a fleet lock needs a name without '/', at least one slot and a TTL of 1 s or more"));
-  }
-  auto state = std::make_unique<State>(options, std::string(name));
-  const auto deadline = options.wait == wait_forever ? Clock::time_point::max()
-                                                      : Clock::now() + std::chrono::duration_cast<Clock::duration>(options.wait);
-  const auto granting = Clock::now();
-  auto lease = grant_lease(state->client, options.ttl);
-  if (!lease) return std::unexpected(lease.error());
-  state->lease = *lease;
-  state->valid_until = granting + options.ttl;
-  // The slot count goes into the record so that `status` can say "of N" without being told.
-  const json record = {{"host", host_name()},   {"pid", ::getpid()},
-                       {"command", options.command}, {"started_at", unix_now()},
-                       {"role", options.role}, {"slots", options.slots}};
-  // The lease makes the key unique even between two hosts that share a name.
-  const std::string waiter_key = waiters_prefix(options, name) + host_name() + ":" +
-                                 std::to_string(::getpid()) + ":" + std::to_string(state->lease);
-  bool registered_as_waiter = false;
-  for (;;) {
-    auto attempt = try_slots(state->client, options, name, state->lease, record);
-    if (!attempt) {
-      revoke_lease(state->client, state->lease);
-      return std::unexpected(attempt.error());
-    }
-    if (attempt->slot >= 0) {
-      state->slot = attempt->slot;
-      if (registered_as_waiter) {
-        (void)state->client.call("kv/deleterange", {{"key", etcd::base64_encode(waiter_key)}});
-      }
-      return Slot(std::move(state));
-    }
-    if (Clock::now() >= deadline) {
-      revoke_lease(state->client, state->lease);
-      return std::unexpected(busy(options, name, attempt->holders));
-    }
-    if (!registered_as_waiter) {
-      // A key under the same lease: status can list us, and it vanishes with us.
-      (void)state->client.call("kv/put", put(waiter_key, record, state->lease)["request_put"]);
-      registered_as_waiter = true;
-    }
-    if (auto waited = wait_for_a_free_slot(state->client, options, name, attempt->revision, state->lease, deadline);
-        !waited) {
-      revoke_lease(state->client, state->lease);
-      return std::unexpected(waited.error());
-    }
-  }
+  if (auto invalid = check_options(name, options)) return std::unexpected(std::move(*invalid));
+  auto client = etcd::Client::open(options.endpoints, options.request_timeout);
+  if (!client) return std::unexpected(error_of(client.error()));
+  Acquirer acquirer(*client, options, name);
+  auto taken = acquirer.run();
+  if (!taken) return std::unexpected(std::move(taken.error()));
+  auto state = std::make_unique<State>(options, std::string(name), std::move(*client));
+  state->lease = acquirer.lease();
+  state->slot = taken->slot;
+  state->key = slots_prefix(options, name) + std::to_string(taken->slot);
+  state->created = taken->created;
+  return Slot(std::move(state));
 }
 
 std::expected<void, Error> Slot::keep_alive() {
   if (!state_) return {};
-  // etcd restarts the TTL when the request arrives, no earlier than when it was sent.
+  if (const auto& loss = state_->loss) return std::unexpected(*loss);
+  auto lose = [this](std::string_view operation, std::string_view why) {
+    Error loss = Error::failure(operation, state_->client.endpoint(),
+                                make_error_code(errc::slot_lost), "etcd: " + std::string(why));
+    state_->loss = loss;
+    return std::unexpected(std::move(loss));
+  };
   const auto sent = Clock::now();
-  auto renewed = state_->client.call("lease/keepalive", {{"ID", std::to_string(state_->lease)}});
-  if (!renewed) return std::unexpected(etcd_error("lease keepalive", renewed.error()));
-  if (etcd::int64_of((*renewed)["result"].value("TTL", json())) <= 0) {
-    state_->valid_until = Clock::time_point::min();
-    return std::unexpected(Error::failure("lease keepalive", state_->client.endpoint(),
-                                          std::make_error_code(std::errc::timed_out),
-                                          "etcd: the lease has expired; the slot is lost"));
+  // Whatever the endpoints left to try, give up when the slot expires, so that the caller can
+  // act on it in time. Past that (with --on-lease-loss warn) every call gets the full timeout.
+  const auto expires = expiry(state_->lease);
+  std::optional<etcd::Client::Deadline> in_time;
+  if (sent < expires) in_time.emplace(state_->client, expires);
+  auto ttl = state_->client.keep_alive(state_->lease.id);
+  if (!ttl && !ttl.error().lease_not_found()) return std::unexpected(error_of(ttl.error()));
+  if (!ttl || ttl->count() <= 0) {
+    return lose("lease keepalive", "the lease has expired or was revoked; the slot is lost");
   }
-  state_->valid_until = sent + state_->options.ttl;
+  state_->lease.renewed(sent, *ttl);
+  // The lease lives, but the key may not: deleted by hand, or by a revoke and then re-created by
+  // another holder. Checked at every renewal, so it is noticed within one renewal period.
+  auto read = state_->client.get(state_->key, true);
+  if (!read) return std::unexpected(error_of(read.error()));
+  const std::optional<etcd::KeyValue>& key = *read;
+  if (!key) return lose("slot check", "the key " + state_->key + " was deleted; the slot is lost");
+  if (key->create_revision != state_->created || key->lease != state_->lease.id) {
+    return lose("slot check", "the key " + state_->key + " was replaced (now under lease " +
+                                  std::to_string(key->lease) + "); the slot is lost");
+  }
   return {};
 }
 
-// A third of the TTL early, so that the holder gives up (and its command gets SIGTERM) before
-// etcd can have expired the lease and handed the slot to someone else.
 bool Slot::expired() const noexcept {
   if (!state_) return false;
-  const auto margin = std::chrono::duration_cast<Clock::duration>(state_->options.ttl) / 3;
-  return Clock::now() + margin >= state_->valid_until;
+  return state_->loss || Clock::now() >= expiry(state_->lease);
+}
+
+bool Slot::lost() const noexcept { return state_ && state_->loss.has_value(); }
+
+std::chrono::nanoseconds Slot::kill_after() const noexcept {
+  if (!state_ || state_->loss) return std::chrono::nanoseconds::zero();
+  const auto margin =
+      std::max<Clock::duration>(part_of(state_->lease.ttl, 10), std::chrono::milliseconds(100));
+  const auto left = timing::time_between(Clock::now(), state_->lease.valid_until());
+  return std::max<Clock::duration>(left - margin, Clock::duration::zero());
 }
 
 std::error_code Slot::release() noexcept {
   if (!state_) return {};
-  auto revoked = state_->client.call("lease/revoke", {{"ID", std::to_string(state_->lease)}});
-  std::error_code error = revoked ? std::error_code() : revoked.error().code;
+  auto revoked = state_->client.revoke(state_->lease.id);
+  const std::error_code error =
+      revoked ? std::error_code() : make_error_code(code_of(revoked.error()));
   state_.reset();
   return error;
 }
@@ -285,28 +548,35 @@ int Slot::index() const noexcept { return state_ ? state_->slot : -1; }
 bool Slot::held() const noexcept { return state_ != nullptr; }
 
 std::expected<Status, Error> inspect(std::string_view name, const Options& options) {
-  etcd::Client client(options.endpoints, options.request_timeout);
+  auto client = etcd::Client::open(options.endpoints, options.request_timeout);
+  if (!client) return std::unexpected(error_of(client.error()));
   Status status;
   status.name = std::string(name);
   status.slots = options.slots;
   const std::string slots = slots_prefix(options, name);
-  auto held = client.call("kv/range", {{"key", etcd::base64_encode(slots)},
-                                       {"range_end", etcd::base64_encode(etcd::prefix_end(slots))}});
-  if (!held) return std::unexpected(etcd_error("range", held.error()));
-  for (const auto& kv : held->value("kvs", json::array())) {
-    status.holders.push_back(holder_from(kv, slot_of(etcd::base64_decode(kv.value("key", std::string())), slots)));
-    status.slots = std::max(status.slots, status.holders.back().slots);
+  auto held = client->range_prefix(slots);
+  if (!held) return std::unexpected(error_of(held.error()));
+  for (const auto& kv : held->kvs) {
+    // Keys no pidlock would compete for block nobody: not slots.
+    const auto slot = record::slot_index(kv.key, slots);
+    if (!slot) continue;
+    status.holders.push_back(holder_from(kv, *slot));
+    // A held slot N means the lock has at least N + 1, whatever its holder recorded.
+    const int implied = *slot < std::numeric_limits<int>::max() ? *slot + 1 : *slot;
+    status.slots = std::max({status.slots, status.holders.back().slots, implied});
   }
-  const std::string waiting = waiters_prefix(options, name);
-  auto waiters = client.call("kv/range", {{"key", etcd::base64_encode(waiting)},
-                                          {"range_end", etcd::base64_encode(etcd::prefix_end(waiting))}});
-  if (!waiters) return std::unexpected(etcd_error("range", waiters.error()));
-  for (const auto& kv : waiters->value("kvs", json::array())) {
-    const auto h = holder_from(kv, -1);
-    status.waiters.push_back({h.host, h.pid, h.command});
-    status.slots = std::max(status.slots, h.slots);
+  std::sort(status.holders.begin(), status.holders.end(),
+            [](const SlotHolder& a, const SlotHolder& b) { return a.slot < b.slot; });
+  auto waiters = client->range_prefix(waiters_prefix(options, name));
+  if (!waiters) return std::unexpected(error_of(waiters.error()));
+  for (const auto& kv : waiters->kvs) {
+    FleetWaiter waiter;
+    auto reading = record::parse(kv.value);
+    status.slots = std::max(status.slots, reading.record.slots);
+    fill_from(waiter, reading, kv.value);
+    status.waiters.push_back(std::move(waiter));
   }
-  status.endpoint = client.endpoint();
+  status.endpoint = client->endpoint();
   return status;
 }
 

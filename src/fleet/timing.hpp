@@ -1,0 +1,43 @@
+// Deadlines and backoff for the fleet code. Every sum of a time point and a caller's duration
+// saturates: a wait of nanoseconds::max() - 1 is "forever", not an overflow into the past.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+
+namespace pidlock::fleet::timing {
+
+using Clock = std::chrono::steady_clock;
+
+// `from + span`, or the end of time when that does not fit; `from` for a negative span.
+constexpr Clock::time_point saturating_add(Clock::time_point from, std::chrono::nanoseconds span) {
+  if (span <= std::chrono::nanoseconds::zero()) return from;
+  const auto room = Clock::time_point::max() - from;
+  const auto step = std::chrono::duration_cast<Clock::duration>(span);
+  return step >= room ? Clock::time_point::max() : from + step;
+}
+
+// `later - earlier`, zero when `later` is not later.
+constexpr Clock::duration time_between(Clock::time_point earlier, Clock::time_point later) {
+  return later > earlier ? later - earlier : Clock::duration::zero();
+}
+
+// Capped exponential backoff between retries: 50 ms, 100 ms, … up to one second, so that a
+// waiter notices a recovered etcd within a second, without hammering a struggling one.
+class Backoff {
+ public:
+  Clock::duration next() {
+    const auto delay = delay_;
+    delay_ = std::min<Clock::duration>(delay_ * 2, cap);
+    return delay;
+  }
+  void reset() { delay_ = first; }
+
+  static constexpr Clock::duration first = std::chrono::milliseconds(50);
+  static constexpr Clock::duration cap = std::chrono::seconds(1);
+
+ private:
+  Clock::duration delay_ = first;
+};
+
+}  // namespace pidlock::fleet::timing

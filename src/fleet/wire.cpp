@@ -1,0 +1,414 @@
+#include "wire.hpp"
+
+#include <array>
+#include <charconv>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "base64.hpp"
+
+namespace pidlock::fleet::etcd::wire {
+namespace {
+
+using json = nlohmann::json;
+
+// Requests carry base64 and digits only, but a caller's bytes must never make dump() throw.
+std::string dumped(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<std::int64_t> int64_of(const json& value) {
+  if (value.is_number_unsigned()) {
+    const auto n = value.get<std::uint64_t>();
+    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return {};
+    return static_cast<std::int64_t>(n);
+  }
+  if (value.is_number_integer()) return value.get<std::int64_t>();
+  if (!value.is_string()) return {};
+  // proto3 JSON writes int64 as a string of decimal digits.
+  const auto& text = value.get_ref<const std::string&>();
+  std::int64_t n = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (error != std::errc{} || end != text.data() + text.size() || text.empty()) return {};
+  return n;
+}
+
+// Reads the fields of one JSON object, remembering the first that is wrong. Absent fields read
+// as proto3 defaults; present ones must have the right type.
+class Fields {
+ public:
+  Fields(const json& object, std::string context) : object_(object), context_(std::move(context)) {
+    if (!object_.is_object()) fail("", "not a JSON object");
+  }
+
+  std::int64_t int64(const char* name) {
+    const json* value = find(name);
+    if (value == nullptr) return 0;
+    if (const auto n = int64_of(*value)) return *n;
+    fail(name, "not a 64-bit integer");
+    return 0;
+  }
+
+  bool boolean(const char* name) {
+    const json* value = find(name);
+    if (value == nullptr) return false;
+    if (value->is_boolean()) return value->get<bool>();
+    fail(name, "not a boolean");
+    return false;
+  }
+
+  std::string text(const char* name) {
+    const json* value = find(name);
+    if (value == nullptr) return {};
+    if (value->is_string()) return value->get<std::string>();
+    fail(name, "not a string");
+    return {};
+  }
+
+  std::string bytes(const char* name) {
+    const json* value = find(name);
+    if (value == nullptr) return {};
+    if (value->is_string()) {
+      if (auto decoded = base64::decode(value->get_ref<const std::string&>())) return *decoded;
+    }
+    fail(name, "not base64");
+    return {};
+  }
+
+  // A nested object that must be there (a response header, a stream's result).
+  const json* object(const char* name) {
+    const json* value = find(name);
+    if (value == nullptr) {
+      fail(name, "missing");
+      return nullptr;
+    }
+    if (value->is_object()) return value;
+    fail(name, "not a JSON object");
+    return nullptr;
+  }
+
+  // A repeated field: absent is empty.
+  const json* array(const char* name) {
+    static const json empty = json::array();
+    const json* value = find(name);
+    if (value == nullptr) return &empty;
+    if (value->is_array()) return value;
+    fail(name, "not a JSON array");
+    return nullptr;
+  }
+
+  bool has(const char* name) const { return find(name) != nullptr; }
+  bool ok() const { return problem_.empty(); }
+  const std::string& context() const { return context_; }
+  std::string take_problem() { return std::move(problem_); }
+  void fail(std::string_view name, std::string_view what) {
+    if (!problem_.empty()) return;
+    std::string path = context_ + std::string(name);
+    if (!path.empty() && path.back() == '.') path.pop_back();
+    problem_ = path.empty() ? std::string(what) : path + ": " + std::string(what);
+  }
+  // A problem found below this object, already with its own context.
+  void fail_with(std::string problem) {
+    if (problem_.empty()) problem_ = std::move(problem);
+  }
+
+ private:
+  const json* find(const char* name) const {
+    if (!object_.is_object()) return nullptr;
+    const auto it = object_.find(name);
+    if (it == object_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  const json& object_;
+  std::string context_;
+  std::string problem_;
+};
+
+Parsed<json> parse_json(std::string_view text) {
+  auto value = json::parse(text.begin(), text.end(), nullptr, false);
+  if (value.is_discarded()) return Problem{"not JSON"};
+  return value;
+}
+
+// Every etcd answer carries a header with the store's revision; something without one is not
+// etcd (an endpoint answering `{}` must not pass for "no keys").
+Revision read_header(Fields& fields) {
+  const json* header = fields.object("header");
+  if (header == nullptr) return 0;
+  Fields inner(*header, fields.context() + "header.");
+  const Revision revision = inner.int64("revision");
+  if (!inner.ok()) fields.fail_with(inner.take_problem());
+  return revision;
+}
+
+KeyValue read_key_value(const json& object, std::string context, Fields& outer) {
+  Fields fields(object, std::move(context));
+  KeyValue kv;
+  kv.key = fields.bytes("key");
+  kv.value = fields.bytes("value");
+  kv.create_revision = fields.int64("create_revision");
+  kv.mod_revision = fields.int64("mod_revision");
+  kv.version = fields.int64("version");
+  kv.lease = fields.int64("lease");
+  if (!fields.ok()) outer.fail_with(fields.take_problem());
+  return kv;
+}
+
+std::vector<KeyValue> read_key_values(Fields& fields, const char* name) {
+  std::vector<KeyValue> kvs;
+  const json* array = fields.array(name);
+  if (array == nullptr) return kvs;
+  for (std::size_t i = 0; i < array->size() && fields.ok(); ++i) {
+    kvs.push_back(read_key_value((*array)[i],
+                                 fields.context() + name + "[" + std::to_string(i) + "].", fields));
+  }
+  return kvs;
+}
+
+std::optional<Status> read_status(const json& object) {
+  if (!object.is_object()) return std::nullopt;
+  Fields fields(object, "");
+  Status status;
+  // Unary errors say "code", stream errors "grpc_code"; both say "message".
+  status.code =
+      static_cast<int>(fields.has("grpc_code") ? fields.int64("grpc_code") : fields.int64("code"));
+  status.message = fields.text("message");
+  if (status.message.empty()) status.message = fields.text("error");
+  if (!fields.ok() || status.code < 0 || status.code > 16) return std::nullopt;
+  if (status.code == 0) {
+    if (status.message.empty()) return std::nullopt;  // no error at all: not etcd's
+    status.code = 2;                                  // Unknown: an error without a code
+  }
+  return status;
+}
+
+// A streamed message is {"result": …} or {"error": …}; `error` is set for the latter.
+Parsed<const json*> stream_result(Fields& fields, std::optional<Status>& error) {
+  if (fields.has("error")) {
+    const json* body = fields.object("error");
+    if (body != nullptr) error = read_status(*body);
+    if (!error) return Problem{fields.context() + "error: not a gRPC status"};
+    return nullptr;
+  }
+  const json* result = fields.object("result");
+  if (result == nullptr) return Problem{fields.take_problem()};
+  return result;
+}
+
+template <class T>
+Parsed<T> checked(Fields& fields, T value) {
+  if (!fields.ok()) return Problem{fields.take_problem()};
+  return value;
+}
+
+// Streams answer one JSON object per line; a unary call on a stream (keep-alive) gets one.
+std::string_view first_line(std::string_view body) {
+  while (!body.empty() && (body.front() == '\n' || body.front() == '\r')) body.remove_prefix(1);
+  return body.substr(0, body.find('\n'));
+}
+
+}  // namespace
+
+std::string grant_request(std::chrono::seconds ttl) {
+  return dumped({{"TTL", std::to_string(ttl.count())}});
+}
+
+std::string lease_request(LeaseId lease) { return dumped({{"ID", std::to_string(lease)}}); }
+
+std::string create_if_absent_request(std::string_view key, std::string_view value, LeaseId lease) {
+  const std::string encoded_key = base64::encode(key);
+  const json put = {
+      {"request_put",
+       {{"key", encoded_key}, {"value", base64::encode(value)}, {"lease", std::to_string(lease)}}}};
+  const json range = {{"request_range", {{"key", encoded_key}}}};
+  return dumped(
+      {{"compare",
+        json::array({{{"target", "CREATE"}, {"key", encoded_key}, {"create_revision", "0"}}})},
+       {"success", json::array({put})},
+       {"failure", json::array({range})}});
+}
+
+std::string put_request(std::string_view key, std::string_view value, LeaseId lease) {
+  return dumped({{"key", base64::encode(key)},
+                 {"value", base64::encode(value)},
+                 {"lease", std::to_string(lease)}});
+}
+
+std::string range_request(std::string_view key, std::string_view range_end, bool keys_only) {
+  json request = {{"key", base64::encode(key)}};
+  if (!range_end.empty()) request["range_end"] = base64::encode(range_end);
+  if (keys_only) request["keys_only"] = true;
+  return dumped(request);
+}
+
+std::string delete_request(std::string_view key) { return dumped({{"key", base64::encode(key)}}); }
+
+std::string watch_request(std::string_view key, std::string_view range_end, Revision start) {
+  return dumped({{"create_request",
+                  {{"key", base64::encode(key)},
+                   {"range_end", base64::encode(range_end)},
+                   {"start_revision", std::to_string(start)}}}});
+}
+
+std::string prefix_end(std::string prefix) {
+  while (!prefix.empty()) {
+    auto& last = prefix.back();
+    if (static_cast<unsigned char>(last) < 0xFF) {
+      last = static_cast<char>(static_cast<unsigned char>(last) + 1);
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+Parsed<Lease> parse_grant(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  read_header(fields);
+  Lease lease;
+  lease.id = fields.int64("ID");
+  lease.ttl = std::chrono::seconds(fields.int64("TTL"));
+  if (const auto refused = fields.text("error"); !refused.empty()) fields.fail("error", refused);
+  if (fields.ok() && lease.id == 0) fields.fail("ID", "missing: etcd granted no lease");
+  if (fields.ok() && lease.ttl.count() <= 0) fields.fail("TTL", "not positive");
+  return checked(fields, lease);
+}
+
+Parsed<KeepAlive> parse_keep_alive(std::string_view body) {
+  auto root = parse_json(first_line(body));
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  KeepAlive answer;
+  auto result = stream_result(fields, answer.error);
+  if (!result) return Problem{result.error()};
+  if (*result == nullptr) return answer;
+  Fields inner(**result, "result.");
+  read_header(inner);
+  answer.ttl = std::chrono::seconds(std::max<std::int64_t>(0, inner.int64("TTL")));
+  return checked(inner, answer);
+}
+
+Parsed<Revision> parse_revoke(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  const Revision revision = read_header(fields);
+  return checked(fields, revision);
+}
+
+Parsed<Created> parse_create_if_absent(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  Created created;
+  created.revision = read_header(fields);
+  created.created = fields.boolean("succeeded");
+  const json* responses = fields.array("responses");
+  if (!created.created && responses != nullptr && !responses->empty()) {
+    Fields response((*responses)[0], "responses[0].");
+    if (const json* range = response.object("response_range")) {
+      Fields range_fields(*range, "responses[0].response_range.");
+      auto kvs = read_key_values(range_fields, "kvs");
+      if (!range_fields.ok()) response.fail_with(range_fields.take_problem());
+      if (!kvs.empty()) created.existing = std::move(kvs.front());
+    }
+    if (!response.ok()) fields.fail_with(response.take_problem());
+  }
+  return checked(fields, std::move(created));
+}
+
+Parsed<Revision> parse_put(std::string_view body) { return parse_revoke(body); }
+
+Parsed<Range> parse_range(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  Range range;
+  range.revision = read_header(fields);
+  range.kvs = read_key_values(fields, "kvs");
+  return checked(fields, std::move(range));
+}
+
+Parsed<std::int64_t> parse_delete(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  read_header(fields);
+  const std::int64_t deleted = fields.int64("deleted");
+  return checked(fields, deleted);
+}
+
+Parsed<WatchMessage> parse_watch_message(std::string_view line) {
+  auto root = parse_json(line);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  WatchMessage message;
+  auto result = stream_result(fields, message.error);
+  if (!result) return Problem{result.error()};
+  if (*result == nullptr) return message;
+  Fields inner(**result, "result.");
+  message.revision = read_header(inner);
+  message.created = inner.boolean("created");
+  message.canceled = inner.boolean("canceled");
+  message.compact_revision = inner.int64("compact_revision");
+  message.cancel_reason = inner.text("cancel_reason");
+  const json* events = inner.array("events");
+  for (std::size_t i = 0; events != nullptr && i < events->size() && inner.ok(); ++i) {
+    Fields event((*events)[i], "result.events[" + std::to_string(i) + "].");
+    WatchEvent parsed;
+    // The gateway writes enums by name and leaves out the default (PUT).
+    const std::string type = event.text("type");
+    if (type == "DELETE") {
+      parsed.type = EventType::del;
+    } else if (!type.empty() && type != "PUT") {
+      event.fail("type", "neither PUT nor DELETE");
+    }
+    if (const json* kv = event.object("kv"))
+      parsed.kv = read_key_value(*kv, event.context() + "kv.", event);
+    if (!event.ok()) inner.fail_with(event.take_problem());
+    message.events.push_back(std::move(parsed));
+  }
+  return checked(inner, std::move(message));
+}
+
+std::optional<Status> parse_error(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return std::nullopt;
+  return read_status(*root);
+}
+
+std::string grpc_code_name(int code) {
+  static constexpr std::array<std::string_view, 17> names = {
+      "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+      "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+      "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+      "DataLoss", "Unauthenticated"};
+  if (code >= 0 && static_cast<std::size_t>(code) < names.size())
+    return std::string(names[static_cast<std::size_t>(code)]);
+  return "code " + std::to_string(code);
+}
+
+std::string printable(std::string_view bytes, std::size_t limit) {
+  static constexpr std::string_view hex = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i == limit) {
+      out += "...";
+      break;
+    }
+    const auto byte = static_cast<unsigned char>(bytes[i]);
+    if (byte >= 0x20 && byte < 0x7F && byte != '\\') {
+      out += static_cast<char>(byte);
+    } else {
+      out += "\\x";
+      out += hex[byte >> 4U];
+      out += hex[byte & 0xFU];
+    }
+  }
+  return out;
+}
+
+}  // namespace pidlock::fleet::etcd::wire

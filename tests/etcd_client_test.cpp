@@ -1,0 +1,551 @@
+// The etcd client from below: base64, the wire format and slot records on their own; the typed
+// calls against a real etcd on loopback ports and against endpoints that are not etcd.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <limits>
+#include <string>
+
+#include "fleet/base64.hpp"
+#include "fleet/etcd.hpp"
+#include "fleet/slot_record.hpp"
+#include "fleet/timing.hpp"
+#include "fleet/wire.hpp"
+#include "fleet_support.hpp"
+
+namespace pidlock::fleet {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Cluster;
+using test::FakeEndpoint;
+using Clock = std::chrono::steady_clock;
+
+// --- Base64 ---
+
+TEST(Base64, EncodesAndDecodesTheRfc4648Vectors) {
+  const std::pair<std::string, std::string> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [bytes, text] : vectors) {
+    EXPECT_EQ(base64::encode(bytes), text);
+    EXPECT_EQ(base64::decode(text), bytes) << text;
+  }
+}
+
+TEST(Base64, RoundTripsEveryByte) {
+  std::string bytes;
+  for (int i = 0; i < 256; ++i) bytes += static_cast<char>(i);
+  for (std::size_t length = 0; length <= bytes.size(); length += 37) {
+    const auto part = bytes.substr(0, length);
+    EXPECT_EQ(base64::decode(base64::encode(part)), part) << length;
+  }
+  EXPECT_EQ(base64::encode("\xfb\xff"), "+/8=");  // the last two letters of the alphabet
+}
+
+TEST(Base64, RefusesWhatIsNotACanonicalEncoding) {
+  for (const std::string text : {"Zg", "Zg=", "Zm9vY", "Z===", "====", "Zm9v!", "Zm9v Zg==",
+                                 " Zg==", "Zg==\n", "Zg==Zg==", "Zm=v", "Zh==", "Zm9=", "Zg-_"}) {
+    EXPECT_FALSE(base64::decode(text)) << text;
+  }
+  EXPECT_FALSE(base64::decode(std::string("Zm\0v", 4)));
+}
+
+// --- The wire format ---
+
+TEST(Wire, ReadsARangeAnswer) {
+  const auto range = etcd::wire::parse_range(
+      R"({"header":{"revision":"7"},"kvs":[{"key":"YQ==","value":"Yg==","create_revision":"5",)"
+      R"("mod_revision":6,"version":"2","lease":"4111120304004526858"}],"count":"1"})");
+  ASSERT_TRUE(range) << range.error();
+  EXPECT_EQ(range->revision, 7);
+  ASSERT_EQ(range->kvs.size(), 1u);
+  EXPECT_EQ(range->kvs[0].key, "a");
+  EXPECT_EQ(range->kvs[0].value, "b");
+  EXPECT_EQ(range->kvs[0].create_revision, 5);
+  EXPECT_EQ(range->kvs[0].mod_revision, 6);  // numbers as well as strings
+  EXPECT_EQ(range->kvs[0].lease, 4111120304004526858);
+  // proto3 leaves defaults out: no kvs is no keys.
+  const auto empty = etcd::wire::parse_range(R"({"header":{"revision":"3"}})");
+  ASSERT_TRUE(empty) << empty.error();
+  EXPECT_TRUE(empty->kvs.empty());
+}
+
+TEST(Wire, SaysWhatIsWrongWithAMalformedAnswer) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"", "not JSON"},
+      {"garbage", "not JSON"},
+      {"[]", "not a JSON object"},
+      {"{}", "header: missing"},
+      {R"({"header":[]})", "header: not a JSON object"},
+      {R"({"header":{"revision":"7x"}})", "header.revision: not a 64-bit integer"},
+      {R"({"header":{"revision":1.5}})", "header.revision: not a 64-bit integer"},
+      {R"({"header":{},"kvs":{}})", "kvs: not a JSON array"},
+      {R"({"header":{},"kvs":[7]})", "kvs[0]: not a JSON object"},
+      {R"({"header":{},"kvs":[{"key":"!!"}]})", "kvs[0].key: not base64"},
+      {R"({"header":{},"kvs":[{"key":5}]})", "kvs[0].key: not base64"},
+      {R"({"header":{},"kvs":[{"lease":18446744073709551615}]})",
+       "kvs[0].lease: not a 64-bit integer"},
+      {R"({"header":{},"kvs":[{"lease":"99999999999999999999"}]})",
+       "kvs[0].lease: not a 64-bit integer"},
+      {R"({"header":{},"kvs":[{"lease":true}]})", "kvs[0].lease: not a 64-bit integer"},
+  };
+  for (const auto& [body, problem] : cases) {
+    const auto range = etcd::wire::parse_range(body);
+    ASSERT_FALSE(range) << body;
+    EXPECT_EQ(range.error(), problem) << body;
+  }
+}
+
+TEST(Wire, ReadsGrantsTransactionsAndKeepAlives) {
+  const auto lease = etcd::wire::parse_grant(R"({"header":{"revision":"1"},"ID":"42","TTL":"5"})");
+  ASSERT_TRUE(lease) << lease.error();
+  EXPECT_EQ(lease->id, 42);
+  EXPECT_EQ(lease->ttl, 5s);
+  EXPECT_EQ(etcd::wire::parse_grant(R"({"header":{},"TTL":"5"})").error(),
+            "ID: missing: etcd granted no lease");
+  EXPECT_EQ(etcd::wire::parse_grant(R"({"header":{},"ID":"42","TTL":"5","error":"no"})").error(),
+            "error: no");
+
+  const auto created =
+      etcd::wire::parse_create_if_absent(R"({"header":{"revision":"9"},"succeeded":true})");
+  ASSERT_TRUE(created) << created.error();
+  EXPECT_TRUE(created->created);
+  EXPECT_EQ(created->revision, 9);
+  const auto existing = etcd::wire::parse_create_if_absent(
+      R"({"header":{"revision":"9"},"responses":[{"response_range":{"kvs":[{"key":"YQ==","lease":"3"}]}}]})");
+  ASSERT_TRUE(existing) << existing.error();
+  EXPECT_FALSE(existing->created);
+  ASSERT_TRUE(existing->existing);
+  EXPECT_EQ(existing->existing->lease, 3);
+  EXPECT_EQ(etcd::wire::parse_create_if_absent(R"({"header":{},"succeeded":"yes"})").error(),
+            "succeeded: not a boolean");
+  EXPECT_EQ(
+      etcd::wire::parse_create_if_absent(R"({"header":{},"responses":[{"response_range":[]}]})")
+          .error(),
+      "responses[0].response_range: not a JSON object");
+
+  const auto alive = etcd::wire::parse_keep_alive(R"({"result":{"header":{},"ID":"42","TTL":"5"}})"
+                                                  "\n");
+  ASSERT_TRUE(alive) << alive.error();
+  EXPECT_EQ(alive->ttl, 5s);
+  const auto gone = etcd::wire::parse_keep_alive(R"({"result":{"header":{},"ID":"42"}})");
+  ASSERT_TRUE(gone) << gone.error();
+  EXPECT_EQ(gone->ttl, 0s);
+  const auto failed =
+      etcd::wire::parse_keep_alive(R"({"error":{"grpc_code":14,"message":"no leader"}})");
+  ASSERT_TRUE(failed) << failed.error();
+  ASSERT_TRUE(failed->error);
+  EXPECT_EQ(failed->error->code, 14);
+  EXPECT_EQ(etcd::wire::parse_keep_alive(R"({"result":5})").error(), "result: not a JSON object");
+}
+
+TEST(Wire, ChecksEveryFieldOfAWatchMessage) {
+  const auto deleted = etcd::wire::parse_watch_message(
+      R"({"result":{"header":{"revision":"12"},"events":[{"type":"DELETE","kv":{"key":"YQ==","mod_revision":"12"}},)"
+      R"({"kv":{"key":"Yg=="}}]}})");
+  ASSERT_TRUE(deleted) << deleted.error();
+  ASSERT_EQ(deleted->events.size(), 2u);
+  EXPECT_EQ(deleted->events[0].type, etcd::EventType::del);
+  EXPECT_EQ(deleted->events[0].kv.key, "a");
+  EXPECT_EQ(deleted->events[1].type, etcd::EventType::put);
+  const auto canceled = etcd::wire::parse_watch_message(
+      R"({"result":{"header":{},"canceled":true,"compact_revision":"4","cancel_reason":"compacted"}})");
+  ASSERT_TRUE(canceled) << canceled.error();
+  EXPECT_TRUE(canceled->canceled);
+  EXPECT_EQ(canceled->compact_revision, 4);
+  const auto failed = etcd::wire::parse_watch_message(
+      R"({"error":{"grpc_code":14,"http_code":503,"message":"x"}})");
+  ASSERT_TRUE(failed) << failed.error();
+  ASSERT_TRUE(failed->error);
+  EXPECT_EQ(failed->error->code, 14);
+
+  const std::pair<std::string, std::string> cases[] = {
+      {"[]", "not a JSON object"},
+      {R"({"result":[]})", "result: not a JSON object"},
+      {R"({"result":{"header":{},"events":{}}})", "result.events: not a JSON array"},
+      {R"({"result":{"header":{},"events":[{"type":"BOGUS"}]}})",
+       "result.events[0].type: neither PUT nor DELETE"},
+      {R"({"result":{"header":{},"events":[{"type":1}]}})", "result.events[0].type: not a string"},
+      {R"({"result":{"header":{},"events":[{"type":"DELETE","kv":"x"}]}})",
+       "result.events[0].kv: not a JSON object"},
+      {R"({"result":{"header":{},"canceled":1}})", "result.canceled: not a boolean"},
+      {R"({"error":"x"})", "error: not a gRPC status"},
+      {R"({"result":{"events":[]}})", "result.header: missing"},
+  };
+  for (const auto& [line, problem] : cases) {
+    const auto message = etcd::wire::parse_watch_message(line);
+    ASSERT_FALSE(message) << line;
+    EXPECT_EQ(message.error(), problem) << line;
+  }
+}
+
+TEST(Wire, ReadsEtcdsErrorBodies) {
+  const auto error = etcd::wire::parse_error(
+      R"({"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5})");
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->code, 5);
+  EXPECT_EQ(error->message, "etcdserver: requested lease not found");
+  for (const std::string body :
+       {"", "Not Found", "[]", "{}", R"({"code":"x"})", R"({"code":99,"message":"m"})"}) {
+    EXPECT_FALSE(etcd::wire::parse_error(body)) << body;
+  }
+}
+
+TEST(Wire, PrintableEscapesWhatATerminalWouldObey) {
+  EXPECT_EQ(etcd::wire::printable("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
+  EXPECT_EQ(etcd::wire::printable(std::string(300, 'a'), 4), "aaaa...");
+}
+
+TEST(Wire, PrefixEndIsTheFirstKeyPastThePrefix) {
+  EXPECT_EQ(etcd::wire::prefix_end("pidlock/x/"), "pidlock/x0");
+  EXPECT_EQ(etcd::wire::prefix_end("a\xff"), "b");
+  EXPECT_EQ(etcd::wire::prefix_end("\xff"), std::string(1, '\0'));
+}
+
+// --- Slot records ---
+
+TEST(SlotRecord, RoundTrips) {
+  const record::SlotRecord mine{"web-1", 4242, "apt-get upgrade", 1700000000, "installer", 3};
+  const auto reading = record::parse(record::format(mine));
+  ASSERT_TRUE(reading.well_formed()) << reading.problem;
+  EXPECT_EQ(reading.record.host, "web-1");
+  EXPECT_EQ(reading.record.pid, 4242);
+  EXPECT_EQ(reading.record.command, "apt-get upgrade");
+  EXPECT_EQ(reading.record.started_at, 1700000000);
+  EXPECT_EQ(reading.record.slots, 3);
+  // A command line that is not UTF-8 is recorded (replaced), not a reason to throw.
+  const record::SlotRecord odd{"web-1", 1, "rm \xff\xfe", 0, "installer", 1};
+  EXPECT_TRUE(record::parse(record::format(odd)).well_formed());
+}
+
+TEST(SlotRecord, NamesWhatIsWrongAndKeepsWhatIsRight) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"host":"web-1","pid":"4242"})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":-5})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":0})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":4194305})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":99999999999999999999})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":18446744073709551615})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":42.5})", "pid: not an integer from 1 to 4194304"},
+      {R"({"host":"web-1","pid":1e400})", "not JSON"},
+      {R"({"host":7,"pid":1})", "host: not a string"},
+      {R"({"pid":1})", "host: missing"},
+      {R"({"host":"h","pid":1,"command":["rm"]})", "command: not a string"},
+      {R"({"host":"h","pid":1,"started_at":-1})",
+       "started_at: not an integer from 0 to 9223372036854775807"},
+      {R"({"host":"h","pid":1,"slots":0})", "slots: not an integer from 1 to 2147483647"},
+      {R"({"host":"h","pid":1,"slots":2147483648})", "slots: not an integer from 1 to 2147483647"},
+      {"not json", "not JSON"},
+      {"", "not JSON"},
+      {"[]", "not a JSON object"},
+      {"\"web-1\"", "not a JSON object"},
+      {"null", "not a JSON object"},
+  };
+  for (const auto& [value, problem] : cases) {
+    const auto reading = record::parse(value);
+    EXPECT_EQ(reading.problem, problem) << value;
+  }
+  const auto partial = record::parse(R"({"host":"web-1","pid":"4242","command":"x"})");
+  EXPECT_EQ(partial.record.host, "web-1");
+  EXPECT_EQ(partial.record.command, "x");
+  EXPECT_EQ(partial.record.pid, 0);
+}
+
+TEST(SlotRecord, OnlyCanonicalNumbersNameSlots) {
+  EXPECT_EQ(record::slot_index("p/slots/0", "p/slots/"), 0);
+  EXPECT_EQ(record::slot_index("p/slots/17", "p/slots/"), 17);
+  for (const std::string key : {"p/slots/", "p/slots/007", "p/slots/+1", "p/slots/-1", "p/slots/1x",
+                                "p/slots/99999999999", "q/slots/1"}) {
+    EXPECT_FALSE(record::slot_index(key, "p/slots/")) << key;
+  }
+}
+
+// --- Deadlines ---
+
+TEST(Timing, DeadlinesSaturateInsteadOfOverflowing) {
+  const auto now = Clock::now();
+  EXPECT_EQ(timing::saturating_add(now, std::chrono::nanoseconds::max()), Clock::time_point::max());
+  EXPECT_EQ(
+      timing::saturating_add(now, std::chrono::nanoseconds::max() - std::chrono::nanoseconds(1)),
+      Clock::time_point::max());
+  EXPECT_EQ(timing::saturating_add(Clock::time_point::max() - 1s, 2s), Clock::time_point::max());
+  EXPECT_EQ(timing::saturating_add(now, 5s), now + 5s);
+  EXPECT_EQ(timing::saturating_add(now, -5s), now);
+  EXPECT_EQ(timing::saturating_add(now, std::chrono::nanoseconds::min()), now);
+  EXPECT_EQ(timing::time_between(now + 1s, now), Clock::duration::zero());
+}
+
+TEST(Timing, BackoffDoublesUpToItsCap) {
+  timing::Backoff backoff;
+  EXPECT_EQ(backoff.next(), 50ms);
+  EXPECT_EQ(backoff.next(), 100ms);
+  for (int i = 0; i < 10; ++i) (void)backoff.next();
+  EXPECT_EQ(backoff.next(), 1s);
+  backoff.reset();
+  EXPECT_EQ(backoff.next(), 50ms);
+}
+
+// --- The client against a real etcd ---
+
+class EtcdClient : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::etcd_available()) cluster_ = new Cluster(1);
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override { REQUIRE_ETCD(); }
+
+  static etcd::Client client(std::vector<std::string> endpoints = {},
+                             std::chrono::milliseconds timeout = 2s) {
+    if (endpoints.empty()) endpoints = {cluster_->endpoint(0)};
+    auto opened = etcd::Client::open(std::move(endpoints), timeout);
+    EXPECT_TRUE(opened);
+    return std::move(*opened);
+  }
+  static std::string unique(const std::string& base) {
+    static int counter = 0;
+    return "test/" + base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+  }
+  static Cluster* cluster_;
+};
+Cluster* EtcdClient::cluster_ = nullptr;
+
+TEST_F(EtcdClient, GrantsRenewsAndRevokesALease) {
+  auto etcd = client();
+  const auto lease = etcd.grant(5s);
+  ASSERT_TRUE(lease) << lease.error().cause();
+  EXPECT_GT(lease->id, 0);
+  EXPECT_GE(lease->ttl, 5s);  // etcd may raise a TTL to its minimum, never lower it
+  const auto renewed = etcd.keep_alive(lease->id);
+  ASSERT_TRUE(renewed) << renewed.error().cause();
+  EXPECT_EQ(*renewed, lease->ttl);
+  ASSERT_TRUE(etcd.revoke(lease->id));
+  const auto gone = etcd.keep_alive(lease->id);
+  ASSERT_TRUE(gone) << gone.error().cause();
+  EXPECT_EQ(*gone, 0s);
+  EXPECT_TRUE(etcd.revoke(lease->id)) << "revoking twice is not an error";
+}
+
+TEST_F(EtcdClient, CreatesAKeyOnlyIfAbsent) {
+  auto etcd = client();
+  const auto key = unique("create");
+  const auto lease = etcd.grant(30s);
+  ASSERT_TRUE(lease);
+  const auto first = etcd.create_if_absent(key, "mine", lease->id);
+  ASSERT_TRUE(first) << first.error().cause();
+  EXPECT_TRUE(first->created);
+  const auto second = etcd.create_if_absent(key, "theirs", 0);
+  ASSERT_TRUE(second) << second.error().cause();
+  EXPECT_FALSE(second->created);
+  ASSERT_TRUE(second->existing);
+  EXPECT_EQ(second->existing->value, "mine");
+  EXPECT_EQ(second->existing->lease, lease->id);
+  EXPECT_EQ(second->existing->create_revision, first->revision);
+  const auto got = etcd.get(key, true);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->create_revision, first->revision);
+  EXPECT_TRUE((*got)->value.empty()) << "keys only";
+  ASSERT_TRUE(etcd.revoke(lease->id));
+  const auto after = etcd.get(key);
+  ASSERT_TRUE(after);
+  EXPECT_FALSE(*after) << "the key went with its lease";
+}
+
+TEST_F(EtcdClient, RangesOverAPrefixOnly) {
+  auto etcd = client();
+  const auto prefix = unique("range") + "/";
+  for (const std::string key : {"a", "b", "c\xff\x01"})
+    ASSERT_TRUE(etcd.put(prefix + key, "v-" + key, 0));
+  ASSERT_TRUE(etcd.put(prefix.substr(0, prefix.size() - 1) + "0", "outside", 0));
+  const auto range = etcd.range_prefix(prefix);
+  ASSERT_TRUE(range) << range.error().cause();
+  ASSERT_EQ(range->kvs.size(), 3u);
+  EXPECT_EQ(range->kvs[0].key, prefix + "a");
+  EXPECT_EQ(range->kvs[2].key, prefix + "c\xff\x01");  // keys are bytes, through base64
+  EXPECT_EQ(range->kvs[1].value, "v-b");
+  EXPECT_GT(range->revision, 0);
+  const auto deleted = etcd.delete_key(prefix + "a");
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(*deleted, 1);
+}
+
+TEST_F(EtcdClient, WatchesAPrefixFromARevision) {
+  auto etcd = client();
+  const auto prefix = unique("watch") + "/";
+  const auto put = etcd.put(prefix + "k", "v", 0);
+  ASSERT_TRUE(put);
+  ASSERT_TRUE(etcd.delete_key(prefix + "k"));
+  // From the put's revision on, etcd replays the put and then the delete: no race to set up.
+  std::vector<etcd::WatchEvent> seen;
+  const auto end = etcd.watch_prefix(prefix, *put, 10s, [&](const etcd::WatchEvent& event) {
+    seen.push_back(event);
+    return event.type != etcd::EventType::del;
+  });
+  ASSERT_TRUE(end) << end.error().cause();
+  EXPECT_EQ(*end, etcd::WatchEnd::stopped);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].type, etcd::EventType::put);
+  EXPECT_EQ(seen[0].kv.value, "v");
+  EXPECT_EQ(seen[1].type, etcd::EventType::del);
+  EXPECT_EQ(seen[1].kv.key, prefix + "k");
+}
+
+TEST_F(EtcdClient, AWatchWithNothingToSayTimesOut) {
+  auto etcd = client();
+  const auto range = etcd.range_prefix(unique("quiet"));
+  ASSERT_TRUE(range);
+  const auto started = Clock::now();
+  const auto end = etcd.watch_prefix(unique("quiet"), range->revision + 1, 300ms,
+                                     [](const etcd::WatchEvent&) { return false; });
+  ASSERT_TRUE(end) << end.error().cause();
+  EXPECT_EQ(*end, etcd::WatchEnd::timed_out);
+  EXPECT_GE(Clock::now() - started, 300ms);
+}
+
+TEST_F(EtcdClient, EtcdsErrorsCarryTheirGrpcStatus) {
+  auto etcd = client();
+  const auto put = etcd.put(unique("nolease"), "v", 12345);  // a lease nobody granted
+  ASSERT_FALSE(put);
+  EXPECT_EQ(put.error().kind, etcd::FailureKind::etcd_error);
+  EXPECT_EQ(put.error().grpc_code, 5);
+  EXPECT_EQ(put.error().http_status, 404);
+  EXPECT_TRUE(put.error().lease_not_found());
+  EXPECT_FALSE(put.error().transient());
+  EXPECT_EQ(put.error().operation, "put");
+  EXPECT_EQ(put.error().endpoint, cluster_->endpoint(0));
+  EXPECT_EQ(put.error().cause(), "etcd: NotFound: etcdserver: requested lease not found");
+}
+
+TEST_F(EtcdClient, NoAnswerIsUnreachableAndTransient) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(test::free_port());
+  auto etcd = client({dead});
+  const auto lease = etcd.grant(5s);
+  ASSERT_FALSE(lease);
+  EXPECT_EQ(lease.error().kind, etcd::FailureKind::unreachable);
+  EXPECT_TRUE(lease.error().transient());
+  EXPECT_EQ(lease.error().operation, "lease grant");
+  EXPECT_EQ(lease.error().endpoint, dead);
+  EXPECT_EQ(lease.error().cause(), "etcd: Couldn't connect to server");
+}
+
+TEST_F(EtcdClient, FailsOverToTheNextEndpoint) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(test::free_port());
+  FakeEndpoint garbage({200, "garbage"});
+  auto etcd = client({dead, garbage.url(), cluster_->endpoint(0)});
+  const auto lease = etcd.grant(5s);
+  ASSERT_TRUE(lease) << lease.error().cause();
+  EXPECT_EQ(etcd.endpoint(), cluster_->endpoint(0));
+  EXPECT_EQ(garbage.requests(), 1);
+  ASSERT_TRUE(etcd.keep_alive(lease->id));  // the next call starts where the last one answered
+  EXPECT_EQ(garbage.requests(), 1);
+}
+
+TEST_F(EtcdClient, AnErrorFromEtcdIsFinalAndNotRetriedElsewhere) {
+  FakeEndpoint other({200, "{}"});
+  auto etcd = client({cluster_->endpoint(0), other.url()});
+  const auto put = etcd.put(unique("final"), "v", 12345);
+  ASSERT_FALSE(put);
+  EXPECT_TRUE(put.error().lease_not_found());
+  EXPECT_EQ(other.requests(), 0) << "another member would have said the same";
+}
+
+TEST_F(EtcdClient, EndpointsThatAreNotEtcdGiveTypedFailures) {
+  struct Case {
+    FakeEndpoint::Answer answer;
+    etcd::FailureKind kind;
+    bool transient;
+    std::string cause;
+  };
+  const Case cases[] = {
+      {{200, "[]"},
+       etcd::FailureKind::malformed_response,
+       false,
+       "not an etcd answer (HTTP 200): not a JSON object"},
+      {{200, "{}"},
+       etcd::FailureKind::malformed_response,
+       false,
+       "not an etcd answer (HTTP 200): header: missing"},
+      {{200, "\x1b]0;pwned\x07"},
+       etcd::FailureKind::malformed_response,
+       false,
+       "not an etcd answer (HTTP 200): not JSON"},
+      {{500, "oops"},
+       etcd::FailureKind::malformed_response,
+       true,
+       "not an etcd answer (HTTP 500): not etcd's error: oops"},
+      {{404, "\x1b[2J"},
+       etcd::FailureKind::malformed_response,
+       false,
+       "not an etcd answer (HTTP 404): not etcd's error: \\x1b[2J"},
+      {{503, R"({"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14})"},
+       etcd::FailureKind::etcd_error,
+       true,
+       "etcd: Unavailable: etcdserver: no leader"},
+      // Closed before a word: curl's words for it depend on timing ("Server returned nothing",
+      // "Failure when receiving data from the peer").
+      {{200, "", false, true}, etcd::FailureKind::unreachable, true, ""},
+  };
+  for (const auto& c : cases) {
+    FakeEndpoint fake(c.answer);
+    auto etcd = client({fake.url()});
+    for (const auto& failure : {etcd.grant(5s).error(), etcd.range_prefix("x").error()}) {
+      EXPECT_EQ(failure.kind, c.kind) << c.answer.body;
+      EXPECT_EQ(failure.transient(), c.transient) << c.answer.body;
+      if (c.cause.empty()) {
+        EXPECT_EQ(failure.cause().rfind("etcd: ", 0), 0u) << failure.cause();
+      } else {
+        EXPECT_EQ(failure.cause(), c.cause);
+      }
+      EXPECT_EQ(failure.endpoint, fake.url());
+    }
+  }
+}
+
+TEST_F(EtcdClient, AWatchStreamThatIsNotEtcdsIsMalformed) {
+  FakeEndpoint fake(
+      {200, "{\"result\":{\"header\":{},\"created\":true}}\n{\"result\":{\"events\":7}}\n"});
+  auto etcd = client({fake.url()});
+  const auto end = etcd.watch_prefix("x", 1, 5s, [](const etcd::WatchEvent&) { return true; });
+  ASSERT_FALSE(end);
+  EXPECT_EQ(end.error().kind, etcd::FailureKind::malformed_response);
+  EXPECT_EQ(end.error().cause(), "not an etcd answer (HTTP 200): result.header: missing");
+}
+
+TEST_F(EtcdClient, AnEndpointThatNeverAnswersTimesOut) {
+  FakeEndpoint silent({200, "", true});
+  auto etcd = client({silent.url()}, 300ms);
+  const auto started = Clock::now();
+  const auto lease = etcd.grant(5s);
+  ASSERT_FALSE(lease);
+  EXPECT_EQ(lease.error().kind, etcd::FailureKind::timeout);
+  EXPECT_TRUE(lease.error().transient());
+  EXPECT_LT(Clock::now() - started, 2s);
+}
+
+TEST_F(EtcdClient, ADeadlineCutsACallShortWhateverTheEndpointsLeft) {
+  FakeEndpoint first({200, "", true});
+  FakeEndpoint second({200, "", true});
+  auto etcd = client({first.url(), second.url()}, 10s);
+  const auto started = Clock::now();
+  std::expected<std::chrono::seconds, etcd::Failure> renewed;
+  {
+    const etcd::Client::Deadline in_time(etcd, started + 300ms);
+    renewed = etcd.keep_alive(1);
+  }
+  const auto took = Clock::now() - started;
+  ASSERT_FALSE(renewed);
+  EXPECT_EQ(renewed.error().kind, etcd::FailureKind::timeout);
+  EXPECT_LT(took, 3s) << "not 2 × 10 s";
+  EXPECT_EQ(second.requests(), 0);
+}
+
+}  // namespace
+}  // namespace pidlock::fleet

@@ -1,0 +1,82 @@
+// Fleet test support: a real etcd on loopback ports, and fake endpoints that are not etcd.
+#pragma once
+
+#include <atomic>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+namespace pidlock::test {
+
+int free_port();
+bool etcd_available();
+bool etcdctl_available();
+
+#define REQUIRE_ETCD()                    \
+  if (!::pidlock::test::etcd_available()) \
+  GTEST_SKIP() << "etcd is not installed (Debian: etcd-server)"
+#define REQUIRE_ETCDCTL()                    \
+  if (!::pidlock::test::etcdctl_available()) \
+  GTEST_SKIP() << "etcdctl is not installed (Debian: etcd-client)"
+
+// A real etcd cluster of `size` members on 127.0.0.1, each in its own data directory.
+class Cluster {
+ public:
+  explicit Cluster(int size);
+
+  std::string endpoint(int i) const;
+  std::string endpoints() const;  // comma-separated
+  bool answers(int i) const;
+  void stop(int i);
+  // SIGSTOP: a partition, as the client sees it: connections are accepted, nothing answers.
+  void pause(int i);
+  void resume(int i);
+  // `etcdctl --endpoints ENDPOINT ARGS…`, as an operator would run it.
+  Result etcdctl(const std::vector<std::string>& args) const;
+
+ private:
+  struct Member {
+    std::string name;
+    int client;
+    int peer;
+    std::optional<Child> process;
+  };
+  TempDir dir_;
+  std::vector<Member> members_;
+};
+
+// Something on 127.0.0.1 that speaks HTTP but is not etcd: it gives every request the same
+// answer, from a thread of the test process.
+class FakeEndpoint {
+ public:
+  struct Answer {
+    int status = 200;
+    std::string body;
+    bool hang = false;   // read the request, never answer
+    bool close = false;  // close the connection without a word
+  };
+  explicit FakeEndpoint(Answer answer);
+  ~FakeEndpoint();
+  FakeEndpoint(const FakeEndpoint&) = delete;
+  FakeEndpoint& operator=(const FakeEndpoint&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int requests() const { return requests_.load(); }
+
+ private:
+  void serve();
+  void answer(int connection);
+  bool wait_readable(int fd) const;  // false once stopping
+
+  Answer answer_;
+  int listener_ = -1;
+  int port_ = 0;
+  int stop_[2] = {-1, -1};
+  std::atomic<int> requests_{0};
+  std::thread thread_;
+};
+
+}  // namespace pidlock::test
