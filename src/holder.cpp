@@ -500,16 +500,14 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
     if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
     return out;
   }
-  if (!view->consistent) {
-    // Every cut of the list missed the lock, or it was released since. For our own refused
-    // attempt, the processes' own descriptors settle it; for status, which may well be looking
-    // at a free lock on a busy machine, the caller's probe does, before any such scan.
-    if (query == Query::holder_of_busy_lock) {
-      out.holders = scan_all_processes(file, hints);
-      if (!out.holders.empty()) out.held = Held::yes;
-    } else {
-      out.held = Held::maybe;
-    }
+  if (!view->consistent && query == Query::holder_of_busy_lock) {
+    // Our own attempt was refused a moment ago and every cut of the list missed the lock (or it
+    // was released since): the processes' own descriptors settle it. For status, which on a
+    // machine whose list spans pages sees a free lock's list "in pieces" every time, neither a
+    // scan nor a probe is worth it: three cuts that all miss a held lock's entry take churn that
+    // pushes it to a page start three times running (see docs/guarantees.md).
+    out.holders = scan_all_processes(file, hints);
+    if (!out.holders.empty()) out.held = Held::yes;
   }
   if (out.held == Held::no && holders_may_be_hidden()) {
     out.held = Held::maybe;

@@ -148,7 +148,7 @@ void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status
   status.shared = probe_refuses(read_fd, LOCK_SH) == false;
   const bool hidden = holder::holders_may_be_hidden();
   if (!hidden && status.holders.empty()) {
-    // The kernel's list came in pieces that missed the lock: the descriptors tell who holds it.
+    // Held, and the list did not name the holder (a shared kernel name): its descriptors may.
     status.holders = find_sharers();
   }
   const bool any_verified = std::any_of(status.holders.begin(), status.holders.end(),

@@ -616,7 +616,9 @@ TEST(FleetFailure, HolderKilledFreesItsSlotWhenTheLeaseExpires) {
 TEST(FleetFailure, StoppingAnotherMemberWhileHeldChangesNothing) {
   REQUIRE_ETCD();
   Cluster cluster(3);
-  Child holder = hold(cluster.endpoints(), "member", {"--ttl", "2"});
+  // A TTL that outlasts a leader election (about a second, more on a loaded machine), should the
+  // stopped member have led.
+  Child holder = hold(cluster.endpoints(), "member", {"--ttl", "5"});
   cluster.stop(2);
   // Three renewals' worth of time: the lease lives on through the two members left.
   const auto until = Clock::now() + 3s;
