@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "commands.hpp"
+#include "escape.hpp"
 #include "process.hpp"
 
 namespace pidlock::cli {
@@ -22,10 +23,13 @@ class Progress {
   void show(std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {
     if (!enabled_) return;
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(waited).count();
-    std::string who = holder ? fmt::format("pid {}{}", holder->pid,
-                                           holder->command.empty() ? "" : fmt::format(" ({})", holder->command))
+    // The holder's name and the path are other people's bytes: escaped, as everywhere.
+    std::string who = holder ? "pid " + std::to_string(holder->pid) +
+                                   (holder->command.empty()
+                                        ? ""
+                                        : " (" + text::for_terminal(holder->command) + ")")
                              : std::string("the holder");
-    say(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, path_, secs);
+    say(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, text::for_terminal(path_), secs);
     shown_ = true;
   }
 
