@@ -45,6 +45,7 @@ struct RunRequest {
   std::string role = "installer";
   bool create_parents = true;
   bool shared = false;  // -s: a reader's lock
+  bool defer_to_writers = false;
   // Fleet mode: FILE is the lock's NAME in etcd.
   std::vector<std::string> etcd;
   int slots = 1;

@@ -137,6 +137,9 @@ class CommandLine {
               "an exit code", "Exit code when the lock is busy (default 75)", "CODE");
     auto* shared = run->add_flag("-s,--shared", run_request.shared,
                                  "Take a shared (reader) lock: readers share, a writer excludes all");
+    run->add_flag("--defer-to-writers", run_request.defer_to_writers,
+                  "With -s: wait behind a writer that waits, instead of keeping it out")
+        ->needs(shared);
     auto* exclusive = run->add_flag("-x,-e,--exclusive", exclusive_,
                                     "Take the exclusive (writer) lock (the default)");
     auto* close = run->add_flag("-o,--close", close_mode,

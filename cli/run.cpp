@@ -66,6 +66,7 @@ int run(const RunRequest& request) {
   options.role = request.role;
   options.create_parents = request.create_parents;
   options.shared = request.shared;
+  options.defer_to_writers = request.defer_to_writers;
   options.wait = to_wait(request.wait_seconds);
   options.inheritable = request.inheritance != Inheritance::close;
   options.on_wait = [&progress](std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {

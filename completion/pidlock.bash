@@ -55,9 +55,9 @@ _pidlock() {
     case $sub in
         run)
             with_value='-w --wait --timeout -E --conflict-exit-code --role --etcd --slots --ttl
-                        --on-lease-loss'
-            without_value='-n --nonblock -s --shared -x -e --exclusive -o --close --exec --no-mkdir
-                           --help'
+                        --on-lease-loss --kill-after'
+            without_value='-n --nonblock -s --shared --defer-to-writers -x -e --exclusive -o
+                           --close --exec --no-mkdir --help'
             ;;
         status)
             with_value='--etcd --slots'

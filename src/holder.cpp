@@ -473,6 +473,15 @@ bool holders_may_be_hidden() {
   return st.st_ino != initial_pid_namespace;
 }
 
+std::optional<pid_t> writer_waiting(int fd, const struct stat& st) {
+  auto view = read_kernel_locks(identify(fd, st).kernel);
+  if (!view) return std::nullopt;
+  for (const Entry& waiter : view->locks.waiters) {
+    if (!waiter.shared) return waiter.pid;
+  }
+  return std::nullopt;
+}
+
 std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints) {
   return scan_all_processes(identify(fd, st), hints);
 }

@@ -66,6 +66,10 @@ enum class Query {
 // with the reason (Holder::verification). `fd` is any descriptor of the file.
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query);
 
+// The PID of a process the kernel lists as blocked waiting for the exclusive lock on the file,
+// if any (0 when the kernel cannot name it).
+std::optional<pid_t> writer_waiting(int fd, const struct stat& st);
+
 // Every live process we may inspect whose descriptor holds the lock, found by scanning them
 // all: for a lock known to be held that the kernel's list did not show.
 std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints);

@@ -11,6 +11,7 @@
 #include <exception>
 #include <new>
 
+#include "escape.hpp"
 #include "filesystem.hpp"
 #include "holder.hpp"
 #include "lock_file.hpp"
@@ -194,8 +195,48 @@ std::expected<wait::Outcome, Error> wait_for_flock(int fd, const fs::path& path,
   }
 }
 
+Error writer_waits(const fs::path& path, pid_t writer, const Options& options) {
+  return Error::busy_with_message("a writer waits for the lock (pid " + std::to_string(writer) +
+                                      ") and this " + text::for_terminal(options.role) +
+                                      " defers to writers — lock file: " +
+                                      text::for_terminal(path.string()),
+                                  std::nullopt);
+}
+
+// A deferring reader behind a waiting writer: queue for the exclusive lock as the writer does,
+// then turn it into the shared one. flock(2) converts by dropping and re-taking, so a writer may
+// slip in between: then queue again.
+std::expected<void, Error> take_behind_writers(int fd, const fs::path& path, const Options& options,
+                                               wait::Clock::time_point deadline, pid_t writer) {
+  Options exclusive = options;
+  exclusive.shared = false;
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
+      if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
+        return std::unexpected(writer_waits(path, writer, options));
+      }
+      auto outcome = wait_for_flock(fd, path, exclusive, deadline);
+      if (!outcome) return std::unexpected(outcome.error());
+      if (*outcome == wait::Outcome::timed_out) return std::unexpected(writer_waits(path, writer, options));
+    }
+    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return {};
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      return std::unexpected(Error::failure("flock", path, sys::last_error()));
+    }
+  }
+}
+
 std::expected<void, Error> take_flock(int fd, const fs::path& path, const Options& options,
                                       wait::Clock::time_point deadline) {
+  if (options.shared && options.defer_to_writers) {
+    struct stat st {};
+    if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+    if (const auto writer = holder::writer_waiting(fd, st)) {
+      return take_behind_writers(fd, path, options, deadline, *writer);
+    }
+  }
   while (::flock(fd, flock_operation(options) | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));

@@ -188,6 +188,12 @@ struct Options {
   // holder writes no record (the record belongs to the last exclusive holder) and is named by
   // the kernel alone.
   bool shared = false;
+  // With `shared`: defer to writers. flock(2) lets a new reader in while a writer waits, so
+  // readers whose holds overlap keep a writer out for as long as they go on. A deferring reader
+  // that finds a writer waiting (in the kernel's list) queues for the exclusive lock as the
+  // writer does, and turns it into a shared one once it has it; without a wait it is refused as
+  // busy ("a writer waits for the lock"). Readers that do not defer (flock -s) are not held back.
+  bool defer_to_writers = false;
   // Create missing parent directories (mode 0755, subject to umask).
   bool create_parents = true;
   // Mode of a newly created lock file, subject to umask. Owner-only by default: flock works on a
