@@ -411,10 +411,13 @@ TEST_F(Namespaces, ARecycledPidIsNotShownAsTheHolderToAnUnprivilegedViewer) {
 }
 
 TEST_F(Namespaces, WithoutProcStatusStillTellsHeldFromFreeAndSaysWhatItCannotSee) {
+#ifdef __SANITIZE_ADDRESS__
+  // LeakSanitizer reads /proc at exit, and its options from /proc/self/environ: a sanitized
+  // pidlock cannot run without /proc. The -Werror suite runs this test.
+  GTEST_SKIP() << "a sanitized pidlock needs /proc";
+#endif
   Held held = hold_with_pidlock(path_);
-  // LeakSanitizer reads /proc at exit: a sanitized pidlock must not use it here.
-  const std::string script =
-      "umount -l /proc && export ASAN_OPTIONS=detect_leaks=0 && exec \"$0\" status --json \"$1\"";
+  const std::string script = "umount -l /proc && exec \"$0\" status --json \"$1\"";
   const auto r = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                       pidlock_binary(), path_.string()});
   EXPECT_EQ(r.code, 75) << r.out << r.err;
@@ -423,8 +426,7 @@ TEST_F(Namespaces, WithoutProcStatusStillTellsHeldFromFreeAndSaysWhatItCannotSee
   EXPECT_EQ(st["evidence"], "probe");
   EXPECT_EQ(st["holder"]["pid"], held.child.pid());
   EXPECT_EQ(st["holder"]["unverified_reason"], "no_proc");
-  const std::string run_script =
-      "umount -l /proc && export ASAN_OPTIONS=detect_leaks=0 && exec \"$0\" run -n \"$1\" true";
+  const std::string run_script = "umount -l /proc && exec \"$0\" run -n \"$1\" true";
   const auto second = run({"unshare", "--mount", "--propagation", "private", "sh", "-c",
                            run_script, pidlock_binary(), path_.string()});
   EXPECT_EQ(second.code, 75);
