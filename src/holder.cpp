@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -174,16 +173,6 @@ nanoseconds clock_now(clockid_t clock) {
 
 nanoseconds to_nanoseconds(const timespec& t) { return seconds(t.tv_sec) + nanoseconds(t.tv_nsec); }
 
-std::string user_name(uid_t uid) {
-  passwd entry{};
-  passwd* found = nullptr;
-  std::array<char, 4096> buffer{};
-  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-    return {};
-  }
-  return found->pw_name;
-}
-
 // The command a `pidlock run` holder runs: its first child's argv.
 std::vector<std::string> command_run_by(int pid_dir, pid_t pid) {
   const std::string children_path = std::string("task/") + decimal(pid).data() + "/children";
@@ -226,7 +215,7 @@ std::vector<pid_t> describe(int pid_dir, Holder& holder) {
   if (auto status = sys::read_file_at(pid_dir, "status", small_proc_file_limit)) {
     auto fields = proc::parse_status(*status);
     holder.uid = fields.euid;
-    if (holder.uid) holder.user = user_name(*holder.uid);
+    if (holder.uid) holder.user = sys::user_name(*holder.uid);
     namespace_pids = std::move(fields.namespace_pids);
   }
   if (holder.verified() && is_pidlock(holder.command)) holder.runs = command_run_by(pid_dir, holder.pid);

@@ -1,6 +1,5 @@
 // A read-only report on a lock file: never creates or writes anything.
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -81,13 +80,8 @@ Record classify_record(const std::optional<std::string>& text, const Status& sta
 }
 
 std::string user_or_uid(uid_t uid) {
-  passwd entry{};
-  passwd* found = nullptr;
-  std::array<char, 4096> buffer{};
-  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
-    return text::for_terminal(found->pw_name);
-  }
-  return "uid " + std::to_string(uid);
+  const std::string name = sys::user_name(uid);
+  return name.empty() ? "uid " + std::to_string(uid) : text::for_terminal(name);
 }
 
 std::string octal_mode(mode_t mode) {

@@ -1,6 +1,9 @@
 #include "sys.hpp"
 
+#include <pwd.h>
+
 #include <algorithm>
+#include <array>
 
 namespace pidlock::sys {
 namespace {
@@ -31,6 +34,16 @@ std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, Re
 }
 
 }  // namespace
+
+std::string user_name(uid_t uid) {
+  passwd entry{};
+  passwd* found = nullptr;
+  std::array<char, 4096> buffer{};
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return {};
+  }
+  return found->pw_name;
+}
 
 std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit) {
   return read_until_eof(limit, [fd](char* buf, std::size_t len, std::size_t offset) {

@@ -47,6 +47,9 @@ class UniqueFd {
 std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
                                                          std::size_t limit);
 
+// The name of `uid` in the passwd database, or empty when it has none.
+std::string user_name(uid_t uid);
+
 // Reads at most `limit` bytes from an already open descriptor, from offset 0.
 std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit);
 
