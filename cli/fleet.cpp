@@ -1,6 +1,7 @@
 // pidlock run --etcd and pidlock status --etcd: the fleet lock. Built into pidlock-fleet only,
 // so that the plain command does not load libcurl and its dependencies on every run.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "commands.hpp"
 #include "escape.hpp"
@@ -10,16 +11,16 @@
 
 namespace pidlock::cli {
 
-int run_fleet(const RunRequest& request) {
+int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
   fleet::Options options;
-  options.endpoints = request.etcd;
-  options.slots = request.slots;
-  options.ttl = std::chrono::seconds(request.ttl_seconds);
+  options.endpoints = fleet.endpoints;
+  options.slots = fleet.slots;
+  options.ttl = std::chrono::seconds(fleet.ttl_seconds);
   options.wait = to_wait(request.wait_seconds);
   // The role and command go to etcd in a JSON record, which cannot hold bytes that are not UTF-8
   // (the encoder would throw on them); they only inform, so a U+FFFD for each stray byte will do.
   options.role = text::replace_invalid_utf8(request.role);
-  options.command = text::replace_invalid_utf8(join(request.command));
+  options.command = text::replace_invalid_utf8(fmt::format("{}", fmt::join(request.command, " ")));
   // Renew every sixth of the TTL, each try giving up after a sixth: a renewal that fails, or a
   // member that hangs, still leaves time for another try before two thirds of the TTL pass.
   const auto sixth_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 6;
@@ -28,8 +29,8 @@ int run_fleet(const RunRequest& request) {
   bool etcd_silent = false;
   options.on_wait = [&](const fleet::WaitProgress& progress) {
     if (progress.failure && !etcd_silent) {
-      say(stderr, "{} — still waiting for the fleet lock {}\n",
-          text::for_terminal(progress.failure->message()), text::for_terminal(request.file));
+      say(stderr, "{} — still waiting for the fleet lock {}\n", progress.failure->message(),
+          text::for_terminal(request.file));
     } else if (!progress.failure && etcd_silent) {
       say(stderr, "pidlock: etcd answers again; waiting for the fleet lock {}\n",
           text::for_terminal(request.file));
@@ -38,16 +39,16 @@ int run_fleet(const RunRequest& request) {
   };
   auto slot = fleet::Slot::acquire(request.file, options);
   if (!slot) {
-    // The busy message names hosts and commands that came out of etcd, written by any holder.
-    say(stderr, "{}\n", text::for_terminal(slot.error().message()));
-    return slot.error().held() ? request.busy_exit_code : exit_code::unavailable;
+    // The library escapes what came out of etcd, as every message.
+    say(stderr, "{}\n", slot.error().message());
+    return exit_code_for(slot.error(), FileUse::lock, request.busy_exit_code);
   }
   bool warned = false;
   const Watchdog watchdog{
       std::max<std::chrono::milliseconds>(std::chrono::milliseconds(100), sixth_of_ttl),
       [&]() {
         // A renewal that hung past two thirds of the TTL is no reason to wait for one more.
-        if (slot->expired() && !request.warn_on_lease_loss) {
+        if (slot->expired() && !fleet.warn_on_lease_loss) {
           say(stderr,
               "pidlock: lost the fleet lock {} (no renewal for two thirds of the TTL); sending "
               "SIGTERM to the command\n",
@@ -65,23 +66,23 @@ int run_fleet(const RunRequest& request) {
         }
         // Not yet past two thirds of the TTL, and the key still ours: try again next tick.
         if (!slot->expired() && !slot->lost()) return true;
-        if (request.warn_on_lease_loss) {
+        if (fleet.warn_on_lease_loss) {
           if (!warned) {
             say(
                 stderr,
                 "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
-                text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
+                text::for_terminal(request.file), renewed.error().message());
           }
           warned = true;
           return true;
         }
         say(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
-                   text::for_terminal(request.file), text::for_terminal(renewed.error().message()));
+                   text::for_terminal(request.file), renewed.error().message());
         return false;
       },
-      exit_code::lease_lost,
+      exit_code_for(ErrorKind::lease_lost, FileUse::lock),
       [&]() -> std::chrono::nanoseconds {
-        if (request.kill_after_seconds >= 0) return to_wait(request.kill_after_seconds);
+        if (fleet.kill_after_seconds >= 0) return to_wait(fleet.kill_after_seconds);
         return slot->kill_after();
       }};
   const int code = fork_and_supervise(request.command, &watchdog);
@@ -164,14 +165,14 @@ void print_human(const fleet::Status& found) {
 
 }  // namespace
 
-int status_fleet(const StatusRequest& request) {
+int status_fleet(const StatusRequest& request, const FleetRequest& fleet) {
   fleet::Options options;
-  options.endpoints = request.etcd;
-  options.slots = request.slots;
+  options.endpoints = fleet.endpoints;
+  options.slots = fleet.slots;
   auto found = fleet::inspect(request.file, options);
   if (!found) {
-    say(stderr, "{}\n", text::for_terminal(found.error().message()));
-    return exit_code::unavailable;
+    say(stderr, "{}\n", found.error().message());
+    return exit_code_for(found.error(), FileUse::read);
   }
   const bool full = static_cast<int>(found->holders.size()) >= found->slots;
   if (request.json) {

@@ -15,6 +15,7 @@
 
 #include "commands.hpp"
 #include "pidlock/pidlock.hpp"
+#include "sys.hpp"
 
 namespace pidlock::cli {
 namespace {
@@ -124,12 +125,7 @@ class Relay {
   std::array<std::optional<Passed>, NSIG> last_passed_{};
 };
 
-timespec until(Clock::time_point deadline) {
-  const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
-  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(left);
-  const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(left - secs);
-  return {static_cast<time_t>(secs.count()), static_cast<long>(nanos.count())};
-}
+timespec until(Clock::time_point deadline) { return sys::to_timespec(deadline - Clock::now()); }
 
 // Waits for the command, relaying signals and running the watchdog, if any, on its schedule.
 int supervise(pid_t child, const sigset_t& watched, Relay& relay, const Watchdog* watchdog) {
@@ -262,12 +258,6 @@ std::string errno_text(int error) { return std::generic_category().message(error
 std::chrono::nanoseconds to_wait(double seconds) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(seconds));
-}
-
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& word : words) out += (out.empty() ? "" : " ") + word;
-  return out;
 }
 
 void write_quietly(std::FILE* stream, std::string_view text) noexcept {

@@ -40,7 +40,6 @@ int exec_in_place(const std::vector<std::string>& command);
 std::chrono::nanoseconds to_wait(double seconds);
 
 std::string errno_text(int error);
-std::string join(const std::vector<std::string>& words);
 
 // Writes `text` to `stream` and flushes it, ignoring failure: a closed, full or broken stdout or
 // stderr must not change pidlock's exit status, nor kill it with SIGPIPE.

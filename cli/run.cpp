@@ -2,7 +2,6 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 
 #include "commands.hpp"
@@ -47,19 +46,6 @@ class Progress {
 
 }  // namespace
 
-int exit_code_for(const Error& error, int busy_code, int open_failure) {
-  if (error.held()) return busy_code;
-  const int value = error.code().value();
-  if (value == EACCES || value == EPERM) return exit_code::no_permission;
-  const auto& op = error.operation();
-  if (op == "write" || op == "truncate" || op == "fdatasync" || value == EIO ||
-      value == ENOSPC || value == EDQUOT) {
-    return exit_code::io_error;
-  }
-  if (op == "open" || op == "mkdir" || op == "stat" || op == "fstat") return open_failure;
-  return exit_code::os_error;
-}
-
 int run(const RunRequest& request) {
   Progress progress(request.file);
   Options options;
@@ -77,7 +63,7 @@ int run(const RunRequest& request) {
   progress.clear();
   if (!lock) {
     say(stderr, "{}\n", lock.error().message());
-    return exit_code_for(lock.error(), request.busy_exit_code, exit_code::cant_create);
+    return exit_code_for(lock.error(), FileUse::lock, request.busy_exit_code);
   }
   if (auto warning = unreliable_filesystem(request.file)) {
     say(stderr, "pidlock: warning: {}\n", *warning);

@@ -152,7 +152,7 @@ int status(const StatusRequest& request) {
   if (!found) {
     // The library escapes the path it quotes.
     say(stderr, "{}\n", found.error().message());
-    return exit_code_for(found.error(), exit_code::busy, exit_code::no_input);
+    return exit_code_for(found.error(), FileUse::read);
   }
   if (request.json) {
     say(stdout, "{}\n", dump_json(status_json(*found)));

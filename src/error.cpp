@@ -1,5 +1,6 @@
 // Errors and the messages operators read.
 #include <algorithm>
+#include <cerrno>
 #include <string>
 
 #include "escape.hpp"
@@ -35,6 +36,22 @@ std::string why_unverified(Verification verification) {
   return {};
 }
 
+// Some errnos mean the same to a caller whichever step returned them.
+ErrorKind refined(ErrorKind kind, std::error_code code) {
+  if (code.category() != std::system_category()) return kind;
+  switch (code.value()) {
+    case EACCES:
+    case EPERM: return ErrorKind::permission_denied;
+    case EIO:
+    case ENOSPC:
+    case EDQUOT: return ErrorKind::io;
+    case ENOENT:
+    case ENOTDIR: return kind == ErrorKind::cannot_open ? ErrorKind::not_found : kind;
+    case EISDIR: return kind == ErrorKind::cannot_open ? ErrorKind::not_regular_file : kind;
+    default: return kind;
+  }
+}
+
 }  // namespace
 
 std::string describe(const Holder& holder) {
@@ -42,7 +59,8 @@ std::string describe(const Holder& holder) {
   if (!holder.host.empty()) text += " on " + text::for_terminal(holder.host);
   if (holder.is_caller) text += ", this process";
   if (!holder.runs.empty()) {
-    text += ", " + text::for_terminal(holder.command) + " running " +
+    text += (holder.command.empty() ? ", running " : ", " + text::for_terminal(holder.command) +
+                                                         " running ") +
             text::for_terminal(joined(holder.runs));
   } else if (!holder.command.empty()) {
     text += ", " + text::for_terminal(holder.command);
@@ -76,7 +94,7 @@ std::string format_duration(std::chrono::seconds duration) {
 Error Error::busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
                   std::optional<pid_t> recorded_pid, std::size_t readers) {
   Error e;
-  e.held_ = true;
+  e.kind_ = ErrorKind::busy;
   e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
   e.operation_ = "flock";
   const std::string shown_path = text::for_terminal(path.string());
@@ -119,7 +137,7 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
 
 Error Error::busy_with_message(std::string message, std::optional<Holder> holder) {
   Error e;
-  e.held_ = true;
+  e.kind_ = ErrorKind::busy;
   e.code_ = std::make_error_code(std::errc::resource_unavailable_try_again);
   e.operation_ = "acquire";
   e.message_ = std::move(message);
@@ -127,15 +145,48 @@ Error Error::busy_with_message(std::string message, std::optional<Holder> holder
   return e;
 }
 
-Error Error::failure(std::string_view operation, std::filesystem::path path, std::error_code code,
-                     std::string_view detail) {
+Error Error::failure(ErrorKind kind, std::string_view operation, std::filesystem::path path,
+                     std::error_code code, std::string_view detail) {
   Error e;
+  e.kind_ = refined(kind, code);
   e.code_ = code;
   e.operation_ = operation;
   e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(path.string()) + ": " +
                (detail.empty() ? code.message() : std::string(detail));
   e.path_ = std::move(path);
   return e;
+}
+
+Error Error::fleet_failure(ErrorKind kind, std::string_view operation, std::string place,
+                           std::error_code code, std::string_view detail) {
+  Error e;
+  e.kind_ = kind;
+  e.code_ = code;
+  e.operation_ = operation;
+  e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(place) + ": " +
+               std::string(detail);
+  e.place_ = std::move(place);
+  return e;
+}
+
+std::string_view to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::busy: return "busy";
+    case ErrorKind::invalid_argument: return "invalid_argument";
+    case ErrorKind::not_found: return "not_found";
+    case ErrorKind::symlink: return "symlink";
+    case ErrorKind::not_regular_file: return "not_regular_file";
+    case ErrorKind::kernel_interface: return "kernel_interface";
+    case ErrorKind::cannot_open: return "cannot_open";
+    case ErrorKind::permission_denied: return "permission_denied";
+    case ErrorKind::io: return "io";
+    case ErrorKind::system: return "system";
+    case ErrorKind::cancelled: return "cancelled";
+    case ErrorKind::unreachable: return "unreachable";
+    case ErrorKind::etcd_error: return "etcd_error";
+    case ErrorKind::lease_lost: return "lease_lost";
+  }
+  return "system";
 }
 
 std::string_view to_string(Record record) noexcept {

@@ -159,17 +159,17 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   Status status;
   status.path = path;
   if (path.empty()) {
-    return std::unexpected(Error::failure("open", path, std::make_error_code(std::errc::no_such_file_or_directory)));
+    return std::unexpected(Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
   }
   sys::UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
-    if (errno != ENOENT) return std::unexpected(Error::failure("open", path, sys::last_error()));
+    if (errno != ENOENT) return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
     note_parent(path, status);
     return status;  // no file: nobody holds it
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
-    return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+    return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   }
   const auto kind = filesystem::of_descriptor(fd.get());
   if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));

@@ -30,15 +30,13 @@ using sys::UniqueFd;
 // spin.
 constexpr int max_replacements = 64;
 
-std::error_code errno_code(int value) { return {value, std::system_category()}; }
-
 // mkdir -p, one component at a time, so that an error names the directory that failed.
 std::expected<void, Error> make_parents(const fs::path& directory, mode_t mode) {
   fs::path prefix;
   for (const auto& part : directory) {
     prefix /= part;
     if (::mkdir(prefix.c_str(), mode) == 0 || errno == EEXIST) continue;
-    return std::unexpected(Error::failure("mkdir", prefix, sys::last_error()));
+    return std::unexpected(Error::failure(ErrorKind::cannot_open, "mkdir", prefix, sys::last_error()));
   }
   return {};
 }
@@ -51,7 +49,7 @@ std::optional<Error> refuse_kernel_interface_above(const fs::path& path) {
     if (dir) {
       const auto kind = filesystem::of_descriptor(dir.get());
       if (!kind) return std::nullopt;
-      if (auto why = filesystem::refusal(*kind)) return Error::failure("mkdir", at, errno_code(EINVAL), *why);
+      if (auto why = filesystem::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "mkdir", at, sys::errno_code(EINVAL), *why);
       return std::nullopt;
     }
     if (at == at.parent_path()) break;
@@ -73,10 +71,10 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
   }
   if (fd) return fd;
   if (errno == ELOOP) {
-    return std::unexpected(Error::failure("open", path, sys::last_error(),
+    return std::unexpected(Error::failure(ErrorKind::symlink, "open", path, sys::last_error(),
                                           "is a symbolic link; refusing to follow it"));
   }
-  return std::unexpected(Error::failure("open", path, sys::last_error()));
+  return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
 }
 
 // glibc 2.33+ implements fstat() as newfstatat(fd, "", AT_EMPTY_PATH), which copies and walks
@@ -95,7 +93,7 @@ int fstat_descriptor(int fd, struct stat* st) {
 // interface), before anything is written.
 std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
   struct stat st {};
-  if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+  if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   std::optional<filesystem::Kind> kind;
   if (S_ISREG(st.st_mode) && lock_file::may_be_kernel_interface(st)) {
     kind = filesystem::of_descriptor(fd);
@@ -145,9 +143,9 @@ wait::Clock::time_point deadline_after(std::chrono::nanoseconds wait) {
 // A progress_interval of zero or less would call on_wait in a loop for the whole wait.
 std::expected<void, Error> check_options(const Options& options, const fs::path& path) {
   if (options.progress_interval <= std::chrono::nanoseconds(0)) {
-    const auto code = errno_code(EINVAL);
+    const auto code = sys::errno_code(EINVAL);
     return std::unexpected(Error::failure(
-        "options", path, code,
+        ErrorKind::invalid_argument, "options", path, code,
         code.message() + ": Options::progress_interval must be positive, not " +
             std::to_string(options.progress_interval.count()) + "ns"));
   }
@@ -155,14 +153,14 @@ std::expected<void, Error> check_options(const Options& options, const fs::path&
 }
 
 Error wait_failed(const wait::Failure& failure, const fs::path& path) {
-  if (failure.why.empty()) return Error::failure(failure.operation, path, failure.code);
-  return Error::failure(failure.operation, path, failure.code,
+  if (failure.why.empty()) return Error::failure(ErrorKind::system, failure.operation, path, failure.code);
+  return Error::failure(ErrorKind::system, failure.operation, path, failure.code,
                         failure.code.message() + " (" + std::string(failure.why) + ")");
 }
 
 Error on_wait_threw(const fs::path& path, std::string_view what) {
-  const auto code = errno_code(ECANCELED);
-  return Error::failure("on_wait", path, code,
+  const auto code = sys::errno_code(ECANCELED);
+  return Error::failure(ErrorKind::cancelled, "on_wait", path, code,
                         code.message() + ": the callback threw (" + std::string(what) +
                             "); the wait was stopped and the lock not taken");
 }
@@ -213,7 +211,7 @@ std::expected<void, Error> take_behind_writers(int fd, const fs::path& path, con
   for (;;) {
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
+      if (errno != EWOULDBLOCK) return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
       if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
         return std::unexpected(writer_waits(path, writer, options));
       }
@@ -223,7 +221,7 @@ std::expected<void, Error> take_behind_writers(int fd, const fs::path& path, con
     }
     if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return {};
     if (errno != EWOULDBLOCK && errno != EINTR) {
-      return std::unexpected(Error::failure("flock", path, sys::last_error()));
+      return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
     }
   }
 }
@@ -232,14 +230,14 @@ std::expected<void, Error> take_flock(int fd, const fs::path& path, const Option
                                       wait::Clock::time_point deadline) {
   if (options.shared && options.defer_to_writers) {
     struct stat st {};
-    if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+    if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
     if (const auto writer = holder::writer_waiting(fd, st)) {
       return take_behind_writers(fd, path, options, deadline, *writer);
     }
   }
   while (::flock(fd, flock_operation(options) | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
-    if (errno != EWOULDBLOCK) return std::unexpected(Error::failure("flock", path, sys::last_error()));
+    if (errno != EWOULDBLOCK) return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
     auto st = stat_lock_file(fd, path);  // a busy FIFO is still not a lock file
     if (!st) return std::unexpected(st.error());
     if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
@@ -262,7 +260,7 @@ std::expected<bool, Error> still_names(const struct stat& locked, const fs::path
   struct stat now {};
   if (::fstatat(AT_FDCWD, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return false;
-    return std::unexpected(Error::failure("stat", path, sys::last_error()));
+    return std::unexpected(Error::failure(ErrorKind::cannot_open, "stat", path, sys::last_error()));
   }
   return now.st_dev == locked.st_dev && now.st_ino == locked.st_ino;
 }
@@ -324,15 +322,15 @@ std::expected<void, Error> write_record(int fd, const fs::path& path, off_t size
   do {
     written = ::pwrite(fd, text.bytes, text.size, 0);
   } while (written < 0 && errno == EINTR);
-  if (written < 0) return std::unexpected(Error::failure("write", path, sys::last_error()));
+  if (written < 0) return std::unexpected(Error::failure(ErrorKind::io, "write", path, sys::last_error()));
   if (static_cast<std::size_t>(written) != text.size) {
-    return std::unexpected(Error::failure("write", path, errno_code(ENOSPC)));
+    return std::unexpected(Error::failure(ErrorKind::io, "write", path, sys::errno_code(ENOSPC)));
   }
   if (size > static_cast<off_t>(text.size) && ::ftruncate(fd, static_cast<off_t>(text.size)) != 0) {
-    return std::unexpected(Error::failure("truncate", path, sys::last_error()));
+    return std::unexpected(Error::failure(ErrorKind::io, "truncate", path, sys::last_error()));
   }
   if (options.sync_record && ::fdatasync(fd) != 0) {
-    return std::unexpected(Error::failure("fdatasync", path, sys::last_error()));
+    return std::unexpected(Error::failure(ErrorKind::io, "fdatasync", path, sys::last_error()));
   }
   return {};
 }
@@ -347,7 +345,7 @@ void abandon(UniqueFd& fd) {
 }  // namespace
 
 std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& options) {
-  if (path.empty()) return std::unexpected(Error::failure("open", path, errno_code(ENOENT)));
+  if (path.empty()) return std::unexpected(Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
   // Before anything is opened or created.
   if (auto valid = check_options(options, path); !valid) return std::unexpected(valid.error());
   const auto deadline = deadline_after(options.wait);
@@ -376,13 +374,13 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
       }
     }
     if (options.inheritable && ::fcntl(fd->get(), F_SETFD, 0) != 0) {
-      const auto error = Error::failure("fcntl", path, sys::last_error());
+      const auto error = Error::failure(ErrorKind::system, "fcntl", path, sys::last_error());
       abandon(*fd);
       return std::unexpected(error);
     }
     return Lock(fd->release(), path, options.inheritable);
   }
-  return std::unexpected(Error::failure("open", path, errno_code(EAGAIN),
+  return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::errno_code(EAGAIN),
                                         "the path kept being replaced while we locked it"));
 }
 

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <string>
 
+#include "sys.hpp"
+
 namespace pidlock::lock_file {
 namespace {
 
@@ -20,22 +22,20 @@ const char* file_type_name(mode_t mode) {
   }
 }
 
-std::error_code errno_code(int value) { return {value, std::system_category()}; }
-
 }  // namespace
 
 std::optional<Error> refuse(const std::filesystem::path& path, const struct stat& st,
                             const std::optional<filesystem::Kind>& kind) {
   if (S_ISLNK(st.st_mode)) {
-    return Error::failure("open", path, errno_code(ELOOP),
+    return Error::failure(ErrorKind::symlink, "open", path, sys::errno_code(ELOOP),
                           "is a symbolic link; refusing to follow it");
   }
   if (!S_ISREG(st.st_mode)) {
-    return Error::failure("open", path, errno_code(EINVAL),
+    return Error::failure(ErrorKind::not_regular_file, "open", path, sys::errno_code(EINVAL),
                           std::string("refusing a lock file that is ") + file_type_name(st.st_mode));
   }
   if (kind) {
-    if (auto why = filesystem::refusal(*kind)) return Error::failure("open", path, errno_code(EINVAL), *why);
+    if (auto why = filesystem::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "open", path, sys::errno_code(EINVAL), *why);
   }
   return std::nullopt;
 }

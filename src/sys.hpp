@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <ctime>
 #include <cstddef>
 #include <expected>
 #include <string>
@@ -13,7 +16,15 @@
 
 namespace pidlock::sys {
 
-inline std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+inline std::error_code errno_code(int value) noexcept { return {value, std::system_category()}; }
+inline std::error_code last_error() noexcept { return errno_code(errno); }
+
+// A timeout for ppoll() and friends: `left`, or zero if it is negative.
+inline timespec to_timespec(std::chrono::nanoseconds left) noexcept {
+  left = std::max(left, std::chrono::nanoseconds(0));
+  const auto whole = std::chrono::duration_cast<std::chrono::seconds>(left);
+  return {static_cast<time_t>(whole.count()), static_cast<long>((left - whole).count())};
+}
 
 // Owns a file descriptor; closes it exactly once.
 class UniqueFd {

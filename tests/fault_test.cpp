@@ -51,10 +51,12 @@ class Tmpfs {
 #define REQUIRE_TMPFS(fs) \
   if (!(fs).mounted()) GTEST_SKIP() << "needs root and mount namespaces to mount a tmpfs"
 
-void expect_clean_failure(const std::expected<Lock, Error>& lock, const std::string& operation,
-                          const std::filesystem::path& path, int error) {
+void expect_clean_failure(const std::expected<Lock, Error>& lock, ErrorKind kind,
+                          const std::string& operation, const std::filesystem::path& path,
+                          int error) {
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(to_string(lock.error().kind()), to_string(kind));
   EXPECT_EQ(lock.error().operation(), operation);
   EXPECT_EQ(lock.error().code().value(), error) << lock.error().message();
   EXPECT_EQ(lock.error().message(), "pidlock: " + operation + " " + path.string() + ": " +
@@ -66,7 +68,7 @@ TEST(Fault, ReadOnlyFilesystemWithAnExistingFile) {
   REQUIRE_TMPFS(fs);
   test::write_text(fs / "l", "4242\n");
   ASSERT_TRUE(fs.make_read_only());
-  expect_clean_failure(Lock::acquire(fs / "l"), "open", fs / "l", EROFS);
+  expect_clean_failure(Lock::acquire(fs / "l"), ErrorKind::cannot_open, "open", fs / "l", EROFS);
   EXPECT_EQ(test::read_text(fs / "l"), "4242\n");
   const auto cli = test::run({test::pidlock_binary(), "run", (fs / "l").string(), "--", "true"});
   EXPECT_EQ(cli.code, 73);
@@ -77,7 +79,7 @@ TEST(Fault, ReadOnlyFilesystemWithoutTheFile) {
   Tmpfs fs("size=64k");
   REQUIRE_TMPFS(fs);
   ASSERT_TRUE(fs.make_read_only());
-  expect_clean_failure(Lock::acquire(fs / "l"), "open", fs / "l", EROFS);
+  expect_clean_failure(Lock::acquire(fs / "l"), ErrorKind::cannot_open, "open", fs / "l", EROFS);
   EXPECT_FALSE(std::filesystem::exists(fs / "l"));
   // Parents that would have to be created fail the same way, naming the directory.
   auto nested = Lock::acquire(fs / "a" / "b" / "l");
@@ -90,7 +92,7 @@ TEST(Fault, FullFilesystemWhileWritingTheRecord) {
   REQUIRE_TMPFS(fs);
   test::write_text(fs / "l", "");
   test::write_text(fs / "filler", std::string(4096, 'x'));
-  expect_clean_failure(Lock::acquire(fs / "l"), "write", fs / "l", ENOSPC);
+  expect_clean_failure(Lock::acquire(fs / "l"), ErrorKind::io, "write", fs / "l", ENOSPC);
   EXPECT_EQ(test::read_text(fs / "l"), "");
   EXPECT_TRUE(test::run({"flock", "-n", (fs / "l").string(), "true"}).code == 0);  // not left locked
   const auto cli = test::run({test::pidlock_binary(), "run", (fs / "l").string(), "--", "true"});

@@ -74,11 +74,13 @@ TEST_F(Fleet, SecondRunIsBusyAndNamesTheHolder) {
   Child holder = hold(endpoint(), name);
   const auto r = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"});
   EXPECT_EQ(r.code, 75);
+  // Named as any holder is (pidlock::describe): where, what it runs, for how long.
   EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(holder.pid()) +
-                            " on " + host() + ", for ",
+                            " on " + host() + ", running sh -c ",
                         0),
             0u)
       << r.err;
+  EXPECT_NE(r.err.find(", for "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("— fleet lock: " + name + ", 1 of 1 slots held"), std::string::npos)
       << r.err;
   EXPECT_EQ(

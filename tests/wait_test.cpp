@@ -260,6 +260,7 @@ TEST(Wait, AThrowingOnWaitEndsTheWaitWithAnErrorAndLeavesNoHelper) {
   auto lock = Lock::acquire(dir / "l", options);
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
+  EXPECT_EQ(lock.error().kind(), ErrorKind::cancelled);
   EXPECT_EQ(lock.error().operation(), "on_wait");
   EXPECT_EQ(lock.error().code(), std::errc::operation_canceled);
   EXPECT_NE(lock.error().message().find("the progress bar broke"), std::string::npos)
@@ -327,6 +328,7 @@ TEST(Options, ANonPositiveProgressIntervalIsRefusedNamingTheOption) {
     auto lock = Lock::acquire(dir / "l", options);
     ASSERT_FALSE(lock);
     EXPECT_FALSE(lock.error().held());
+    EXPECT_EQ(lock.error().kind(), ErrorKind::invalid_argument);
     EXPECT_EQ(lock.error().operation(), "options");
     EXPECT_EQ(lock.error().code(), std::errc::invalid_argument);
     EXPECT_NE(lock.error().message().find("Options::progress_interval must be positive"),

@@ -121,8 +121,10 @@ struct Options {
 class Slot {
  public:
   // Takes a free slot of `name`, waiting up to options.wait for one to free. Busy: an Error with
-  // held() true, naming every holder ("another installer is running (pid 4242 on web-1, for
-  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an Error with a fleet::errc.
+  // kind busy, naming every holder as pidlock::describe() does ("another installer is running
+  // (pid 4242 on web-1, running app-installer --upgrade, for 3m12s) — fleet lock: NAME, 1 of 1
+  // slots held"). Otherwise an Error of a fleet kind (unreachable, etcd_error, invalid_argument,
+  // lease_lost…) whose code() is a fleet::errc.
   [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
                                                           const Options& options);
 

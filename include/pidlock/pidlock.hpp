@@ -10,7 +10,7 @@
 //   if (!lock) {
 //     std::cerr << lock.error().message() << '\n';
 //     // "another installer is running (pid 4242, nftban-installer, for 3m12s) — lock file: …"
-//     return 75;  // EX_TEMPFAIL
+//     return lock.error().held() ? 75 : 1;  // EX_TEMPFAIL when busy
 //   }
 //   … mutate the state …                // released by ~Lock, or by lock->release()
 //
@@ -149,9 +149,36 @@ struct Status {
   std::vector<std::string> warnings;
 };
 
-// Why an acquire (or inspect) failed. Either the lock is held by someone else (held() is true and
-// message() names the holder), or an operation failed (code() is its errno, and message() names
-// the operation and the path: "pidlock: open /x/y.lock: Permission denied").
+// What kind of failure an Error is: what a caller acts on. pidlock(1) maps each to one exit
+// code (its EXIT STATUS table); to_string() gives the JSON and test spelling.
+enum class ErrorKind {
+  busy,               // the lock is held by someone else: Error::held() is true
+  invalid_argument,   // refused before anything was tried: Options, a fleet name or endpoint
+  // The lock file cannot be used (each names the path):
+  not_found,          // a directory on the path is missing and not to be made, or not a directory
+  symlink,            // the lock file is a symbolic link: never followed
+  not_regular_file,   // a directory, FIFO, socket or device
+  kernel_interface,   // a file or directory of procfs, sysfs, cgroupfs…: never written
+  cannot_open,        // any other failure to open, create or stat it (read-only filesystem…)
+  permission_denied,  // EACCES or EPERM, from any step
+  io,                 // writing the record failed, or the filesystem did (EIO, ENOSPC, EDQUOT)
+  system,             // any other system call failed (flock, clone, fcntl…): see operation()
+  cancelled,          // Options::on_wait threw: the wait was stopped, the lock not taken
+  // Fleet mode (pidlock/fleet.hpp):
+  unreachable,        // no etcd endpoint answered in time, or each said it cannot serve now
+  etcd_error,         // etcd refused the request, or something that is not etcd answered
+  lease_lost,         // a held slot is gone: its lease expired or its key was deleted
+};
+
+// "busy", "invalid_argument", "not_found", "symlink", "not_regular_file", "kernel_interface",
+// "cannot_open", "permission_denied", "io", "system", "cancelled", "unreachable", "etcd_error",
+// "lease_lost".
+std::string_view to_string(ErrorKind kind) noexcept;
+
+// Why an acquire (or inspect) failed: a kind, the failed operation, the place (a path, or an
+// etcd endpoint), the errno (or a fleet::errc), and a message for operators. Either the lock is
+// held by someone else (kind() is busy, held() true, and message() names the holder), or an
+// operation failed ("pidlock: open /x/y.lock: Permission denied").
 class Error {
  public:
   Error() = default;
@@ -161,22 +188,36 @@ class Error {
                     std::optional<pid_t> recorded_pid, std::size_t readers = 0);
   // Contention described by the caller (the fleet backend names several holders).
   static Error busy_with_message(std::string message, std::optional<Holder> holder);
-  static Error failure(std::string_view operation, std::filesystem::path path, std::error_code code,
-                       std::string_view detail = {});
+  // `kind` is what the failed step means; an errno that says more wins over it: EACCES and EPERM
+  // are permission_denied, EIO, ENOSPC and EDQUOT io, and a cannot_open with ENOENT or ENOTDIR
+  // not_found. `detail` replaces the errno's text in the message.
+  static Error failure(ErrorKind kind, std::string_view operation, std::filesystem::path path,
+                       std::error_code code, std::string_view detail = {});
+  // A fleet failure, at an etcd endpoint or about a fleet lock's name (the place):
+  // "pidlock: OPERATION PLACE: DETAIL". The place is escaped for a terminal; `detail` must be
+  // safe to show already (anything from etcd in it escaped).
+  static Error fleet_failure(ErrorKind kind, std::string_view operation, std::string place,
+                             std::error_code code, std::string_view detail);
 
+  ErrorKind kind() const noexcept { return kind_; }
   const std::string& message() const noexcept { return message_; }
   std::error_code code() const noexcept { return code_; }
-  bool held() const noexcept { return held_; }
+  bool held() const noexcept { return kind_ == ErrorKind::busy; }
   const std::optional<Holder>& holder() const noexcept { return holder_; }
+  // The lock file (or directory) it concerns; empty for a fleet failure.
   const std::filesystem::path& path() const noexcept { return path_; }
+  // A fleet failure's place: the etcd endpoint (a URL), or the fleet lock's name; empty for a
+  // local one.
+  const std::string& place() const noexcept { return place_; }
   const std::string& operation() const noexcept { return operation_; }
 
  private:
+  ErrorKind kind_ = ErrorKind::system;
   std::string message_;
   std::error_code code_;
-  bool held_ = false;
   std::optional<Holder> holder_;
   std::filesystem::path path_;
+  std::string place_;
   std::string operation_;
 };
 
@@ -206,7 +247,7 @@ struct Options {
   // A timed wait (or any wait with on_wait) blocks in a helper process that shares this process's
   // memory: it costs the same in a process of any size, sends no SIGCHLD, is invisible to
   // waitpid(-1), and never outlives acquire. When the helper cannot be started (RLIMIT_NPROC, say)
-  // acquire fails with operation "clone" and its errno, never as busy. wait_forever without
+  // acquire fails with kind system, operation "clone" and its errno, never as busy. wait_forever without
   // on_wait needs no helper: it blocks in flock(2) itself, through signals (EINTR is retried),
   // and is then not a cancellation point.
   std::chrono::nanoseconds wait{0};
@@ -219,14 +260,14 @@ struct Options {
   // Called while waiting: once when the wait starts and then every progress_interval, with the
   // time waited so far and the current holder (if one can be named). Runs on the calling thread.
   // It should not throw. If it does, the wait stops, the helper is killed and reaped, the lock is
-  // not taken, and acquire returns an Error with operation "on_wait" and ECANCELED whose message
+  // not taken, and acquire returns an Error of kind cancelled (operation "on_wait", ECANCELED) whose message
   // names what was thrown; the exception itself goes no further. A pthread_cancel() of the
   // waiting thread, acted on in the wait or in on_wait, unwinds through acquire as glibc unwinds
   // any cancelled thread, with the same cleanup: no helper remains and the lock is not taken.
   std::function<void(std::chrono::nanoseconds waited, const std::optional<Holder>& holder)>
       on_wait;
   // Must be positive: zero or less is refused by acquire, before it tries the lock, with an Error
-  // whose operation is "options" and code EINVAL. nanoseconds::max() calls on_wait only once.
+  // of kind invalid_argument (operation "options", EINVAL). nanoseconds::max() calls on_wait only once.
   std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 

@@ -11,6 +11,7 @@
 #include <thread>
 #include <variant>
 
+#include "../escape.hpp"
 #include "etcd.hpp"
 #include "slot_record.hpp"
 #include "timing.hpp"
@@ -81,6 +82,20 @@ std::string waiters_prefix(const Options& options, std::string_view name) {
   return options.key_prefix + std::string(name) + "/waiters/";
 }
 
+ErrorKind kind_of(const Failure& failure) {
+  switch (failure.kind) {
+    case etcd::FailureKind::unreachable:
+    case etcd::FailureKind::timeout:
+      return ErrorKind::unreachable;
+    case etcd::FailureKind::etcd_error:
+    case etcd::FailureKind::malformed_response:
+      return ErrorKind::etcd_error;
+    case etcd::FailureKind::client_setup:
+      return ErrorKind::system;
+  }
+  return ErrorKind::unreachable;
+}
+
 errc code_of(const Failure& failure) {
   switch (failure.kind) {
     case etcd::FailureKind::unreachable:
@@ -99,13 +114,13 @@ errc code_of(const Failure& failure) {
 
 // "pidlock: lease grant http://10.0.0.1:2379: etcd: Couldn't connect to server".
 Error error_of(const Failure& failure) {
-  return Error::failure(failure.operation, failure.endpoint, make_error_code(code_of(failure)),
-                        failure.cause());
+  return Error::fleet_failure(kind_of(failure), failure.operation, failure.endpoint,
+                              make_error_code(code_of(failure)), failure.cause());
 }
 
 Error invalid_options(std::string_view name, std::string_view why) {
-  return Error::failure("acquire", std::string(name),
-                        std::make_error_code(std::errc::invalid_argument), why);
+  return Error::fleet_failure(ErrorKind::invalid_argument, "acquire", std::string(name),
+                              std::make_error_code(std::errc::invalid_argument), why);
 }
 
 template <class Entry>
@@ -135,32 +150,38 @@ SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
   return holder;
 }
 
-std::string describe_holder(const SlotHolder& holder) {
-  if (holder.malformed) {
-    return "slot " + std::to_string(holder.slot) + ": a malformed record (" + holder.problem + ")";
-  }
-  return "pid " + std::to_string(holder.pid) + " on " + (holder.host.empty() ? "?" : holder.host) +
-         ", for " + format_duration(holder.held_for);
+// A slot's holder as messages name any holder (pidlock::describe): what it runs, on which host.
+Holder as_holder(const SlotHolder& slot) {
+  Holder holder;
+  holder.pid = slot.pid;
+  holder.host = slot.host.empty() ? "?" : slot.host;
+  if (!slot.command.empty()) holder.runs = {slot.command};
+  holder.inspectable = true;  // its record says for how long
+  holder.held_for = slot.held_for;
+  return holder;
 }
 
+std::string describe_holder(const SlotHolder& holder) {
+  if (holder.malformed) {
+    return "slot " + std::to_string(holder.slot) + ": a malformed record (" +
+           text::for_terminal(holder.problem) + ")";
+  }
+  return describe(as_holder(holder));
+}
+
+// Everything in it that holders wrote into etcd is escaped for a terminal, as in every message.
 Error busy(const Options& options, std::string_view name, const std::vector<SlotHolder>& holders) {
   std::string described;
   std::optional<Holder> first;
   for (const auto& h : holders) {
     described += (described.empty() ? "" : "; ") + describe_holder(h);
-    if (!first && !h.malformed) {
-      first.emplace();
-      first->pid = h.pid;
-      first->host = h.host;
-      first->command = h.command;
-      first->held_for = h.held_for;
-    }
+    if (!first && !h.malformed) first = as_holder(h);
   }
-  return Error::busy_with_message("another " + options.role + " is running (" + described +
-                                      ") — fleet lock: " + std::string(name) + ", " +
-                                      std::to_string(holders.size()) + " of " +
-                                      std::to_string(options.slots) + " slots held",
-                                  std::move(first));
+  return Error::busy_with_message(
+      "another " + text::for_terminal(options.role) + " is running (" + described +
+          ") — fleet lock: " + text::for_terminal(name) + ", " + std::to_string(holders.size()) +
+          " of " + std::to_string(options.slots) + " slots held",
+      std::move(first));
 }
 
 // A part of a TTL, in the clock's units: seconds would round 5 s / 3 down to 1 s.
@@ -405,7 +426,7 @@ class Acquirer {
     // Revoking frees our waiter key at once; when etcd does not answer, the lease will expire
     // by itself, and asking again would only hold the caller past its deadline.
     const bool etcd_answers =
-        error.held() || (error.code() != errc::unreachable && error.code() != errc::timed_out);
+        error.held() || error.kind() != ErrorKind::unreachable;
     if (lease_.id != 0 && etcd_answers) (void)client_.revoke(lease_.id);
     return std::unexpected(std::move(error));
   }
@@ -490,8 +511,8 @@ std::expected<void, Error> Slot::keep_alive() {
   if (!state_) return {};
   if (const auto& loss = state_->loss) return std::unexpected(*loss);
   auto lose = [this](std::string_view operation, std::string_view why) {
-    Error loss = Error::failure(operation, state_->client.endpoint(),
-                                make_error_code(errc::slot_lost), "etcd: " + std::string(why));
+    Error loss = Error::fleet_failure(ErrorKind::lease_lost, operation, state_->client.endpoint(),
+                                      make_error_code(errc::slot_lost), "etcd: " + std::string(why));
     state_->loss = loss;
     return std::unexpected(std::move(loss));
   };

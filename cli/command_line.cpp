@@ -1,0 +1,358 @@
+// pidlock's command line. Numbers and the operands are read here, not by CLI11: see below.
+#include "command_line.hpp"
+
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <optional>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+
+#include "process.hpp"
+
+namespace pidlock::cli {
+namespace {
+
+// Numbers are read here rather than by CLI11, so that a bad one is reported with the option's
+// name, its range and the text as given: CLI11 takes "nan" for a number and prints DBL_MAX in
+// full when it reports a range.
+[[noreturn]] void refuse(const std::string& label, const std::string& expected,
+                         const std::string& text) {
+  throw CLI::ValidationError(label, fmt::format("expected {}, got '{}'", expected, text));
+}
+
+double read_seconds(const std::string& label, const std::string& text) {
+  double value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (error != std::errc{} || stop != end || !std::isfinite(value) || value < 0 ||
+      value > max_wait_seconds) {
+    refuse(label, fmt::format("seconds from 0 to {} (a year)", static_cast<long>(max_wait_seconds)),
+           text);
+  }
+  return value;
+}
+
+int read_whole(const std::string& label, const std::string& text, int low, int high,
+               std::string_view what) {
+  long long value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (error != std::errc{} || stop != end || value < low || value > high) {
+    refuse(label, fmt::format("{} from {} to {}", what, low, high), text);
+  }
+  return static_cast<int>(value);
+}
+
+CLI::Option* add_seconds(CLI::App& app, const std::string& names, const std::string& label,
+                         double& target, const std::string& description) {
+  return app
+      .add_option_function<std::string>(
+          names, [&target, label](const std::string& text) { target = read_seconds(label, text); },
+          description)
+      ->type_name("SECONDS");
+}
+
+CLI::Option* add_whole(CLI::App& app, const std::string& names, const std::string& label,
+                       int& target, int low, int high, std::string_view what,
+                       const std::string& description, const std::string& type_name = "N") {
+  return app
+      .add_option_function<std::string>(
+          names,
+          [&target, label, low, high, what](const std::string& text) {
+            target = read_whole(label, text, low, high, what);
+          },
+          description)
+      ->type_name(type_name);
+}
+
+// Help names the operands as the synopsis does: FILE [--] COMMAND [ARG...].
+class OperandFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_usage(const CLI::Option* operand) const override {
+    const bool repeats = operand->get_expected_max() >= CLI::detail::expected_max_vector_size;
+    return repeats ? "[--] " + operand->get_name() + " [ARG...]" : operand->get_name();
+  }
+};
+
+// The command line cut where flock(1) and getopt's "+" cut it: options up to the first operand
+// (FILE, or NAME in fleet mode), then everything verbatim as the command. A "--" before the
+// operand ends the options (the operand may then start with '-'); one right after it is the
+// customary separator and is dropped; any other belongs to the command.
+struct Words {
+  std::vector<std::string> for_cli11;       // the subcommand, and the options with their values
+  std::optional<std::string> operand;
+  std::vector<std::string> command;
+  std::optional<std::string> unknown_subcommand;
+};
+
+bool looks_like_option(const std::string& word) { return word.size() > 1 && word.front() == '-'; }
+
+bool takes_operand(const CLI::App& app) {
+  return !app.get_options([](const CLI::Option* option) { return option->get_positional(); })
+              .empty();
+}
+
+const CLI::App* subcommand_named(const CLI::App& app, const std::string& word) {
+  const auto found =
+      app.get_subcommands([&word](const CLI::App* sub) { return sub->check_name(word); });
+  return found.empty() ? nullptr : found.front();
+}
+
+// How many of the words after `word` are its values, by CLI11's own count of the values each
+// option expects, less one given in the word itself (--wait=5, -w5). A cluster of short options
+// (-no) ends with the first that takes a value. An unknown option takes none: CLI11 reports it.
+std::size_t values_after(const CLI::App& app, const std::string& word) {
+  const auto expected = [](const CLI::Option* option) {
+    return static_cast<std::size_t>(std::max(0, option->get_items_expected_min()));
+  };
+  if (word.starts_with("--")) {
+    const auto equals = word.find('=');
+    const CLI::Option* option = app.get_option_no_throw(word.substr(0, equals));
+    if (option == nullptr) return 0;
+    const std::size_t inline_values = equals == std::string::npos ? 0 : 1;
+    return expected(option) - std::min(expected(option), inline_values);
+  }
+  for (std::size_t at = 1; at < word.size(); ++at) {
+    const CLI::Option* option = app.get_option_no_throw(std::string{'-', word[at]});
+    if (option == nullptr) return 0;
+    if (expected(option) > 0) {
+      const std::size_t inline_values = at + 1 < word.size() ? 1 : 0;
+      return expected(option) - std::min(expected(option), inline_values);
+    }
+  }
+  return 0;
+}
+
+Words split_words(const CLI::App& root, const std::vector<std::string>& args) {
+  Words words;
+  const CLI::App* app = &root;
+  std::size_t at = 0;
+  while (at < args.size()) {
+    const std::string& word = args[at];
+    if (word == "--" && takes_operand(*app)) {
+      if (++at < args.size()) words.operand = args[at++];
+      break;
+    }
+    if (looks_like_option(word)) {
+      const std::size_t end =
+          std::min(args.size(), at + 1 + values_after(*app, word));
+      words.for_cli11.insert(words.for_cli11.end(), args.begin() + static_cast<std::ptrdiff_t>(at),
+                             args.begin() + static_cast<std::ptrdiff_t>(end));
+      at = end;
+      continue;
+    }
+    if (takes_operand(*app)) {
+      words.operand = word;
+      ++at;
+      break;
+    }
+    const CLI::App* sub = subcommand_named(*app, word);
+    if (sub == nullptr) {
+      words.unknown_subcommand = word;
+      return words;
+    }
+    words.for_cli11.push_back(word);
+    app = sub;
+    ++at;
+  }
+  if (words.operand && at < args.size() && args[at] == "--") ++at;
+  words.command.assign(args.begin() + static_cast<std::ptrdiff_t>(at), args.end());
+  return words;
+}
+
+// The command line of pidlock and of pidlock-fleet, one setup per subcommand. The operands
+// (FILE and COMMAND) are declared for --help only: CLI11 sees the options, split_words() finds
+// the operands.
+class CommandLine {
+ public:
+  CommandLine() {
+    app.formatter(formatter_);
+    app.set_version_flag("-V,--version", "pidlock " + std::string(pidlock::version()));
+    app.require_subcommand(1);
+    add_run();
+    add_status();
+  }
+  CommandLine(const CommandLine&) = delete;
+  CommandLine& operator=(const CommandLine&) = delete;
+
+  // The usage lines, from the subcommands' own declarations.
+  std::string synopsis() const {
+    std::string text;
+    for (const CLI::App* sub : {run, status}) {
+      text += text.empty() ? "usage: " : "       ";
+      text += "pidlock " + sub->get_name() + " [OPTIONS]";
+      for (const CLI::Option* operand : operands(*sub)) {
+        text += " " + formatter_->make_option_usage(operand);
+      }
+      text += "\n";
+    }
+    return text + "       pidlock --help | --version\n";
+  }
+
+  // Completes the invocation with what split_words() found and the flags imply.
+  Invocation invocation(Subcommand subcommand, Words& words) {
+    invocation_.subcommand = subcommand;
+    invocation_.run.create_parents = !no_mkdir_;
+    invocation_.run.inheritance = exec_mode_    ? Inheritance::exec
+                                  : close_mode_ ? Inheritance::close
+                                                : Inheritance::inherit;
+    invocation_.fleet.warn_on_lease_loss = lease_loss_ == "warn";
+    if (words.operand) {
+      invocation_.run.file = *words.operand;
+      invocation_.status.file = *words.operand;
+    }
+    invocation_.run.command = std::move(words.command);
+    return invocation_;
+  }
+
+  CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1).", "pidlock"};
+  CLI::App* run = nullptr;
+  CLI::App* status = nullptr;
+
+ private:
+  std::shared_ptr<OperandFormatter> formatter_ = std::make_shared<OperandFormatter>();
+  Invocation invocation_;
+  bool close_mode_ = false;
+  bool exec_mode_ = false;
+  bool no_mkdir_ = false;
+  std::string lease_loss_ = "terminate";
+  bool nonblock_ = false;   // the default anyway; given only to be refused with -w
+  bool exclusive_ = false;  // the default anyway; given only to be refused with -s
+
+  static std::vector<const CLI::Option*> operands(const CLI::App& sub) {
+    return sub.get_options([](const CLI::Option* option) { return option->get_positional(); });
+  }
+
+  // --etcd and the options that only mean something with it, for run and status alike.
+  CLI::Option* add_fleet_options(CLI::App& sub, std::string_view slots_help) {
+    FleetRequest& fleet = invocation_.fleet;
+    auto* etcd = sub.add_option("--etcd", fleet.endpoints,
+                                "Fleet mode: etcd endpoints (comma-separated); FILE is the lock's "
+                                "name")
+                     ->delimiter(',');
+    add_whole(sub, "--slots", "--slots", fleet.slots, 1, 1000000, "a slot count",
+              std::string(slots_help))
+        ->needs(etcd);
+    return etcd;
+  }
+
+  void add_run() {
+    RunRequest& request = invocation_.run;
+    run = app.add_subcommand("run", "Hold the lock on FILE while COMMAND runs");
+    auto* nonblock =
+        run->add_flag("-n,--nonblock", nonblock_, "Fail at once if the lock is busy (the default)");
+    auto* wait =
+        add_seconds(*run, "-w,--wait,--timeout", "-w", request.wait_seconds,
+                    "Wait up to SECONDS (fractions allowed, at most a year) for a busy lock");
+    add_whole(*run, "-E,--conflict-exit-code", "-E", request.busy_exit_code, 0, 255,
+              "an exit code", "Exit code when the lock is busy (default 75)", "CODE");
+    auto* shared = run->add_flag("-s,--shared", request.shared,
+                                 "Take a shared (reader) lock: readers share, a writer excludes all");
+    run->add_flag("--defer-to-writers", request.defer_to_writers,
+                  "With -s: wait behind a writer that waits, instead of keeping it out")
+        ->needs(shared);
+    auto* exclusive = run->add_flag("-x,-e,--exclusive", exclusive_,
+                                    "Take the exclusive (writer) lock (the default)");
+    auto* close = run->add_flag("-o,--close", close_mode_,
+                                "Do not pass the lock on to COMMAND; only pidlock holds it");
+    auto* exec = run->add_flag("--exec", exec_mode_,
+                               "Replace pidlock with COMMAND, which then holds the lock");
+    run->add_option("--role", request.role, "Noun in the busy message (default: installer)");
+    run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");
+    auto* etcd = add_fleet_options(*run, "Fleet mode: how many holders at once (default 1)");
+    FleetRequest& fleet = invocation_.fleet;
+    add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600, "whole seconds",
+              "Fleet mode: lease TTL in seconds (default 5)")
+        ->needs(etcd);
+    add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
+                "Fleet mode: after SIGTERM on lease loss, SIGKILL the command this much later "
+                "(default: just before etcd could expire the lease)")
+        ->needs(etcd);
+    run->add_option("--on-lease-loss", lease_loss_,
+                    "Fleet mode: terminate (SIGTERM the command, exit 76) or warn")
+        ->check(CLI::IsMember({"terminate", "warn"}))
+        ->needs(etcd);
+    run->add_option("FILE", request.file, "The lock file (the lock's name with --etcd)")
+        ->type_name("");
+    run->add_option("COMMAND", request.command,
+                    "The command and its arguments: everything after FILE, verbatim")
+        ->type_name("");
+    wait->excludes(nonblock);
+    shared->excludes(exclusive);
+    shared->excludes(etcd);  // fleet slots have no readers
+    close->excludes(exec);
+    exec->excludes(etcd);  // the lease needs pidlock alive to keep it
+  }
+
+  void add_status() {
+    status = app.add_subcommand("status", "Report who holds the lock on FILE");
+    status->add_flag("--json", invocation_.status.json, "Print one JSON object");
+    add_fleet_options(*status, "Fleet mode: the lock's slot count");
+    status->add_option("FILE", invocation_.status.file,
+                       "The lock file (the lock's name with --etcd)")
+        ->type_name("");
+  }
+};
+
+int usage_error(const CommandLine& cli, std::string_view message) {
+  say(stderr, "pidlock: {}\n{}", message, cli.synopsis());
+  return exit_code::usage;
+}
+
+// Help, the version, or a usage error: the exit code once it has been said; nothing otherwise.
+std::optional<int> parse(CommandLine& cli, std::vector<std::string> words) {
+  std::reverse(words.begin(), words.end());  // CLI11 takes them reversed
+  try {
+    cli.app.parse(words);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != static_cast<int>(CLI::ExitCodes::Success)) {
+      return usage_error(cli, e.what());
+    }
+    std::ostringstream out;
+    std::ostringstream err;
+    const int code = cli.app.exit(e, out, err);
+    say(stdout, "{}", out.str());
+    say(stderr, "{}", err.str());
+    return code;
+  }
+  return std::nullopt;
+}
+
+// What is missing or left over once the options are parsed.
+std::optional<std::string> operand_problem(Subcommand subcommand, const Words& words) {
+  if (subcommand == Subcommand::run) {
+    if (!words.operand) return "run needs FILE and a COMMAND";
+    if (words.command.empty()) return "run needs a COMMAND after FILE";
+    return std::nullopt;
+  }
+  if (!words.operand) return "status needs FILE";
+  if (!words.command.empty()) {
+    return fmt::format("status takes nothing after FILE (options go before it): '{}'",
+                       words.command.front());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
+  CommandLine cli;
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  Words words = split_words(cli.app, args);
+  if (words.unknown_subcommand) {
+    return usage_error(cli, fmt::format("unknown command '{}'", *words.unknown_subcommand));
+  }
+  if (const auto said = parse(cli, words.for_cli11)) return *said;
+  const Subcommand subcommand = cli.run->parsed() ? Subcommand::run : Subcommand::status;
+  if (auto problem = operand_problem(subcommand, words)) return usage_error(cli, *problem);
+  Invocation invocation = cli.invocation(subcommand, words);
+  invocation.fleet.argv.assign(argv, argv + argc);
+  return invocation;
+}
+
+}  // namespace pidlock::cli
