@@ -432,6 +432,14 @@ void collect_holders(const KernelLocks& locks, const FileIdentity& file, const H
 
 }  // namespace
 
+Hints hints_from(const std::optional<std::string>& record_text, const struct stat& st) {
+  Hints hints;
+  if (record_text) hints.recorded_pid = record::parse(*record_text);
+  hints.record_mtime = st.st_mtim;
+  hints.file_owner = st.st_uid;
+  return hints;
+}
+
 FileIdentity identify(int fd, const struct stat& st) {
   FileIdentity id = stat_identity(st);
   const std::string fdinfo_path = std::string("/proc/self/fdinfo/") + decimal(fd).data();

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <expected>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -51,6 +52,9 @@ struct Hints {
   std::optional<struct timespec> record_mtime;  // when the record was last written
   std::optional<uid_t> file_owner;         // to mark holders of another user
 };
+
+// The hints a lock file gives: its record's text (if it could be read) and its stat.
+Hints hints_from(const std::optional<std::string>& record_text, const struct stat& st);
 
 enum class Query {
   holder_of_busy_lock,  // the caller's own attempt was just refused: name the holder, cheaply

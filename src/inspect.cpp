@@ -179,10 +179,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
 
   const auto read_fd = reopen_read_only(fd.get(), path, st);
   const auto text = read_record(read_fd.get());
-  holder::Hints hints;
-  if (text) hints.recorded_pid = record::parse(*text);
-  hints.record_mtime = st.st_mtim;
-  hints.file_owner = st.st_uid;
+  const auto hints = holder::hints_from(text, st);
   status.recorded_pid = hints.recorded_pid;
 
   auto found = holder::discover(fd.get(), st, hints, holder::Query::status);

@@ -112,10 +112,9 @@ struct Claim {
 // the holder where the kernel cannot (no /proc, a holder outside our PID namespace).
 Claim identify_holder(int fd, const struct stat& st) {
   Claim claim;
-  holder::Hints hints;
-  if (auto text = sys::read_fd(fd, record::read_limit)) hints.recorded_pid = record::parse(*text);
-  hints.record_mtime = st.st_mtim;
-  hints.file_owner = st.st_uid;
+  std::optional<std::string> text;
+  if (auto read = sys::read_fd(fd, record::read_limit)) text = std::move(*read);
+  const auto hints = holder::hints_from(text, st);
   claim.recorded_pid = hints.recorded_pid;
   auto found = holder::discover(fd, st, hints, holder::Query::holder_of_busy_lock);
   if (!found.holders.empty()) claim.holder = std::move(found.holders.front());
