@@ -16,6 +16,7 @@ namespace {
 
 int hand_to_pidlock_fleet(const FleetRequest& fleet) {
   std::vector<char*> argv;
+  argv.reserve(fleet.argv.size() + 1);
   for (const auto& word : fleet.argv) argv.push_back(const_cast<char*>(word.c_str()));
   argv.push_back(nullptr);
   std::array<char, 4096> self{};
