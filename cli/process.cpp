@@ -255,6 +255,12 @@ int exec_in_place(const std::vector<std::string>& command) {
 // The errno text, without strerror()'s shared buffer.
 std::string errno_text(int error) { return std::generic_category().message(error); }
 
+bool export_to_command(const char* name, const std::string& value) {
+  if (::setenv(name, value.c_str(), 1) == 0) return true;
+  say(stderr, "pidlock: setenv {}: {}\n", name, errno_text(errno));
+  return false;
+}
+
 std::chrono::nanoseconds to_wait(double seconds) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(seconds));

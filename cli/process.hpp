@@ -36,6 +36,10 @@ int fork_and_supervise(const std::vector<std::string>& command, const Watchdog* 
 // Replaces this process with `command`; returns only on failure, with 127 or 126.
 int exec_in_place(const std::vector<std::string>& command);
 
+// Puts NAME=VALUE in the environment the command will get (PIDLOCK_FILE, PIDLOCK_FENCE…). Says
+// why and returns false if it cannot (out of memory).
+bool export_to_command(const char* name, const std::string& value);
+
 // -w SECONDS as a wait; `seconds` is finite and within max_wait_seconds (the parser's promise).
 std::chrono::nanoseconds to_wait(double seconds);
 

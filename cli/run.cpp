@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include "commands.hpp"
 #include "escape.hpp"
@@ -67,6 +68,12 @@ int run(const RunRequest& request) {
   }
   if (auto warning = unreliable_filesystem(request.file)) {
     say(stderr, "pidlock: warning: {}\n", *warning);
+  }
+  // Absolute, so that it still names the lock after the command changes directory.
+  std::error_code ignored;
+  const auto absolute = std::filesystem::absolute(request.file, ignored);
+  if (!export_to_command("PIDLOCK_FILE", ignored ? request.file : absolute.string())) {
+    return exit_code::os_error;
   }
   switch (request.inheritance) {
     case Inheritance::exec:

@@ -61,6 +61,19 @@ TEST(Cli, RunsTheCommandAndReturnsItsStatus) {
   EXPECT_EQ(r.out, "hi");  // "-n" belongs to echo, not to pidlock
 }
 
+// The command learns which lock it runs under, as an absolute path: it may change directory.
+TEST(Cli, TheCommandGetsPidlockFile) {
+  TempDir dir;
+  auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c",
+                "cd / && printf %s \"$PIDLOCK_FILE\""});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, (dir / "l").string());
+  r = run({"sh", "-c", "cd \"$1\" && exec \"$2\" run l -- sh -c 'printf %s \"$PIDLOCK_FILE\"'",
+           "sh", dir.path().string(), pidlock_binary()});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, (dir / "l").string());
+}
+
 TEST(Cli, CommandKilledBySignalGives128PlusN) {
   TempDir dir;
   EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "kill -TERM $$"}).code,
