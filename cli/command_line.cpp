@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
+#include <utility>
 #include <charconv>
 #include <cmath>
 #include <optional>
@@ -202,12 +204,33 @@ class CommandLine {
                                   : close_mode_ ? Inheritance::close
                                                 : Inheritance::inherit;
     invocation_.fleet.warn_on_lease_loss = lease_loss_ == "warn";
+    invocation_.fleet.enabled = fleet_asked();
     if (words.operand) {
       invocation_.run.file = *words.operand;
       invocation_.status.file = *words.operand;
     }
     invocation_.run.command = std::move(words.command);
     return invocation_;
+  }
+
+  // Whether the option named `name` (of the subcommand parsed) was given on the command line.
+  bool given(const std::string& name) const {
+    const CLI::App* sub = run->parsed() ? run : status;
+    const CLI::Option* option = sub->get_option_no_throw(name);
+    return option != nullptr && option->count() > 0;
+  }
+
+  bool fleet_asked() const {
+    return std::any_of(fleet_options_.begin(), fleet_options_.end(),
+                       [](const CLI::Option* option) { return option->count() > 0; });
+  }
+
+  // What the options say that CLI11 cannot: combinations with fleet mode.
+  std::optional<std::string> fleet_problem(Subcommand subcommand) const {
+    if (!fleet_asked() || subcommand != Subcommand::run) return std::nullopt;
+    if (shared_->count() > 0) return "-s: fleet locks have no readers (a slot is exclusive)";
+    if (exec_->count() > 0) return "--exec: in fleet mode pidlock must stay to renew the lease";
+    return std::nullopt;
   }
 
   CLI::App app{"pidlock: the exclusive PID lock for Linux. See pidlock(1).", "pidlock"};
@@ -221,6 +244,10 @@ class CommandLine {
   bool exec_mode_ = false;
   bool no_mkdir_ = false;
   std::string lease_loss_ = "terminate";
+  std::vector<CLI::Option*> fleet_options_;
+  bool fleet_flag_ = false;  // counted, like every fleet option
+  const CLI::Option* shared_ = nullptr;
+  const CLI::Option* exec_ = nullptr;
   bool nonblock_ = false;   // the default anyway; given only to be refused with -w
   bool exclusive_ = false;  // the default anyway; given only to be refused with -s
 
@@ -228,17 +255,42 @@ class CommandLine {
     return sub.get_options([](const CLI::Option* option) { return option->get_positional(); });
   }
 
-  // --etcd and the options that only mean something with it, for run and status alike.
-  CLI::Option* add_fleet_options(CLI::App& sub, std::string_view slots_help) {
+  // Fleet mode's options, for run and status alike. Any of them asks for fleet mode.
+  void add_fleet_options(CLI::App& sub, std::string_view slots_help) {
     FleetRequest& fleet = invocation_.fleet;
-    auto* etcd = sub.add_option("--etcd", fleet.endpoints,
-                                "Fleet mode: etcd endpoints (comma-separated); FILE is the lock's "
-                                "name")
-                     ->delimiter(',');
-    add_whole(sub, "--slots", "--slots", fleet.slots, 1, 1000000, "a slot count",
-              std::string(slots_help))
-        ->needs(etcd);
-    return etcd;
+    auto fleet_option = [this](CLI::Option* option) {
+      fleet_options_.push_back(option);
+      return option->group("Fleet mode (FILE is the fleet lock's name)");
+    };
+    fleet_option(sub.add_option("--etcd", fleet.endpoints,
+                                "etcd endpoints, comma-separated (default: PIDLOCK_ETCD_ENDPOINTS)")
+                     ->delimiter(',')
+                     ->type_name("URL[,URL...]"));
+    fleet_option(sub.add_flag("--fleet", fleet_flag_,
+                              "Fleet mode with the endpoints in PIDLOCK_ETCD_ENDPOINTS"));
+    fleet_option(add_whole(sub, "--slots", "--slots", fleet.slots, 1, 1000000, "a slot count",
+                           std::string(slots_help)));
+    fleet_option(sub.add_option("--prefix", fleet.prefix,
+                                "Where fleet locks live in etcd's key space (default: "
+                                "PIDLOCK_ETCD_PREFIX, or pidlock/)")
+                     ->type_name("PREFIX"));
+    fleet_option(sub.add_option("--cacert", fleet.cacert,
+                                "Verify etcd's certificate with this CA bundle (PIDLOCK_ETCD_CACERT)")
+                     ->type_name("FILE"));
+    fleet_option(sub.add_option("--cert", fleet.cert,
+                                "Client certificate for etcd (PIDLOCK_ETCD_CERT)")
+                     ->type_name("FILE"));
+    fleet_option(sub.add_option("--key", fleet.key, "Client certificate's key (PIDLOCK_ETCD_KEY)")
+                     ->type_name("FILE"));
+    fleet_option(sub.add_flag("--insecure-skip-verify", fleet.insecure_skip_verify,
+                              "Do not verify etcd's certificate or host name (warns; tests only)"));
+    fleet_option(sub.add_option("--user", fleet.user,
+                                "etcd user name (PIDLOCK_ETCD_USER); the password comes from "
+                                "--password-file or PIDLOCK_ETCD_PASSWORD, never from here")
+                     ->type_name("NAME"));
+    fleet_option(sub.add_option("--password-file", fleet.password_file,
+                                "Read the etcd password from the first line of FILE")
+                     ->type_name("FILE"));
   }
 
   void add_run() {
@@ -264,19 +316,21 @@ class CommandLine {
                                "Replace pidlock with COMMAND, which then holds the lock");
     run->add_option("--role", request.role, "Noun in the busy message (default: installer)");
     run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");
-    auto* etcd = add_fleet_options(*run, "Fleet mode: how many holders at once (default 1)");
+    add_fleet_options(*run, "How many holders at once (default 1)");
     FleetRequest& fleet = invocation_.fleet;
-    add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600, "whole seconds",
-              "Fleet mode: lease TTL in seconds (default 5)")
-        ->needs(etcd);
-    add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
-                "Fleet mode: after SIGTERM on lease loss, SIGKILL the command this much later "
-                "(default: just before etcd could expire the lease)")
-        ->needs(etcd);
-    run->add_option("--on-lease-loss", lease_loss_,
-                    "Fleet mode: terminate (SIGTERM the command, exit 76) or warn")
-        ->check(CLI::IsMember({"terminate", "warn"}))
-        ->needs(etcd);
+    fleet_options_.push_back(add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600,
+                                       "whole seconds", "Lease TTL in seconds (default 5)")
+                                 ->group("Fleet mode (FILE is the fleet lock's name)"));
+    fleet_options_.push_back(
+        add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
+                    "After SIGTERM on lease loss, SIGKILL the command this much later (default: "
+                    "just before etcd could expire the lease)")
+            ->group("Fleet mode (FILE is the fleet lock's name)"));
+    fleet_options_.push_back(
+        run->add_option("--on-lease-loss", lease_loss_,
+                        "terminate (SIGTERM the command, exit 76) or warn")
+            ->check(CLI::IsMember({"terminate", "warn"}))
+            ->group("Fleet mode (FILE is the fleet lock's name)"));
     run->add_option("FILE", request.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
     run->add_option("COMMAND", request.command,
@@ -284,15 +338,15 @@ class CommandLine {
         ->type_name("");
     wait->excludes(nonblock);
     shared->excludes(exclusive);
-    shared->excludes(etcd);  // fleet slots have no readers
     close->excludes(exec);
-    exec->excludes(etcd);  // the lease needs pidlock alive to keep it
+    shared_ = shared;
+    exec_ = exec;
   }
 
   void add_status() {
     status = app.add_subcommand("status", "Report who holds the lock on FILE");
     status->add_flag("--json", invocation_.status.json, "Print one JSON object");
-    add_fleet_options(*status, "Fleet mode: the lock's slot count");
+    add_fleet_options(*status, "The lock's slot count (default: as its holders recorded)");
     status->add_option("FILE", invocation_.status.file,
                        "The lock file (the lock's name with --etcd)")
         ->type_name("");
@@ -338,6 +392,45 @@ std::optional<std::string> operand_problem(Subcommand subcommand, const Words& w
   return std::nullopt;
 }
 
+const char* environment(const char* name) {
+  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): one thread here
+  return value != nullptr && *value != '\0' ? value : nullptr;
+}
+
+// Fleet settings that the command line left unset, from the environment, as etcdctl takes
+// ETCDCTL_*: so that a fleet's hosts can share one configuration. The password is not read here
+// but where it is used (fleet.cpp), and --insecure-skip-verify has no variable: turning off
+// verification must be visible on the command line.
+std::optional<std::string> take_environment(const CommandLine& cli, FleetRequest& fleet) {
+  if (fleet.endpoints.empty()) {
+    if (const char* endpoints = environment("PIDLOCK_ETCD_ENDPOINTS")) {
+      std::string_view rest = endpoints;
+      while (!rest.empty()) {
+        const auto comma = rest.find(',');
+        if (comma != 0) fleet.endpoints.push_back(std::string(rest.substr(0, comma)));
+        rest.remove_prefix(comma == std::string_view::npos ? rest.size() : comma + 1);
+      }
+    }
+    if (fleet.endpoints.empty()) {
+      return "fleet mode needs etcd endpoints: --etcd URL[,URL...] or PIDLOCK_ETCD_ENDPOINTS";
+    }
+  }
+  const auto take = [&cli](const std::string& option, const char* variable, std::string& value) {
+    if (cli.given(option)) return;
+    if (const char* from_environment = environment(variable)) value = from_environment;
+  };
+  take("--prefix", "PIDLOCK_ETCD_PREFIX", fleet.prefix);
+  take("--cacert", "PIDLOCK_ETCD_CACERT", fleet.cacert);
+  take("--cert", "PIDLOCK_ETCD_CERT", fleet.cert);
+  take("--key", "PIDLOCK_ETCD_KEY", fleet.key);
+  take("--user", "PIDLOCK_ETCD_USER", fleet.user);
+  if (cli.given("--user") && fleet.user.find(':') != std::string::npos) {
+    return "--user takes a name only: a password on the command line is readable by every user "
+           "(ps); use --password-file FILE or PIDLOCK_ETCD_PASSWORD";
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
@@ -350,7 +443,11 @@ std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
   if (const auto said = parse(cli, words.for_cli11)) return *said;
   const Subcommand subcommand = cli.run->parsed() ? Subcommand::run : Subcommand::status;
   if (auto problem = operand_problem(subcommand, words)) return usage_error(cli, *problem);
+  if (auto problem = cli.fleet_problem(subcommand)) return usage_error(cli, *problem);
   Invocation invocation = cli.invocation(subcommand, words);
+  if (invocation.fleet.enabled) {
+    if (auto problem = take_environment(cli, invocation.fleet)) return usage_error(cli, *problem);
+  }
   invocation.fleet.argv.assign(argv, argv + argc);
   return invocation;
 }

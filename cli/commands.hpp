@@ -36,9 +36,18 @@ struct StatusRequest {
   bool json = false;
 };
 
-// Fleet mode (--etcd): where the lock lives, and how a holder keeps its slot.
+// Fleet mode: where the lock lives, how to reach it, and how a holder keeps its slot. Options
+// win over the environment (PIDLOCK_ETCD_*), which wins over the defaults; see pidlock(1).
 struct FleetRequest {
-  std::vector<std::string> endpoints;  // empty: local mode
+  bool enabled = false;                // --etcd, --fleet, or any other fleet option
+  std::vector<std::string> endpoints;  // --etcd, or PIDLOCK_ETCD_ENDPOINTS
+  std::string prefix = "pidlock/";     // --prefix, or PIDLOCK_ETCD_PREFIX
+  std::string cacert;                  // --cacert, or PIDLOCK_ETCD_CACERT
+  std::string cert;                    // --cert, or PIDLOCK_ETCD_CERT
+  std::string key;                     // --key, or PIDLOCK_ETCD_KEY
+  bool insecure_skip_verify = false;   // the option only: never from the environment
+  std::string user;                    // --user, or PIDLOCK_ETCD_USER
+  std::string password_file;           // --password-file; else PIDLOCK_ETCD_PASSWORD is used
   int slots = 1;
   int ttl_seconds = 5;
   bool warn_on_lease_loss = false;

@@ -11,7 +11,7 @@ namespace {
 using namespace pidlock::cli;
 
 int dispatch(const Invocation& invocation) {
-  const bool fleet = !invocation.fleet.endpoints.empty();
+  const bool fleet = invocation.fleet.enabled;
   switch (invocation.subcommand) {
     case Subcommand::run:
       return fleet ? run_fleet(invocation.run, invocation.fleet) : run(invocation.run);
