@@ -12,7 +12,10 @@ int exit_code_for(ErrorKind kind, FileUse use) {
     case ErrorKind::kernel_interface:
     case ErrorKind::cannot_open:
       return use == FileUse::lock ? exit_code::cant_create : exit_code::no_input;
-    case ErrorKind::permission_denied: return exit_code::no_permission;
+    case ErrorKind::permission_denied:
+    case ErrorKind::authentication: return exit_code::no_permission;
+    case ErrorKind::tls:
+    case ErrorKind::slot_count_mismatch: return exit_code::config;
     case ErrorKind::io: return exit_code::io_error;
     case ErrorKind::system: return exit_code::os_error;
     case ErrorKind::cancelled: return exit_code::software;

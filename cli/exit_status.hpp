@@ -19,6 +19,7 @@ inline constexpr int io_error = 74;
 inline constexpr int busy = 75;        // EX_TEMPFAIL: try again later
 inline constexpr int lease_lost = 76;  // fleet: the slot was lost; the command got SIGTERM
 inline constexpr int no_permission = 77;
+inline constexpr int config = 78;  // fleet: TLS set up wrong, or a slot count that disagrees
 inline constexpr int cannot_execute = 126;
 inline constexpr int not_found = 127;
 }  // namespace exit_code

@@ -185,6 +185,9 @@ std::string_view to_string(ErrorKind kind) noexcept {
     case ErrorKind::unreachable: return "unreachable";
     case ErrorKind::etcd_error: return "etcd_error";
     case ErrorKind::lease_lost: return "lease_lost";
+    case ErrorKind::tls: return "tls";
+    case ErrorKind::authentication: return "authentication";
+    case ErrorKind::slot_count_mismatch: return "slot_count_mismatch";
   }
   return "system";
 }

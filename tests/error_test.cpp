@@ -23,7 +23,8 @@ constexpr ErrorKind every_kind[] = {
     ErrorKind::symlink,        ErrorKind::not_regular_file,  ErrorKind::kernel_interface,
     ErrorKind::cannot_open,    ErrorKind::permission_denied, ErrorKind::io,
     ErrorKind::system,         ErrorKind::cancelled,         ErrorKind::unreachable,
-    ErrorKind::etcd_error,     ErrorKind::lease_lost,
+    ErrorKind::etcd_error,     ErrorKind::lease_lost,        ErrorKind::tls,
+    ErrorKind::authentication, ErrorKind::slot_count_mismatch,
 };
 
 ErrorKind acquire_kind(const std::filesystem::path& path, const Options& options = {}) {

@@ -168,11 +168,15 @@ enum class ErrorKind {
   unreachable,        // no etcd endpoint answered in time, or each said it cannot serve now
   etcd_error,         // etcd refused the request, or something that is not etcd answered
   lease_lost,         // a held slot is gone: its lease expired or its key was deleted
+  tls,                // no TLS session: a certificate not trusted, for another host, or missing
+  authentication,     // etcd did not accept the user and password, or wants them
+  // (permission_denied, too: an etcd user whose roles do not cover the key prefix)
+  slot_count_mismatch,  // the fleet lock's holders were started with another slot count
 };
 
 // "busy", "invalid_argument", "not_found", "symlink", "not_regular_file", "kernel_interface",
 // "cannot_open", "permission_denied", "io", "system", "cancelled", "unreachable", "etcd_error",
-// "lease_lost".
+// "lease_lost", "tls", "authentication", "slot_count_mismatch".
 std::string_view to_string(ErrorKind kind) noexcept;
 
 // Why an acquire (or inspect) failed: a kind, the failed operation, the place (a path, or an
