@@ -156,8 +156,8 @@ TEST(Wire, ReadsTheGrpcStatusOfARefusedWatch) {
 }
 
 TEST(Wire, ReadsAnAuthenticateAnswerAndChecksItsToken) {
-  const auto ok = etcd::wire::parse_authenticate(
-      R"({"header":{"revision":"3"},"token":"AbCdEf.12"})");
+  const auto ok =
+      etcd::wire::parse_authenticate(R"({"header":{"revision":"3"},"token":"AbCdEf.12"})");
   ASSERT_TRUE(ok) << ok.error();
   EXPECT_EQ(*ok, "AbCdEf.12");
   for (const std::string body :
@@ -167,8 +167,8 @@ X-Evil: 1"})",
         R"({"header":{},"token":"a b"})", "not json"}) {
     EXPECT_FALSE(etcd::wire::parse_authenticate(body)) << body;
   }
-  EXPECT_FALSE(etcd::wire::parse_authenticate(R"({"header":{},"token":")" +
-                                               std::string(9000, 'a') + R"("})"));
+  EXPECT_FALSE(etcd::wire::parse_authenticate(R"({"header":{},"token":")" + std::string(9000, 'a') +
+                                              R"("})"));
   EXPECT_EQ(etcd::wire::authenticate_request("u", "p\"w"), R"({"name":"u","password":"p\"w"})");
 }
 

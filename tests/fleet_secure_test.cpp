@@ -143,8 +143,9 @@ TEST_F(FleetTls, TlsToAPlainEndpointHintsAtHttp) {
   auto slot = fleet::Slot::acquire(unique("tls-plain"), options(url));
   ASSERT_FALSE(slot);
   EXPECT_EQ(slot.error().code(), fleet::errc::unreachable) << slot.error().message();
-  EXPECT_TRUE(contains(slot.error().message(), "if this endpoint does not serve TLS, give it as "
-                                               "http://"))
+  EXPECT_TRUE(contains(slot.error().message(),
+                       "if this endpoint does not serve TLS, give it as "
+                       "http://"))
       << slot.error().message();
 }
 
@@ -245,8 +246,9 @@ TEST_F(FleetAuth, AUserWithoutPermissionOnThePrefixIsDenied) {
   EXPECT_EQ(error.code(), std::errc::operation_not_permitted);
   EXPECT_FALSE(error.held());
   EXPECT_LT(refusal->took, 5s);
-  EXPECT_TRUE(contains(error.message(), "etcd user bob needs a role with readwrite on the keys "
-                                        "under pidlock/"))
+  EXPECT_TRUE(contains(error.message(),
+                       "etcd user bob needs a role with readwrite on the keys "
+                       "under pidlock/"))
       << error.message();
   EXPECT_FALSE(contains(error.message(), "bob-pw")) << error.message();
   const auto status = fleet::inspect("x", as("bob", "bob-pw"));

@@ -18,8 +18,8 @@
 //     if (!slot->keep_alive() && slot->expired()) { stop(slot->kill_after()); break; }
 //   }
 //
-// Talks to etcd's v3 JSON gateway over HTTP or HTTPS with libcurl. Nothing here throws, and nothing read
-// from etcd is trusted: a record that anyone with write access to the prefix may have written,
+// Talks to etcd's v3 JSON gateway over HTTP or HTTPS with libcurl. Nothing here throws, and nothing
+// read from etcd is trusted: a record that anyone with write access to the prefix may have written,
 // or an answer from an endpoint that is not etcd at all, is checked field by field.
 #pragma once
 
@@ -53,14 +53,15 @@ enum class errc {
                        // deleted or replaced; someone else may hold it now (owner_dead)
   // The failures below do not pass by themselves: a waiter gives up on them at once, whatever
   // Options::wait says. The message names the endpoint and what to check.
-  tls_failed,  // no TLS session with an https:// endpoint: its certificate is not signed by the
-               // CA, or does not name the host in the URL; it wants a client certificate that
-               // was not given, or refused the one that was; the endpoint does not speak TLS, or
-               // an http:// URL was given for one that does (protocol_error)
-  auth_failed,        // etcd did not accept Options::user and password, or wants credentials
-                      // that were not given (permission_denied)
-  permission_denied,  // the user is authenticated, but its roles do not let it read and write
-                      // the keys under Options::key_prefix (operation_not_permitted)
+  tls_failed,   // no TLS session with an https:// endpoint: its certificate is not signed by the
+                // CA, or does not name the host in the URL; it wants a client certificate that
+                // was not given, or refused the one that was; it answers, but not in TLS
+                // (protocol_error). An endpoint that closes the connection without a word, as
+                // etcd does to plain HTTP on its TLS port, is `unreachable`, with a hint.
+  auth_failed,  // etcd did not accept Options::user and password, or wants credentials
+                // that were not given (permission_denied)
+  permission_denied,    // the user is authenticated, but its roles do not let it read and write
+                        // the keys under Options::key_prefix (operation_not_permitted)
   slot_count_mismatch,  // the lock's holders were started with another Options::slots: taking a
                         // slot anyway would break their limit or ours (invalid_argument)
 };
@@ -148,8 +149,8 @@ struct Options {
   // clock) never gives up. Until then, failures that may pass (etcd unreachable, timing out, or
   // saying it is unavailable) are retried with capped exponential backoff.
   std::chrono::nanoseconds wait{0};
-  std::string role = "installer";                   // the noun in "another <role> is running"
-  std::string command;                              // recorded with the holder, for status
+  std::string role = "installer";  // the noun in "another <role> is running"
+  std::string command;             // recorded with the holder, for status
   // Where the names live in etcd's key space: NAME's keys are PREFIX + NAME + "/slots/N" and
   // PREFIX + NAME + "/waiters/…", with '%' and '/' in NAME written as %25 and %2F, so that any
   // two names keep apart. Must be non-empty and end with '/'.
@@ -164,9 +165,10 @@ struct Options {
 // A held slot. Move-only; the destructor releases it.
 class Slot {
  public:
-  // Takes a free slot of `name` (any non-empty bytes, '/' included), waiting up to options.wait for one to free. Busy: an Error with
-  // held() true, naming every holder ("another installer is running (pid 4242 on web-1, for
-  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an Error with a fleet::errc.
+  // Takes a free slot of `name` (any non-empty bytes, '/' included), waiting up to options.wait for
+  // one to free. Busy: an Error with held() true, naming every holder ("another installer is
+  // running (pid 4242 on web-1, for 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an
+  // Error with a fleet::errc.
   [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
                                                           const Options& options);
 

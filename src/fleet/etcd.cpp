@@ -372,7 +372,8 @@ struct Client::Transport {
     const CURLcode result = curl_easy_perform(curl);
     Exchange exchange{result, response_code(curl), {}};
     if (result != CURLE_OK) {
-      exchange.error = error.front() != '\0' ? std::string(error.data()) : curl_easy_strerror(result);
+      exchange.error =
+          error.front() != '\0' ? std::string(error.data()) : curl_easy_strerror(result);
       while (!exchange.error.empty() && exchange.error.back() == '\n') exchange.error.pop_back();
     }
     return exchange;
@@ -386,7 +387,8 @@ struct Client::Transport {
     return first_error(
         {curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, verify),
          curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, verify_host),
-         tls.ca_file.empty() ? CURLE_OK : curl_easy_setopt(curl, CURLOPT_CAINFO, tls.ca_file.c_str()),
+         tls.ca_file.empty() ? CURLE_OK
+                             : curl_easy_setopt(curl, CURLOPT_CAINFO, tls.ca_file.c_str()),
          tls.cert_file.empty() ? CURLE_OK
                                : curl_easy_setopt(curl, CURLOPT_SSLCERT, tls.cert_file.c_str()),
          tls.key_file.empty() ? CURLE_OK
@@ -463,9 +465,8 @@ std::expected<T, Failure> Client::on_endpoints(std::string_view operation,
       allowed = std::min(allowed, left);
     }
     const std::string& endpoint = settings_.endpoints[current_];
-    outcome = authenticated<T>(endpoint, allowed, [&](std::chrono::milliseconds left) {
-      return attempt(endpoint, left);
-    });
+    outcome = authenticated<T>(
+        endpoint, allowed, [&](std::chrono::milliseconds left) { return attempt(endpoint, left); });
   }
   if (outcome) return std::move(*outcome);
   return std::unexpected(make_failure(FailureKind::timeout, operation, endpoint(),
@@ -539,10 +540,9 @@ std::expected<T, Failure> Client::unary(std::string_view operation, std::string_
       [&](const std::string& endpoint,
           std::chrono::milliseconds allowed) -> std::expected<T, Failure> {
         Collected answer;
-        const auto exchange = transport_->post(
-            {endpoint + "/v3/" + std::string(path), body, allowed, token_.value_or(""),
-             settings_.tls},
-            collect, &answer);
+        const auto exchange = transport_->post({endpoint + "/v3/" + std::string(path), body,
+                                                allowed, token_.value_or(""), settings_.tls},
+                                               collect, &answer);
         if (answer.too_large) {
           return std::unexpected(
               malformed(operation, endpoint, exchange.status, "larger than 64 MiB"));
@@ -644,7 +644,8 @@ std::expected<WatchEnd, Failure> Client::watch_prefix(
         } else if (exchange.result == CURLE_OK) {
           return std::unexpected(http_failure(exchange.status, state.buffer, "watch", endpoint));
         }
-        return std::unexpected(transport_failure(exchange.result, exchange.error, "watch", endpoint));
+        return std::unexpected(
+            transport_failure(exchange.result, exchange.error, "watch", endpoint));
       });
 }
 

@@ -68,7 +68,7 @@ enum class WatchEnd {
 
 // How to reach the cluster.
 struct Settings {
-  std::vector<std::string> endpoints;  // none means http://127.0.0.1:2379
+  std::vector<std::string> endpoints;       // none means http://127.0.0.1:2379
   std::chrono::milliseconds timeout{2000};  // per HTTP request
   Tls tls;
   std::string user;  // empty: no authentication

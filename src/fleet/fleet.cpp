@@ -5,10 +5,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <ctime>
 #include <limits>
 #include <thread>
@@ -128,7 +127,8 @@ std::string hint(const Failure& failure, const Options& options) {
   const std::string user = etcd::wire::printable(options.user);
   switch (failure.kind) {
     case etcd::FailureKind::auth:
-      if (options.user.empty()) return "; this etcd has authentication on: give a user and password";
+      if (options.user.empty())
+        return "; this etcd has authentication on: give a user and password";
       return "; check the password of etcd user " + user + ", and that the user exists";
     case etcd::FailureKind::permission: {
       const std::string prefix = etcd::wire::printable(options.key_prefix);
@@ -269,11 +269,11 @@ struct Mismatch {
 
 // "fleet lock NAME has 3 slots, as its holders were started with; this one asked for 2".
 Error mismatch(const Options& options, std::string_view name, Mismatch found) {
-  return Error::failure(
-      "acquire", std::string(name), make_error_code(errc::slot_count_mismatch),
-      "fleet lock " + std::string(name) + " has " + (found.at_least ? "at least " : "") +
-          std::to_string(found.slots) + " slots, as its holders were started with; this one " +
-          "asked for " + std::to_string(options.slots));
+  return Error::failure("acquire", std::string(name), make_error_code(errc::slot_count_mismatch),
+                        "fleet lock " + std::string(name) + " has " +
+                            (found.at_least ? "at least " : "") + std::to_string(found.slots) +
+                            " slots, as its holders were started with; this one " + "asked for " +
+                            std::to_string(options.slots));
 }
 
 // What a holder's record says about the slot count, if it disagrees with `slots`. Malformed
@@ -366,7 +366,8 @@ class Acquirer {
         outcome = std::unexpected(woke.error());
       }
       const Failure& failure = outcome.error();
-      if (!failure.transient() || Clock::now() >= deadline_) return give_up(error_of(failure, options_));
+      if (!failure.transient() || Clock::now() >= deadline_)
+        return give_up(error_of(failure, options_));
       reporter_.failed(failure);
       const auto pause = std::min(backoff.next(), timing::time_between(Clock::now(), deadline_));
       std::this_thread::sleep_for(pause);
@@ -550,7 +551,8 @@ std::string check_connection(std::string_view name, const Options& options) {
     return "a client key file needs its certificate file";
   }
   const std::pair<std::string_view, const std::string*> files[] = {
-      {"CA file", &tls.ca_file}, {"client certificate file", &tls.cert_file},
+      {"CA file", &tls.ca_file},
+      {"client certificate file", &tls.cert_file},
       {"client key file", &tls.key_file}};
   for (const auto& [what, path] : files) {
     if (path->empty()) continue;
@@ -640,7 +642,8 @@ std::expected<void, Error> Slot::keep_alive() {
   std::optional<etcd::Client::Deadline> in_time;
   if (sent < expires) in_time.emplace(state_->client, expires);
   auto ttl = state_->client.keep_alive(state_->lease.id);
-  if (!ttl && !ttl.error().lease_not_found()) return std::unexpected(error_of(ttl.error(), state_->options));
+  if (!ttl && !ttl.error().lease_not_found())
+    return std::unexpected(error_of(ttl.error(), state_->options));
   if (!ttl || ttl->count() <= 0) {
     return lose("lease keepalive", "the lease has expired or was revoked; the slot is lost");
   }
