@@ -3,18 +3,79 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <expected>
+
 #include "commands.hpp"
 #include "escape.hpp"
 #include "json_text.hpp"
 #include "pidlock/fleet.hpp"
 #include "process.hpp"
+#include "sys.hpp"
 
 namespace pidlock::cli {
+namespace {
 
-int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
+// The first line of the password file, without its line end.
+std::expected<std::string, Error> read_password(const std::string& file) {
+  std::FILE* stream = std::fopen(file.c_str(), "re");
+  if (stream == nullptr) {
+    return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", file, sys::last_error()));
+  }
+  std::string password;
+  int c = 0;
+  while ((c = std::fgetc(stream)) != EOF && c != '\n') password += static_cast<char>(c);
+  const bool failed = std::ferror(stream) != 0;
+  const int error = errno;
+  std::fclose(stream);
+  if (failed) {
+    return std::unexpected(Error::failure(ErrorKind::io, "read", file, sys::errno_code(error)));
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  return password;
+}
+
+// How to reach etcd, as the request and the environment say; the failure, said, as an exit code.
+std::expected<fleet::Options, int> connection(const FleetRequest& fleet) {
   fleet::Options options;
   options.endpoints = fleet.endpoints;
+  options.key_prefix = fleet.prefix;
+  options.tls.ca_file = fleet.cacert;
+  options.tls.cert_file = fleet.cert;
+  options.tls.key_file = fleet.key;
+  options.tls.insecure_skip_verify = fleet.insecure_skip_verify;
+  if (fleet.insecure_skip_verify) {
+    say(stderr,
+        "pidlock: warning: --insecure-skip-verify: etcd's certificate and host name are not "
+        "checked; anyone on the network path can pose as etcd (and read the password)\n");
+  }
+  options.user = fleet.user;
+  // The command has no use for pidlock's password: it does not inherit it.
+  const char* from_environment = std::getenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
+  const std::string environment_password = from_environment != nullptr ? from_environment : "";
+  ::unsetenv("PIDLOCK_ETCD_PASSWORD");
+  if (!fleet.password_file.empty()) {
+    auto password = read_password(fleet.password_file);
+    if (!password) {
+      say(stderr, "{}\n", password.error().message());
+      return std::unexpected(exit_code_for(password.error(), FileUse::read));
+    }
+    options.password = std::move(*password);
+  } else if (!fleet.user.empty()) {
+    options.password = environment_password;
+  }
   options.slots = fleet.slots;
+  return options;
+}
+
+}  // namespace
+
+int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
+  auto connected = connection(fleet);
+  if (!connected) return connected.error();
+  fleet::Options& options = *connected;
   options.ttl = std::chrono::seconds(fleet.ttl_seconds);
   options.wait = to_wait(request.wait_seconds);
   // The role and command go to etcd in a JSON record, which cannot hold bytes that are not UTF-8
@@ -42,6 +103,12 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
     // The library escapes what came out of etcd, as every message.
     say(stderr, "{}\n", slot.error().message());
     return exit_code_for(slot.error(), FileUse::lock, request.busy_exit_code);
+  }
+  // The fencing token, and which lock and slot it is for, for the command to hand on.
+  if (!export_to_command("PIDLOCK_FENCE", std::to_string(slot->fence())) ||
+      !export_to_command("PIDLOCK_NAME", request.file) ||
+      !export_to_command("PIDLOCK_SLOT", std::to_string(slot->index()))) {
+    return exit_code::os_error;
   }
   bool warned = false;
   const Watchdog watchdog{
@@ -101,6 +168,7 @@ json holder_json(const fleet::SlotHolder& h) {
   object["started_at"] = h.started_at;
   object["held_for_seconds"] = h.held_for.count();
   object["lease"] = std::to_string(h.lease);
+  object["fence"] = h.fence;
   object["malformed"] = h.malformed;
   if (h.malformed) {
     put_text(object, "problem", h.problem);
@@ -148,9 +216,9 @@ void print_human(const fleet::Status& found) {
           text::for_terminal(h.raw));
       continue;
     }
-    say(stdout, "  slot {}: pid {} on {}, for {}{}\n", h.slot, h.pid, text::for_terminal(h.host),
-               format_duration(h.held_for),
-               h.command.empty() ? "" : ": " + text::for_terminal(h.command));
+    say(stdout, "  slot {}: pid {} on {}, for {}, fence {}{}\n", h.slot, h.pid,
+        text::for_terminal(h.host), format_duration(h.held_for), h.fence,
+        h.command.empty() ? "" : ": " + text::for_terminal(h.command));
   }
   for (const auto& w : found.waiters) {
     if (w.malformed) {
@@ -166,9 +234,9 @@ void print_human(const fleet::Status& found) {
 }  // namespace
 
 int status_fleet(const StatusRequest& request, const FleetRequest& fleet) {
-  fleet::Options options;
-  options.endpoints = fleet.endpoints;
-  options.slots = fleet.slots;
+  auto connected = connection(fleet);
+  if (!connected) return connected.error();
+  const fleet::Options& options = *connected;
   auto found = fleet::inspect(request.file, options);
   if (!found) {
     say(stderr, "{}\n", found.error().message());

@@ -4,10 +4,13 @@
 
 #include <chrono>
 #include <limits>
+#include <random>
+#include <set>
 #include <string>
 
 #include "fleet/base64.hpp"
 #include "fleet/etcd.hpp"
+#include "fleet/keys.hpp"
 #include "fleet/slot_record.hpp"
 #include "fleet/timing.hpp"
 #include "fleet/wire.hpp"
@@ -55,7 +58,119 @@ TEST(Base64, RefusesWhatIsNotACanonicalEncoding) {
   EXPECT_FALSE(base64::decode(std::string("Zm\0v", 4)));
 }
 
+// --- Keys ---
+
+TEST(Keys, NamesWithoutPercentOrSlashKeepTheirKeys) {
+  EXPECT_EQ(keys::slots_prefix("pidlock/", "web"), "pidlock/web/slots/");
+  EXPECT_EQ(keys::waiters_prefix("pidlock/", "web"), "pidlock/web/waiters/");
+  EXPECT_EQ(keys::encode("a b:c.d-\x01\xff"), "a b:c.d-\x01\xff");
+  EXPECT_EQ(keys::encode("a/slots/0"), "a%2Fslots%2F0");
+  EXPECT_EQ(keys::encode("100%/x"), "100%25%2Fx");
+  EXPECT_EQ(keys::slots_prefix("p/", "a/b"), "p/a%2Fb/slots/");
+}
+
+TEST(Keys, DecodeUndoesEncodeAndRefusesWhatEncodeNeverWrites) {
+  for (const std::string name : {"", "a", "a/slots/0", "%", "%%2F/", "/", "%25", "%2f"}) {
+    EXPECT_EQ(keys::decode(keys::encode(name)), name) << name;
+  }
+  for (const std::string text : {"a/b", "%", "%2", "%2f", "%41", "%zz", "a%"}) {
+    EXPECT_FALSE(keys::decode(text)) << text;
+  }
+}
+
+TEST(Keys, ThePrefixMustEndWithASlash) {
+  EXPECT_TRUE(keys::check_prefix("pidlock/").empty());
+  EXPECT_TRUE(keys::check_prefix("/").empty());
+  EXPECT_TRUE(keys::check_prefix("a/b/").empty());
+  EXPECT_FALSE(keys::check_prefix("").empty());
+  EXPECT_FALSE(keys::check_prefix("pidlock").empty());
+}
+
+// Every name over a small alphabet rich in the bytes that matter, up to 5 long, against every
+// other: no two share a key, nor does one's key range hold the other's.
+TEST(Keys, NoTwoNamesShareKeys) {
+  const std::string alphabet = "a/%2Fs";
+  std::vector<std::string> names = {""};
+  for (std::size_t begin = 0, length = 0; length < 5; ++length) {
+    const std::size_t end = names.size();
+    for (std::size_t i = begin; i < end; ++i) {
+      for (const char c : alphabet) names.push_back(names[i] + c);
+    }
+    begin = end;
+  }
+  names.erase(names.begin());  // the empty name is refused before any key is made
+  std::set<std::string> prefixes;
+  for (const auto& name : names) prefixes.insert(keys::slots_prefix("pidlock/", name));
+  ASSERT_EQ(prefixes.size(), names.size());
+  // In sorted order, a key range that held another name's would sit right before it.
+  std::string previous;
+  for (const auto& prefix : prefixes) {
+    if (!previous.empty()) {
+      EXPECT_FALSE(prefix.starts_with(previous)) << previous << " " << prefix;
+    }
+    previous = prefix;
+  }
+  for (const auto& name : names) {
+    const auto slots = keys::slots_prefix("pidlock/", name);
+    EXPECT_FALSE(prefixes.contains(keys::waiters_prefix("pidlock/", name)));
+    EXPECT_EQ(keys::decode(slots.substr(8, slots.size() - 8 - 7)), name);
+  }
+}
+
+// Random bytes, any length: encode is injective and its output holds no '/'.
+TEST(Keys, RandomNamesRoundTrip) {
+  std::mt19937 random(20240611);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> length(1, 40);
+  std::set<std::string> names;
+  std::set<std::string> encoded;
+  for (int i = 0; i < 20000; ++i) {
+    std::string name;
+    for (int n = length(random); n > 0; --n) {
+      // Mostly '/', '%', '2', 'F': the bytes an encoding could confuse.
+      const int b = byte(random);
+      name += b < 160 ? "/%2F"[b % 4] : static_cast<char>(b);
+    }
+    const auto key = keys::encode(name);
+    EXPECT_EQ(key.find('/'), std::string::npos);
+    EXPECT_EQ(keys::decode(key), name);
+    names.insert(name);
+    encoded.insert(key);
+  }
+  EXPECT_EQ(names.size(), encoded.size());
+}
+
 // --- The wire format ---
+
+TEST(Wire, ReadsTheGrpcStatusOfARefusedWatch) {
+  const auto status = etcd::wire::parse_cancel_reason(
+      "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->code, 16);
+  EXPECT_EQ(status->message, "etcdserver: invalid auth token");
+  for (const std::string reason :
+       {"", "mvcc: required revision has been compacted", "rpc error: code = OK desc = x",
+        "rpc error: code = Bogus desc = x", "rpc error: code = NotFound"}) {
+    EXPECT_FALSE(etcd::wire::parse_cancel_reason(reason)) << reason;
+  }
+}
+
+TEST(Wire, ReadsAnAuthenticateAnswerAndChecksItsToken) {
+  const auto ok =
+      etcd::wire::parse_authenticate(R"({"header":{"revision":"3"},"token":"AbCdEf.12"})");
+  ASSERT_TRUE(ok) << ok.error();
+  EXPECT_EQ(*ok, "AbCdEf.12");
+  for (const std::string body :
+       {R"({"header":{}})", R"({"header":{},"token":""})", R"({"header":{},"token":5})",
+        R"({"token":"abc"})", R"({"header":{},"token":"a
+X-Evil: 1"})",
+        R"({"header":{},"token":"a b"})", "not json"}) {
+    EXPECT_FALSE(etcd::wire::parse_authenticate(body)) << body;
+  }
+  EXPECT_FALSE(etcd::wire::parse_authenticate(R"({"header":{},"token":")" + std::string(9000, 'a') +
+                                              R"("})"));
+  EXPECT_EQ(etcd::wire::authenticate_request("u", "p\"w"), R"({"name":"u","password":"p\"w"})");
+}
 
 TEST(Wire, ReadsARangeAnswer) {
   const auto range = etcd::wire::parse_range(

@@ -27,34 +27,77 @@ int free_port() {
 
 bool etcd_available() { return run({"sh", "-c", "command -v etcd"}).code == 0; }
 bool etcdctl_available() { return run({"sh", "-c", "command -v etcdctl"}).code == 0; }
+bool openssl_available() { return run({"sh", "-c", "command -v openssl"}).code == 0; }
 
-Cluster::Cluster(int size) {
+Cluster::Cluster(int size) : Cluster(ClusterConfig{size, false, {}}) {}
+
+Cluster::Cluster(const ClusterConfig& config) : config_(config) {
+  if (config_.tls) {
+    const bool made = make_certificates();
+    EXPECT_TRUE(made) << "openssl could not make the test certificates";
+    if (!made) return;
+  }
   std::string initial;
-  for (int i = 0; i < size; ++i) {
+  for (int i = 0; i < config_.size; ++i) {
     members_.push_back({"m" + std::to_string(i), free_port(), free_port(), std::nullopt});
     initial += (i ? "," : "") + members_.back().name +
                "=http://127.0.0.1:" + std::to_string(members_.back().peer);
   }
-  for (auto& m : members_) {
-    const std::string client = "http://127.0.0.1:" + std::to_string(m.client);
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    auto& m = members_[i];
+    const std::string advertised = endpoint(static_cast<int>(i));
+    std::string listen = advertised;
+    if (config_.tls) listen += "," + endpoint(static_cast<int>(i), "127.0.0.2");
     const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer);
-    const std::string command =
+    std::string command =
         "exec etcd --name " + m.name + " --data-dir " + (dir_ / m.name).string() +
-        " --listen-client-urls " + client + " --advertise-client-urls " + client +
+        " --listen-client-urls " + listen + " --advertise-client-urls " + advertised +
         " --listen-peer-urls " + peer + " --initial-advertise-peer-urls " + peer +
         " --initial-cluster " + initial +
-        " --initial-cluster-state new --heartbeat-interval 50 --election-timeout 500 > " +
-        (dir_ / (m.name + ".log")).string() + " 2>&1";
+        " --initial-cluster-state new --heartbeat-interval 50 --election-timeout 500";
+    if (config_.tls) {
+      command += " --cert-file " + file("server.pem") + " --key-file " + file("server-key.pem") +
+                 " --trusted-ca-file " + file("ca.pem") + " --client-cert-auth";
+    }
+    for (const auto& flag : config_.flags) command += " " + flag;
+    command += " > " + (dir_ / (m.name + ".log")).string() + " 2>&1";
     m.process.emplace(Child::spawn({"sh", "-c", command}));
   }
-  for (int i = 0; i < size; ++i) {
+  for (int i = 0; i < config_.size; ++i) {
     EXPECT_TRUE(eventually([&] { return answers(i); }, 30s))
         << "etcd member " << i << " did not start";
   }
 }
 
-std::string Cluster::endpoint(int i) const {
-  return "http://127.0.0.1:" + std::to_string(members_[static_cast<std::size_t>(i)].client);
+// EC keys: RSA ones would take seconds on a busy machine. The server's certificate serves etcd's
+// own gateway as a client too, hence clientAuth.
+bool Cluster::make_certificates() const {
+  const std::string script = R"(set -e
+cd "$1"
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1-key.pem"; }
+ca() { key "$1"; openssl req -x509 -new -key "$1-key.pem" -out "$1.pem" -days 2 -subj "/CN=$1"; }
+cert() {
+  key "$1"
+  openssl req -new -key "$1-key.pem" -out "$1.csr" -subj "/CN=$1"
+  printf 'subjectAltName=%s
+extendedKeyUsage=%s
+' "$3" "$4" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2-key.pem" -CAcreateserial     -out "$1.pem" -days 2 -extfile "$1.ext"
+}
+ca ca
+ca other-ca
+cert server ca IP:127.0.0.1,DNS:localhost serverAuth,clientAuth
+cert client ca DNS:client clientAuth
+cert stranger other-ca DNS:client clientAuth
+)";
+  const auto made = run({"sh", "-c", script, "sh", dir_.path().string()}, 30s);
+  if (made.code != 0) ADD_FAILURE() << made.err;
+  return made.code == 0;
+}
+
+std::string Cluster::endpoint(int i, const std::string& host) const {
+  return (config_.tls ? "https://" : "http://") + host + ":" +
+         std::to_string(members_[static_cast<std::size_t>(i)].client);
 }
 
 std::string Cluster::endpoints() const {
@@ -65,7 +108,43 @@ std::string Cluster::endpoints() const {
 }
 
 bool Cluster::answers(int i) const {
+  if (config_.tls || auth_) {
+    auto argv = etcdctl_argv(i);
+    argv.insert(argv.end(), {"endpoint", "health"});
+    return run(argv, 5s).code == 0;
+  }
   return run({pidlock_binary(), "status", "--etcd", endpoint(i), "probe"}, 5s).code == 0;
+}
+
+std::vector<std::string> Cluster::etcdctl_argv(int i) const {
+  std::vector<std::string> argv{"env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoint(i)};
+  if (config_.tls) {
+    argv.insert(argv.end(), {"--cacert", file("ca.pem"), "--cert", file("client.pem"), "--key",
+                             file("client-key.pem")});
+  }
+  if (auth_) argv.insert(argv.end(), {"--user", "root:root-pw"});
+  return argv;
+}
+
+bool Cluster::enable_auth() {
+  const std::vector<std::vector<std::string>> steps = {
+      {"user", "add", "root", "--new-user-password", "root-pw"},
+      {"role", "add", "pidlock-rw"},
+      {"role", "grant-permission", "pidlock-rw", "--prefix=true", "readwrite", "pidlock/"},
+      {"role", "grant-permission", "pidlock-rw", "--prefix=true", "readwrite", "other/"},
+      {"user", "add", "alice", "--new-user-password", "alice-pw"},
+      {"user", "grant-role", "alice", "pidlock-rw"},
+      {"user", "add", "bob", "--new-user-password", "bob-pw"},
+      {"auth", "enable"}};
+  for (const auto& step : steps) {
+    const auto done = etcdctl(step);
+    if (done.code != 0) {
+      ADD_FAILURE() << "etcdctl " << step[0] << " " << step[1] << ": " << done.err;
+      return false;
+    }
+  }
+  auth_ = true;
+  return true;
 }
 
 void Cluster::stop(int i) {
@@ -78,7 +157,7 @@ void Cluster::pause(int i) { members_[static_cast<std::size_t>(i)].process->sign
 void Cluster::resume(int i) { members_[static_cast<std::size_t>(i)].process->signal(SIGCONT); }
 
 Result Cluster::etcdctl(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv{"env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoint(0)};
+  auto argv = etcdctl_argv(0);
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
 }

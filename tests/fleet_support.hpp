@@ -22,14 +22,35 @@ bool etcdctl_available();
   if (!::pidlock::test::etcdctl_available()) \
   GTEST_SKIP() << "etcdctl is not installed (Debian: etcd-client)"
 
+bool openssl_available();
+
+struct ClusterConfig {
+  int size = 1;
+  // Clients over TLS, with a client certificate required: certificates made by the test with
+  // openssl (see Cluster::file), and the members listening on 127.0.0.1 and 127.0.0.2, for which
+  // the server certificate is not valid.
+  bool tls = false;
+  std::vector<std::string> flags;  // more etcd flags, e.g. {"--auth-token-ttl", "1"}
+};
+
 // A real etcd cluster of `size` members on 127.0.0.1, each in its own data directory.
 class Cluster {
  public:
   explicit Cluster(int size);
+  explicit Cluster(const ClusterConfig& config);
 
-  std::string endpoint(int i) const;
+  std::string endpoint(int i, const std::string& host = "127.0.0.1") const;
   std::string endpoints() const;  // comma-separated
   bool answers(int i) const;
+  // In the cluster's directory. With tls: ca.pem (signed the server's and client's
+  // certificates), server.pem (for IP:127.0.0.1 and DNS:localhost), client.pem and
+  // client-key.pem, and other-ca.pem and stranger.pem/stranger-key.pem, a CA and a client
+  // certificate etcd does not trust.
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+  // Users and roles, then `auth enable`: root (password root-pw), alice (alice-pw) with readwrite
+  // on pidlock/ and other/, and bob (bob-pw) without any role. From then on, etcdctl() runs as
+  // root.
+  bool enable_auth();
   void stop(int i);
   // SIGSTOP: a partition, as the client sees it: connections are accepted, nothing answers.
   void pause(int i);
@@ -44,8 +65,13 @@ class Cluster {
     int peer;
     std::optional<Child> process;
   };
+  bool make_certificates() const;
+  std::vector<std::string> etcdctl_argv(int i) const;
+
   TempDir dir_;
+  ClusterConfig config_;
   std::vector<Member> members_;
+  bool auth_ = false;
 };
 
 // Something on 127.0.0.1 that speaks HTTP but is not etcd: it gives every request the same

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "fleet/etcd.hpp"
@@ -421,7 +422,30 @@ fleet::Options library_options(const std::string& endpoint) {
 
 TEST_F(Fleet, LibraryRefusesUnusableOptions) {
   auto options = library_options(endpoint());
-  EXPECT_EQ(fleet::Slot::acquire("a/b", options).error().code(), std::errc::invalid_argument);
+  EXPECT_EQ(fleet::Slot::acquire("", options).error().code(), std::errc::invalid_argument);
+  EXPECT_EQ(fleet::inspect("", options).error().code(), std::errc::invalid_argument);
+  for (const std::string prefix : {"", "pidlock", "a/b"}) {
+    options.key_prefix = prefix;
+    EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument)
+        << prefix;
+    EXPECT_EQ(fleet::inspect("x", options).error().code(), std::errc::invalid_argument) << prefix;
+  }
+  options = library_options(endpoint());
+  options.password = "secret";  // without a user
+  EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
+  options = library_options(endpoint());
+  options.tls.key_file = "/etc/hostname";  // without its certificate
+  EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
+  options = library_options(endpoint());
+  options.tls.ca_file = "/nonexistent/ca.pem";
+  const auto missing = fleet::Slot::acquire("x", options);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), std::errc::invalid_argument);
+  EXPECT_NE(missing.error().message().find("cannot read the CA file /nonexistent/ca.pem: No such "
+                                           "file or directory"),
+            std::string::npos)
+      << missing.error().message();
+  options = library_options(endpoint());
   options.slots = 0;
   EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
   options = library_options(endpoint());
@@ -788,6 +812,145 @@ TEST(FleetFailure, AWaiterRidesOutRepeatedShortStalls) {
   EXPECT_EQ(holder.wait(), 0);
   EXPECT_EQ(waiter.read_line(15s), "mine");
   EXPECT_EQ(waiter.wait(), 0);
+}
+
+}  // namespace
+}  // namespace pidlock
+
+namespace pidlock {
+namespace {
+
+// --- Fencing tokens, names with '/', slot count agreement ---
+
+TEST_F(Fleet, FencesStrictlyIncreaseAcrossSuccessiveHoldersOfSeveralProcesses) {
+  const auto name = unique("fence");
+  TempDir dir;
+  const std::string file = (dir / "fences").string();
+  constexpr int processes = 5;
+  constexpr int each = 10;
+  std::vector<Child> takers;
+  for (int i = 0; i < processes; ++i) {
+    takers.push_back(Child::spawn({PIDLOCK_FLEET_PROBE, "fence", endpoint(), name, file,
+                                   std::to_string(each)}));
+  }
+  for (auto& taker : takers) EXPECT_EQ(taker.wait(60s), 0) << taker.drain_stderr();
+  std::istringstream lines(test::read_text(file));
+  std::vector<std::int64_t> fences;
+  for (std::int64_t fence = 0; lines >> fence;) fences.push_back(fence);
+  ASSERT_EQ(fences.size(), std::size_t{processes * each});
+  EXPECT_GT(fences.front(), 0);
+  for (std::size_t i = 1; i < fences.size(); ++i) {
+    EXPECT_GT(fences[i], fences[i - 1]) << "grant " << i;
+  }
+}
+
+TEST_F(Fleet, TheFenceIsTheSlotKeysCreationAndInspectShowsIt) {
+  auto options = library_options(endpoint());
+  options.slots = 2;
+  const auto name = unique("fence-status");
+  auto first = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_GT(second->fence(), first->fence());
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  const auto key = etcd->get("pidlock/" + name + "/slots/" + std::to_string(first->index()));
+  ASSERT_TRUE(key && *key);
+  EXPECT_EQ((*key)->create_revision, first->fence());
+  const auto status = fleet::inspect(name, options);
+  ASSERT_TRUE(status) << status.error().message();
+  ASSERT_EQ(status->holders.size(), 2u);
+  EXPECT_EQ(status->holders[0].fence, first->fence());
+  EXPECT_EQ(status->holders[1].fence, second->fence());
+  EXPECT_EQ(fleet::Slot().fence(), 0);
+}
+
+TEST_F(Fleet, NamesWithSlashesTakeTheirOwnKeys) {
+  const auto base = unique("slash");
+  const auto options = library_options(endpoint());
+  // Built to collide, were the name written into the key as it is: "B/slots/0" would own
+  // B's slot 0 key's subtree, and "B%2Fslots%2F0" its encoding.
+  const std::vector<std::string> names = {base, base + "/slots/0", base + "/slots", base + "/",
+                                          "/" + base, base + "%2Fslots%2F0", base + "%"};
+  std::vector<fleet::Slot> held;
+  for (const auto& name : names) {
+    auto slot = fleet::Slot::acquire(name, options);
+    ASSERT_TRUE(slot) << name << ": " << slot.error().message();
+    held.push_back(std::move(*slot));
+  }
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const auto status = fleet::inspect(names[i], options);
+    ASSERT_TRUE(status) << status.error().message();
+    ASSERT_EQ(status->holders.size(), 1u) << names[i];
+    EXPECT_EQ(status->holders[0].fence, held[i].fence()) << names[i];
+    const auto again = fleet::Slot::acquire(names[i], options);
+    ASSERT_FALSE(again);
+    EXPECT_TRUE(again.error().held()) << names[i];
+  }
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  // Names without '%' or '/' keep the keys they always had.
+  const auto plain = etcd->get("pidlock/" + base + "/slots/0");
+  ASSERT_TRUE(plain && *plain);
+  EXPECT_EQ((*plain)->create_revision, held[0].fence());
+  const auto encoded = etcd->get("pidlock/" + base + "%2Fslots%2F0/slots/0");
+  ASSERT_TRUE(encoded && *encoded);
+  EXPECT_EQ((*encoded)->create_revision, held[1].fence());
+}
+
+TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
+  auto options = library_options(endpoint());
+  options.slots = 3;
+  const auto name = unique("count");
+  std::vector<fleet::Slot> held;
+  for (int i = 0; i < 3; ++i) {
+    auto slot = fleet::Slot::acquire(name, options);
+    ASSERT_TRUE(slot) << slot.error().message();
+    held.push_back(std::move(*slot));
+  }
+  // Only slot 2 left held: a holder beyond the asker's two slots still counts.
+  EXPECT_FALSE(held[0].release());
+  EXPECT_FALSE(held[1].release());
+  for (const int asked : {2, 4}) {
+    options.slots = asked;
+    options.wait = 30s;
+    const auto started = Clock::now();
+    const auto refused = fleet::Slot::acquire(name, options);
+    ASSERT_FALSE(refused);
+    EXPECT_LT(Clock::now() - started, 5s) << "a mismatch was waited out";
+    EXPECT_EQ(refused.error().code(), fleet::errc::slot_count_mismatch);
+    EXPECT_EQ(refused.error().code(), std::errc::invalid_argument);
+    EXPECT_FALSE(refused.error().held());
+    EXPECT_EQ(refused.error().kind(), ErrorKind::slot_count_mismatch);
+    EXPECT_EQ(refused.error().message(),
+              "pidlock: acquire " + name +
+                  ": the fleet lock has 3 slots, as its holders were started with; this one asked "
+                  "for " + std::to_string(asked))
+        << refused.error().message();
+  }
+  options.slots = 3;
+  options.wait = 0s;
+  auto agreeing = fleet::Slot::acquire(name, options);
+  EXPECT_TRUE(agreeing) << agreeing.error().message();
+}
+
+TEST_F(Fleet, AHolderWithoutARecordedCountBeyondOursIsAMismatch) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("count-old");
+  ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/slots/4",
+                               R"({"host":"old","pid":1,"command":"x"})"})
+                .code,
+            0);
+  auto options = library_options(endpoint());
+  options.slots = 2;
+  const auto refused = fleet::Slot::acquire(name, options);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), fleet::errc::slot_count_mismatch);
+  EXPECT_NE(refused.error().message().find("has at least 5 slots"), std::string::npos)
+      << refused.error().message();
+  options.slots = 5;
+  EXPECT_TRUE(fleet::Slot::acquire(name, options));
 }
 
 }  // namespace

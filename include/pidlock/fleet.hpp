@@ -7,7 +7,10 @@
 // slots, takes it at once.
 //
 //   pidlock::fleet::Options options;
-//   options.endpoints = {"http://10.0.0.1:2379", "http://10.0.0.2:2379"};
+//   options.endpoints = {"https://10.0.0.1:2379", "https://10.0.0.2:2379"};
+//   options.tls.ca_file = "/etc/pidlock/etcd-ca.pem";    // plus cert_file and key_file, if asked
+//   options.user = "pidlock";                            // if etcd has authentication enabled
+//   options.password = read_secret();
 //   options.slots = 2;                                   // at most two hosts updating at once
 //   auto slot = pidlock::fleet::Slot::acquire("firewall-update", options);
 //   if (!slot) { std::cerr << slot.error().message() << '\n'; return 75; }
@@ -15,8 +18,8 @@
 //     if (!slot->keep_alive() && slot->expired()) { stop(slot->kill_after()); break; }
 //   }
 //
-// Talks to etcd's v3 JSON gateway over HTTP with libcurl. Nothing here throws, and nothing read
-// from etcd is trusted: a record that anyone with write access to the prefix may have written,
+// Talks to etcd's v3 JSON gateway over HTTP or HTTPS with libcurl. Nothing here throws, and nothing
+// read from etcd is trusted: a record that anyone with write access to the prefix may have written,
 // or an answer from an endpoint that is not etcd at all, is checked field by field.
 #pragma once
 
@@ -48,6 +51,19 @@ enum class errc {
   client_setup,        // libcurl could not be set up (not_enough_memory)
   slot_lost,           // a held slot is gone: its lease expired or was revoked, or its key was
                        // deleted or replaced; someone else may hold it now (owner_dead)
+  // The failures below do not pass by themselves: a waiter gives up on them at once, whatever
+  // Options::wait says. The message names the endpoint and what to check.
+  tls_failed,   // no TLS session with an https:// endpoint: its certificate is not signed by the
+                // CA, or does not name the host in the URL; it wants a client certificate that
+                // was not given, or refused the one that was; it answers, but not in TLS
+                // (protocol_error). An endpoint that closes the connection without a word, as
+                // etcd does to plain HTTP on its TLS port, is `unreachable`, with a hint.
+  auth_failed,  // etcd did not accept Options::user and password, or wants credentials
+                // that were not given (permission_denied)
+  permission_denied,    // the user is authenticated, but its roles do not let it read and write
+                        // the keys under Options::key_prefix (operation_not_permitted)
+  slot_count_mismatch,  // the lock's holders were started with another Options::slots: taking a
+                        // slot anyway would break their limit or ours (invalid_argument)
 };
 const std::error_category& category() noexcept;
 std::error_code make_error_code(errc value) noexcept;
@@ -62,6 +78,8 @@ struct SlotHolder {
   std::chrono::seconds held_for{0};  // on ours: clocks across hosts may differ
   std::int64_t lease = 0;
   int slots = 0;  // the slot count it was started with; 0 if not recorded
+  // The slot key's creation revision in etcd: as Slot::fence() told the holder.
+  std::int64_t fence = 0;
   // The key exists, so the slot is held (etcd lets no one else create it), but its value is not
   // a record pidlock would write: not JSON, a field of the wrong type, a PID out of range…
   // The fields above that were right are filled in, the others left at their defaults.
@@ -98,18 +116,45 @@ struct WaitProgress {
   std::optional<Error> failure;
 };
 
+// TLS for https:// endpoints, as etcdctl's --cacert, --cert and --key. http:// endpoints ignore
+// it (and send the password, if any, in the clear).
+struct Tls {
+  // PEM file of the CA(s) that signed the servers' certificates. Empty: the system's CAs.
+  std::string ca_file;
+  // PEM files of the client certificate and its private key, for an etcd started with
+  // --client-cert-auth. key_file may be left empty when cert_file holds the key too.
+  std::string cert_file;
+  std::string key_file;
+  // Accept any server certificate, for any host name. Only for tests and trials: anyone on the
+  // path can then pose as etcd, and read the password.
+  bool insecure_skip_verify = false;
+};
+
 struct Options {
-  // etcd client URLs, tried in order; a request that cannot reach one fails over to the next.
+  // etcd client URLs (http:// or https://), tried in order; a request that cannot reach one fails
+  // over to the next.
   std::vector<std::string> endpoints;
-  int slots = 1;                // how many holders at once
+  Tls tls;
+  // For an etcd with authentication enabled (`etcdctl auth enable`): the user's name and
+  // password, exchanged for a token at the first request and again whenever etcd says the token
+  // has expired. The password is sent only to /v3/auth/authenticate, and never appears in an
+  // Error. Empty user: no authentication. The user's roles need readwrite on key_prefix.
+  std::string user;
+  std::string password;
+  // How many holders at once. Every holder of a name must agree on it: see
+  // errc::slot_count_mismatch.
+  int slots = 1;
   std::chrono::seconds ttl{5};  // the lease: how long a dead holder keeps its slot
   // As pidlock::Options::wait: zero fails at once, wait_forever (or anything too long for the
   // clock) never gives up. Until then, failures that may pass (etcd unreachable, timing out, or
   // saying it is unavailable) are retried with capped exponential backoff.
   std::chrono::nanoseconds wait{0};
-  std::string role = "installer";                   // the noun in "another <role> is running"
-  std::string command;                              // recorded with the holder, for status
-  std::string key_prefix = "pidlock/";              // where the names live in etcd's key space
+  std::string role = "installer";  // the noun in "another <role> is running"
+  std::string command;             // recorded with the holder, for status
+  // Where the names live in etcd's key space: NAME's keys are PREFIX + NAME + "/slots/N" and
+  // PREFIX + NAME + "/waiters/…", with '%' and '/' in NAME written as %25 and %2F, so that any
+  // two names keep apart. Must be non-empty and end with '/'.
+  std::string key_prefix = "pidlock/";
   std::chrono::milliseconds request_timeout{2000};  // per HTTP request
   // Called while waiting for a slot, on the calling thread: when the wait starts, every
   // progress_interval, and at once when etcd stops or starts answering.
@@ -120,11 +165,12 @@ struct Options {
 // A held slot. Move-only; the destructor releases it.
 class Slot {
  public:
-  // Takes a free slot of `name`, waiting up to options.wait for one to free. Busy: an Error with
-  // kind busy, naming every holder as pidlock::describe() does ("another installer is running
-  // (pid 4242 on web-1, running app-installer --upgrade, for 3m12s) — fleet lock: NAME, 1 of 1
-  // slots held"). Otherwise an Error of a fleet kind (unreachable, etcd_error, invalid_argument,
-  // lease_lost…) whose code() is a fleet::errc.
+  // Takes a free slot of `name` (any non-empty bytes, '/' included), waiting up to options.wait
+  // for one to free. Busy: an Error with kind busy, naming every holder as pidlock::describe()
+  // does ("another installer is running (pid 4242 on web-1, running app-installer --upgrade, for
+  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an Error of a fleet kind
+  // (unreachable, etcd_error, tls, authentication, permission_denied, slot_count_mismatch,
+  // invalid_argument, lease_lost) whose code() is a fleet::errc.
   [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
                                                           const Options& options);
 
@@ -154,6 +200,11 @@ class Slot {
 
   int index() const noexcept;
   bool held() const noexcept;
+  // A fencing token: the slot key's creation revision in etcd. Every grant of any slot of any
+  // name in the cluster gets a larger one than every grant before it, so a resource that
+  // remembers the largest fence it has seen can refuse a holder that lost its slot and came
+  // back late. 0 when not held.
+  std::int64_t fence() const noexcept;
 
  private:
   struct State;

@@ -3,8 +3,10 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <mutex>
+#include <type_traits>
 
 namespace pidlock::fleet::etcd {
 namespace {
@@ -13,9 +15,13 @@ namespace {
 // make us buffer without bound.
 constexpr std::size_t max_answer_bytes = std::size_t{64} << 20U;
 
+constexpr int grpc_invalid_argument = 3;
 constexpr int grpc_deadline_exceeded = 4;
 constexpr int grpc_not_found = 5;
+constexpr int grpc_permission_denied = 7;
+constexpr int grpc_failed_precondition = 9;
 constexpr int grpc_unavailable = 14;
+constexpr int grpc_unauthenticated = 16;
 
 // curl_global_init is not thread-safe; once per process, and its failure remembered.
 CURLcode global_init() {
@@ -41,11 +47,82 @@ Failure make_failure(FailureKind kind, std::string_view operation, const std::st
   return failure;
 }
 
-Failure transport_failure(CURLcode result, std::string_view operation,
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+// What to check after a TLS failure, by what curl said.
+std::string_view tls_hint(CURLcode result) {
+  switch (result) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return "check that the CA file (or the system's CAs) signed the server's certificate, and "
+             "that the certificate names the host in the endpoint's URL";
+    case CURLE_SSL_CERTPROBLEM:
+      return "check the client certificate and key files";
+    case CURLE_SSL_CACERT_BADFILE:
+      return "check the CA file";
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+      return "the server refused the session: does it want a client certificate (cert and key "
+             "files) signed by a CA it trusts?";
+    default:
+      return "check that the endpoint speaks TLS, and the CA, client certificate and key files";
+  }
+}
+
+// Whether a curl failure is TLS refusing, rather than a network or a server going away: those
+// may pass, a certificate that does not verify will not.
+bool is_tls_failure(CURLcode result, std::string_view message) {
+  switch (result) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+      return true;
+    case CURLE_SSL_CONNECT_ERROR:
+      // A connection reset or cut during the handshake is a server going away, not TLS.
+      return !contains(message, "SSL_ERROR_SYSCALL") && !contains(message, "reset") &&
+             !contains(message, "unexpected eof") && !contains(message, "timed out");
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+      // A TLS 1.3 server refuses a client certificate (or its absence) after the handshake,
+      // with an alert that curl sees on the next read or write.
+      return contains(message, " alert ");
+    default:
+      return false;
+  }
+}
+
+Failure transport_failure(CURLcode result, std::string_view message, std::string_view operation,
                           const std::string& endpoint) {
-  const FailureKind kind =
-      result == CURLE_OPERATION_TIMEDOUT ? FailureKind::timeout : FailureKind::unreachable;
-  return make_failure(kind, operation, endpoint, curl_easy_strerror(result));
+  if (is_tls_failure(result, message)) {
+    return make_failure(FailureKind::tls, operation, endpoint,
+                        std::string(message) + "; " + std::string(tls_hint(result)));
+  }
+  FailureKind kind = FailureKind::unreachable;
+  if (result == CURLE_OPERATION_TIMEDOUT) kind = FailureKind::timeout;
+  if (result == CURLE_OUT_OF_MEMORY) kind = FailureKind::client_setup;
+  // curl's generic words: the network's failures need no more, and read the same every time.
+  std::string detail = curl_easy_strerror(result);
+  // etcd's plain port closes a TLS hello without a word: as a member going away does, so it
+  // stays worth retrying, but the likelier cause is worth a mention.
+  // (OpenSSL words it as SSL_ERROR_SYSCALL or as an unexpected EOF, depending on timing.)
+  if (result == CURLE_SSL_CONNECT_ERROR) {
+    detail += " (if this endpoint does not serve TLS, give it as http://)";
+  }
+  // etcd closes a plain HTTP connection to its TLS port without a word: as a member shutting
+  // down does, so it stays worth retrying, but the likelier cause is worth a mention.
+  if (result == CURLE_GOT_NOTHING && endpoint.starts_with("http://")) {
+    detail += " (if this endpoint serves TLS, give it as https://)";
+  }
+  return make_failure(kind, operation, endpoint, std::move(detail));
 }
 
 Failure malformed(std::string_view operation, const std::string& endpoint, long status,
@@ -56,13 +133,37 @@ Failure malformed(std::string_view operation, const std::string& endpoint, long 
   return failure;
 }
 
+// Which of etcd's refusals are about who asks: those have errc values of their own, and are
+// never retried.
+FailureKind kind_of(const Status& error) {
+  if (error.code == grpc_permission_denied) return FailureKind::permission;
+  if (error.code == grpc_unauthenticated) return FailureKind::auth;
+  // What an etcd with authentication on says to a request without a token.
+  if (error.code == grpc_invalid_argument && contains(error.message, "user name is empty")) {
+    return FailureKind::auth;
+  }
+  return FailureKind::etcd_error;
+}
+
+Failure etcd_failure(const Status& error, long status, std::string_view operation,
+                     const std::string& endpoint) {
+  Failure failure =
+      make_failure(kind_of(error), operation, endpoint, wire::printable(error.message));
+  failure.grpc_code = error.code;
+  failure.http_status = status;
+  return failure;
+}
+
 // A non-200 answer: etcd's error when it is one, else whatever answered, shown as it is.
 Failure http_failure(long status, std::string_view body, std::string_view operation,
                      const std::string& endpoint) {
   if (const auto error = wire::parse_error(body)) {
-    Failure failure =
-        make_failure(FailureKind::etcd_error, operation, endpoint, wire::printable(error->message));
-    failure.grpc_code = error->code;
+    return etcd_failure(*error, status, operation, endpoint);
+  }
+  // Go's HTTP server, when a TLS listener gets plain HTTP.
+  if (status == 400 && contains(body, "HTTP request to an HTTPS server")) {
+    Failure failure = make_failure(FailureKind::tls, operation, endpoint,
+                                   "the endpoint speaks TLS: give it as https://");
     failure.http_status = status;
     return failure;
   }
@@ -71,11 +172,7 @@ Failure http_failure(long status, std::string_view body, std::string_view operat
 
 Failure stream_failure(const Status& error, std::string_view operation,
                        const std::string& endpoint) {
-  Failure failure =
-      make_failure(FailureKind::etcd_error, operation, endpoint, wire::printable(error.message));
-  failure.grpc_code = error.code;
-  failure.http_status = 200;
-  return failure;
+  return etcd_failure(error, 200, operation, endpoint);
 }
 
 struct Collected {
@@ -122,7 +219,14 @@ struct Stream {
         return false;
       }
     }
-    if (message->canceled) ended = true;
+    if (message->canceled) {
+      // Refused at its creation: for who asks (a token, a permission), not a stream that ended.
+      if (auto refused = wire::parse_cancel_reason(message->cancel_reason)) {
+        failure = stream_failure(*refused, operation, endpoint);
+        return false;
+      }
+      ended = true;
+    }
     return !message->canceled;
   }
 };
@@ -167,13 +271,22 @@ bool Failure::transient() const noexcept {
     case FailureKind::malformed_response:
       return http_status >= 500;
     case FailureKind::client_setup:
+    case FailureKind::tls:
+    case FailureKind::auth:
+    case FailureKind::permission:
       return false;
   }
   return false;
 }
 
+// A TLS failure may be one member's certificate; a refused user is refused by all.
 bool Failure::worth_another_endpoint() const noexcept {
-  return transient() || kind == FailureKind::malformed_response;
+  return transient() || kind == FailureKind::malformed_response || kind == FailureKind::tls;
+}
+
+bool Failure::token_rejected() const noexcept {
+  return grpc_code == grpc_unauthenticated || contains(detail, "auth store is old") ||
+         (kind == FailureKind::auth && contains(detail, "user name is empty"));
 }
 
 bool Failure::lease_not_found() const noexcept {
@@ -186,8 +299,12 @@ std::string Failure::cause() const {
     case FailureKind::unreachable:
     case FailureKind::timeout:
     case FailureKind::client_setup:
+    case FailureKind::tls:
       return "etcd: " + detail;
     case FailureKind::etcd_error:
+    case FailureKind::auth:
+    case FailureKind::permission:
+      if (grpc_code == 0) return "etcd: " + detail;
       return "etcd: " + wire::grpc_code_name(grpc_code) + ": " + detail;
     case FailureKind::malformed_response:
       return "not an etcd answer (HTTP " + std::to_string(http_status) + "): " + detail;
@@ -197,13 +314,11 @@ std::string Failure::cause() const {
 
 struct Client::Transport {
   CURL* curl = nullptr;
-  curl_slist* headers = nullptr;
 
   Transport() = default;
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
   ~Transport() {
-    curl_slist_free_all(headers);
     if (curl != nullptr) curl_easy_cleanup(curl);
   }
 
@@ -215,37 +330,86 @@ struct Client::Transport {
     transport->curl = curl_easy_init();
     if (transport->curl == nullptr)
       return std::unexpected("curl_easy_init failed (out of memory?)");
-    transport->headers = curl_slist_append(nullptr, "Content-Type: application/json");
-    if (transport->headers == nullptr)
-      return std::unexpected("curl_slist_append failed (out of memory?)");
     return transport;
   }
+
+  struct Request {
+    std::string url;
+    const std::string& body;
+    std::chrono::milliseconds timeout;
+    std::string_view token;  // empty: no Authorization header
+    const Tls& tls;
+  };
 
   struct Exchange {
     CURLcode result = CURLE_OK;
     long status = 0;
+    std::string error;  // curl's own words on a failure: which certificate, which host name
   };
 
-  Exchange post(const std::string& url, const std::string& body, std::chrono::milliseconds timeout,
-                curl_write_callback write, void* user) {
+  Exchange post(const Request& request, curl_write_callback write, void* user) {
     curl_easy_reset(curl);  // keeps the connection cache: renewals reuse one connection
-    const long timeout_ms = to_curl_milliseconds(timeout);
-    const CURLcode set =
-        first_error({curl_easy_setopt(curl, CURLOPT_URL, url.c_str()),
-                     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers),
-                     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str()),
-                     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size())),
-                     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms),
-                     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 1000L)),
-                     // No SIGALRM for timeouts: we are a library, in someone else's process.
-                     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L),
-                     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write),
-                     curl_easy_setopt(curl, CURLOPT_WRITEDATA, user),
-                     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https")});
-    if (set != CURLE_OK) return {set, 0};
+    Headers headers;
+    if (!headers.add("Content-Type: application/json") ||
+        (!request.token.empty() && !headers.add("Authorization: " + std::string(request.token)))) {
+      return {CURLE_OUT_OF_MEMORY, 0, "curl_slist_append failed (out of memory?)"};
+    }
+    std::array<char, CURL_ERROR_SIZE> error{};
+    const long timeout_ms = to_curl_milliseconds(request.timeout);
+    const CURLcode set = first_error(
+        {curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error.data()),
+         curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str()),
+         curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.list),
+         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.c_str()),
+         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size())),
+         curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms),
+         curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 1000L)),
+         // No SIGALRM for timeouts: we are a library, in someone else's process.
+         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L),
+         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write),
+         curl_easy_setopt(curl, CURLOPT_WRITEDATA, user),
+         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https"), set_tls(request.tls)});
+    if (set != CURLE_OK) return {set, 0, curl_easy_strerror(set)};
     const CURLcode result = curl_easy_perform(curl);
-    return {result, response_code(curl)};
+    Exchange exchange{result, response_code(curl), {}};
+    if (result != CURLE_OK) {
+      exchange.error =
+          error.front() != '\0' ? std::string(error.data()) : curl_easy_strerror(result);
+      while (!exchange.error.empty() && exchange.error.back() == '\n') exchange.error.pop_back();
+    }
+    return exchange;
   }
+
+  // Verification is curl's default; it is set anyway, so that no reset or build default can
+  // turn it off unasked.
+  CURLcode set_tls(const Tls& tls) {
+    const long verify = tls.insecure_skip_verify ? 0L : 1L;
+    const long verify_host = tls.insecure_skip_verify ? 0L : 2L;
+    return first_error(
+        {curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, verify),
+         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, verify_host),
+         tls.ca_file.empty() ? CURLE_OK
+                             : curl_easy_setopt(curl, CURLOPT_CAINFO, tls.ca_file.c_str()),
+         tls.cert_file.empty() ? CURLE_OK
+                               : curl_easy_setopt(curl, CURLOPT_SSLCERT, tls.cert_file.c_str()),
+         tls.key_file.empty() ? CURLE_OK
+                              : curl_easy_setopt(curl, CURLOPT_SSLKEY, tls.key_file.c_str())});
+  }
+
+  // One request's headers: the token changes when it is renewed.
+  struct Headers {
+    curl_slist* list = nullptr;
+    Headers() = default;
+    Headers(const Headers&) = delete;
+    Headers& operator=(const Headers&) = delete;
+    ~Headers() { curl_slist_free_all(list); }
+    bool add(const std::string& header) {
+      curl_slist* extended = curl_slist_append(list, header.c_str());
+      if (extended == nullptr) return false;
+      list = extended;
+      return true;
+    }
+  };
 
   static CURLcode first_error(std::initializer_list<CURLcode> results) {
     for (const CURLcode result : results) {
@@ -255,23 +419,29 @@ struct Client::Transport {
   }
 };
 
-std::expected<Client, Failure> Client::open(std::vector<std::string> endpoints,
-                                            std::chrono::milliseconds timeout) {
-  if (endpoints.empty()) endpoints.emplace_back("http://127.0.0.1:2379");
-  for (auto& endpoint : endpoints) {
+std::expected<Client, Failure> Client::open(Settings settings) {
+  if (settings.endpoints.empty()) settings.endpoints.emplace_back("http://127.0.0.1:2379");
+  for (auto& endpoint : settings.endpoints) {
     while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   }
   auto transport = Transport::create();
   if (!transport) {
-    return std::unexpected(
-        make_failure(FailureKind::client_setup, "connect", endpoints.front(), transport.error()));
+    return std::unexpected(make_failure(FailureKind::client_setup, "connect",
+                                        settings.endpoints.front(), transport.error()));
   }
-  return Client(std::move(*transport), std::move(endpoints), timeout);
+  return Client(std::move(*transport), std::move(settings));
 }
 
-Client::Client(std::unique_ptr<Transport> transport, std::vector<std::string> endpoints,
-               std::chrono::milliseconds timeout) noexcept
-    : transport_(std::move(transport)), endpoints_(std::move(endpoints)), timeout_(timeout) {}
+std::expected<Client, Failure> Client::open(std::vector<std::string> endpoints,
+                                            std::chrono::milliseconds timeout) {
+  Settings settings;
+  settings.endpoints = std::move(endpoints);
+  settings.timeout = timeout;
+  return open(std::move(settings));
+}
+
+Client::Client(std::unique_ptr<Transport> transport, Settings settings) noexcept
+    : transport_(std::move(transport)), settings_(std::move(settings)) {}
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
 Client::~Client() = default;
@@ -282,10 +452,11 @@ template <class T, class Attempt>
 std::expected<T, Failure> Client::on_endpoints(std::string_view operation,
                                                std::chrono::milliseconds timeout, Attempt attempt) {
   std::optional<std::expected<T, Failure>> outcome;
-  for (std::size_t tried = 0; tried < endpoints_.size(); ++tried) {
+  const std::size_t count = settings_.endpoints.size();
+  for (std::size_t tried = 0; tried < count; ++tried) {
     if (outcome) {
       if (*outcome || !outcome->error().worth_another_endpoint()) return std::move(*outcome);
-      current_ = (current_ + 1) % endpoints_.size();
+      current_ = (current_ + 1) % count;
     }
     auto allowed = timeout;
     if (deadline_) {
@@ -294,11 +465,71 @@ std::expected<T, Failure> Client::on_endpoints(std::string_view operation,
       if (left <= std::chrono::milliseconds::zero()) break;
       allowed = std::min(allowed, left);
     }
-    outcome = attempt(endpoints_[current_], allowed);
+    const std::string& endpoint = settings_.endpoints[current_];
+    outcome = authenticated<T>(
+        endpoint, allowed, [&](std::chrono::milliseconds left) { return attempt(endpoint, left); });
   }
   if (outcome) return std::move(*outcome);
   return std::unexpected(make_failure(FailureKind::timeout, operation, endpoint(),
                                       "no time left to ask (the caller's deadline has passed)"));
+}
+
+// One request at one endpoint, with a token when there are credentials: fetched first when we
+// have none, and once more when etcd says the one we sent is no longer good (simple tokens
+// expire after --auth-token-ttl unused; any token, after a change to users or roles).
+template <class T, class Send>
+std::expected<T, Failure> Client::authenticated(const std::string& endpoint,
+                                                std::chrono::milliseconds allowed, Send send) {
+  if (settings_.user.empty()) return send(allowed);
+  const auto until = std::chrono::steady_clock::now() + allowed;
+  const auto left = [&] {
+    return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        until - std::chrono::steady_clock::now()),
+                    std::chrono::milliseconds(1));
+  };
+  const bool fresh = !token_.has_value();
+  if (fresh) {
+    if (auto got = authenticate(endpoint, allowed); !got) return std::unexpected(got.error());
+  }
+  auto outcome = send(left());
+  if (outcome || fresh || !outcome.error().token_rejected()) return outcome;
+  token_.reset();
+  if (auto got = authenticate(endpoint, left()); !got) return std::unexpected(got.error());
+  return send(left());
+}
+
+std::expected<void, Failure> Client::authenticate(const std::string& endpoint,
+                                                  std::chrono::milliseconds allowed) {
+  static constexpr std::string_view operation = "authenticate";
+  const std::string body = wire::authenticate_request(settings_.user, settings_.password);
+  Collected answer;
+  const auto exchange = transport_->post(
+      {endpoint + "/v3/auth/authenticate", body, allowed, {}, settings_.tls}, collect, &answer);
+  if (answer.too_large) {
+    return std::unexpected(malformed(operation, endpoint, exchange.status, "larger than 64 MiB"));
+  }
+  if (exchange.result != CURLE_OK) {
+    return std::unexpected(transport_failure(exchange.result, exchange.error, operation, endpoint));
+  }
+  if (exchange.status != 200) {
+    Failure failure = http_failure(exchange.status, answer.body, operation, endpoint);
+    // Credentials for an etcd that checks none: nothing to send.
+    if (failure.grpc_code == grpc_failed_precondition &&
+        contains(failure.detail, "authentication is not enabled")) {
+      token_.emplace();
+      return {};
+    }
+    // Whatever else etcd says no to here, it is saying no to the user and password.
+    if (failure.kind == FailureKind::etcd_error && !failure.transient()) {
+      failure.kind = FailureKind::auth;
+    }
+    return std::unexpected(std::move(failure));
+  }
+  auto token = wire::parse_authenticate(answer.body);
+  if (!token) return std::unexpected(malformed(operation, endpoint, 200, token.error()));
+  token_ = std::move(*token);
+  ++authentications_;
+  return {};
 }
 
 template <class T>
@@ -306,24 +537,33 @@ std::expected<T, Failure> Client::unary(std::string_view operation, std::string_
                                         const std::string& body,
                                         wire::Parsed<T> (*parse)(std::string_view)) {
   return on_endpoints<T>(
-      operation, timeout_,
+      operation, settings_.timeout,
       [&](const std::string& endpoint,
           std::chrono::milliseconds allowed) -> std::expected<T, Failure> {
         Collected answer;
-        const auto exchange = transport_->post(endpoint + "/v3/" + std::string(path), body, allowed,
+        const auto exchange = transport_->post({endpoint + "/v3/" + std::string(path), body,
+                                                allowed, token_.value_or(""), settings_.tls},
                                                collect, &answer);
         if (answer.too_large) {
           return std::unexpected(
               malformed(operation, endpoint, exchange.status, "larger than 64 MiB"));
         }
         if (exchange.result != CURLE_OK) {
-          return std::unexpected(transport_failure(exchange.result, operation, endpoint));
+          return std::unexpected(
+              transport_failure(exchange.result, exchange.error, operation, endpoint));
         }
         if (exchange.status != 200) {
           return std::unexpected(http_failure(exchange.status, answer.body, operation, endpoint));
         }
         auto parsed = parse(answer.body);
         if (!parsed) return std::unexpected(malformed(operation, endpoint, 200, parsed.error()));
+        // A stream's error (keep-alive is one) comes with HTTP 200; it counts as etcd's refusal,
+        // so that a rejected token is renewed as for any other call.
+        if constexpr (std::is_same_v<T, KeepAlive>) {
+          if (const auto& error = parsed->error) {
+            return std::unexpected(stream_failure(*error, operation, endpoint));
+          }
+        }
         return std::move(*parsed);
       });
 }
@@ -336,9 +576,6 @@ std::expected<std::chrono::seconds, Failure> Client::keep_alive(LeaseId lease) {
   auto answer = unary("lease keepalive", "lease/keepalive", wire::lease_request(lease),
                       wire::parse_keep_alive);
   if (!answer) return std::unexpected(answer.error());
-  if (const auto& error = answer->error) {
-    return std::unexpected(stream_failure(*error, "lease keepalive", endpoint()));
-  }
   return answer->ttl;
 }
 
@@ -394,8 +631,9 @@ std::expected<WatchEnd, Failure> Client::watch_prefix(
         state.on_event = &on_event;
         state.operation = "watch";
         state.endpoint = endpoint;
-        const auto exchange =
-            transport_->post(endpoint + "/v3/watch", body, allowed, stream, &state);
+        const auto exchange = transport_->post(
+            {endpoint + "/v3/watch", body, allowed, token_.value_or(""), settings_.tls}, stream,
+            &state);
         if (state.stopped) return WatchEnd::stopped;
         if (state.ended) return WatchEnd::ended;
         if (state.failure) return std::unexpected(*state.failure);
@@ -407,7 +645,8 @@ std::expected<WatchEnd, Failure> Client::watch_prefix(
         } else if (exchange.result == CURLE_OK) {
           return std::unexpected(http_failure(exchange.status, state.buffer, "watch", endpoint));
         }
-        return std::unexpected(transport_failure(exchange.result, "watch", endpoint));
+        return std::unexpected(
+            transport_failure(exchange.result, exchange.error, "watch", endpoint));
       });
 }
 

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pidlock/fleet.hpp"
 #include "wire.hpp"
 
 namespace pidlock::fleet::etcd {
@@ -29,6 +30,9 @@ enum class FailureKind {
   etcd_error,          // etcd answered with an error: its gRPC status is in the Failure
   malformed_response,  // the answer is not etcd's: detail says what was wrong with it
   client_setup,        // libcurl could not be set up (out of memory)
+  tls,                 // no TLS session: a certificate not verified, or refused; no TLS at all
+  auth,                // etcd refused the credentials, or wants some
+  permission,          // etcd refused the user access to a key
 };
 
 struct Failure {
@@ -47,6 +51,9 @@ struct Failure {
   bool worth_another_endpoint() const noexcept;
   // etcd says the lease does not exist (any more).
   bool lease_not_found() const noexcept;
+  // etcd no longer takes the token we sent (expired, or issued before a change to users or
+  // roles), or wants one: authenticating again may help.
+  bool token_rejected() const noexcept;
   // "etcd: Couldn't connect to server", "etcd: NotFound: etcdserver: requested lease not
   // found", "not an etcd answer (HTTP 200): header: missing".
   std::string cause() const;
@@ -59,9 +66,19 @@ enum class WatchEnd {
   ended,      // etcd ended or canceled the stream (a compacted start revision, a member leaving)
 };
 
+// How to reach the cluster.
+struct Settings {
+  std::vector<std::string> endpoints;       // none means http://127.0.0.1:2379
+  std::chrono::milliseconds timeout{2000};  // per HTTP request
+  Tls tls;
+  std::string user;  // empty: no authentication
+  std::string password;
+};
+
 class Client {
  public:
-  // Fails only when libcurl cannot be set up. No endpoints means http://127.0.0.1:2379.
+  // Fails only when libcurl cannot be set up.
+  [[nodiscard]] static std::expected<Client, Failure> open(Settings settings);
   [[nodiscard]] static std::expected<Client, Failure> open(std::vector<std::string> endpoints,
                                                            std::chrono::milliseconds timeout);
   Client(Client&&) noexcept;
@@ -89,7 +106,9 @@ class Client {
       const std::function<bool(const WatchEvent&)>& on_event);
 
   // The endpoint the next request goes to: the last one that answered, or the next to try.
-  const std::string& endpoint() const noexcept { return endpoints_[current_]; }
+  const std::string& endpoint() const noexcept { return settings_.endpoints[current_]; }
+  // How many tokens etcd has handed us: one, plus one per renewal of an expired one.
+  int authentications() const noexcept { return authentications_; }
 
   // While one lives, no call on the client runs past `until`: requests are cut short and
   // endpoints left untried. A lease holder's renewal must not outlast the lease.
@@ -109,22 +128,29 @@ class Client {
 
  private:
   struct Transport;
-  Client(std::unique_ptr<Transport> transport, std::vector<std::string> endpoints,
-         std::chrono::milliseconds timeout) noexcept;
+  Client(std::unique_ptr<Transport> transport, Settings settings) noexcept;
 
   template <class T, class Attempt>
   std::expected<T, Failure> on_endpoints(std::string_view operation,
                                          std::chrono::milliseconds timeout, Attempt attempt);
+  template <class T, class Send>
+  std::expected<T, Failure> authenticated(const std::string& endpoint,
+                                          std::chrono::milliseconds allowed, Send send);
+  std::expected<void, Failure> authenticate(const std::string& endpoint,
+                                            std::chrono::milliseconds allowed);
   template <class T>
   std::expected<T, Failure> unary(std::string_view operation, std::string_view path,
                                   const std::string& body,
                                   wire::Parsed<T> (*parse)(std::string_view));
 
   std::unique_ptr<Transport> transport_;
-  std::vector<std::string> endpoints_;
+  Settings settings_;
   std::size_t current_ = 0;
-  std::chrono::milliseconds timeout_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
+  // Sent as the Authorization header. Unset until etcd is first asked for one (with
+  // credentials); empty when etcd said it has authentication off.
+  std::optional<std::string> token_;
+  int authentications_ = 0;
 };
 
 }  // namespace pidlock::fleet::etcd

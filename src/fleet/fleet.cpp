@@ -2,10 +2,12 @@
 // client (etcd.hpp) does the talking.
 #include "pidlock/fleet.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <ctime>
 #include <limits>
 #include <thread>
@@ -13,6 +15,7 @@
 
 #include "../escape.hpp"
 #include "etcd.hpp"
+#include "keys.hpp"
 #include "slot_record.hpp"
 #include "timing.hpp"
 
@@ -45,6 +48,14 @@ class Category final : public std::error_category {
         return "the HTTP client cannot be set up";
       case errc::slot_lost:
         return "the fleet slot is lost";
+      case errc::tls_failed:
+        return "no TLS session with etcd";
+      case errc::auth_failed:
+        return "etcd did not accept the credentials";
+      case errc::permission_denied:
+        return "etcd denied access to the fleet lock's keys";
+      case errc::slot_count_mismatch:
+        return "the fleet lock's holders use another slot count";
     }
     return "unknown fleet error";
   }
@@ -62,6 +73,14 @@ class Category final : public std::error_category {
         return std::errc::not_enough_memory;
       case errc::slot_lost:
         return std::errc::owner_dead;
+      case errc::tls_failed:
+        return std::errc::protocol_error;
+      case errc::auth_failed:
+        return std::errc::permission_denied;
+      case errc::permission_denied:
+        return std::errc::operation_not_permitted;
+      case errc::slot_count_mismatch:
+        return std::errc::invalid_argument;
     }
     return {value, *this};
   }
@@ -76,10 +95,10 @@ std::string host_name() {
 std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
 
 std::string slots_prefix(const Options& options, std::string_view name) {
-  return options.key_prefix + std::string(name) + "/slots/";
+  return keys::slots_prefix(options.key_prefix, name);
 }
 std::string waiters_prefix(const Options& options, std::string_view name) {
-  return options.key_prefix + std::string(name) + "/waiters/";
+  return keys::waiters_prefix(options.key_prefix, name);
 }
 
 ErrorKind kind_of(const Failure& failure) {
@@ -92,6 +111,12 @@ ErrorKind kind_of(const Failure& failure) {
       return ErrorKind::etcd_error;
     case etcd::FailureKind::client_setup:
       return ErrorKind::system;
+    case etcd::FailureKind::tls:
+      return ErrorKind::tls;
+    case etcd::FailureKind::auth:
+      return ErrorKind::authentication;
+    case etcd::FailureKind::permission:
+      return ErrorKind::permission_denied;
   }
   return ErrorKind::unreachable;
 }
@@ -108,19 +133,54 @@ errc code_of(const Failure& failure) {
       return errc::malformed_response;
     case etcd::FailureKind::client_setup:
       return errc::client_setup;
+    case etcd::FailureKind::tls:
+      return errc::tls_failed;
+    case etcd::FailureKind::auth:
+      return errc::auth_failed;
+    case etcd::FailureKind::permission:
+      return errc::permission_denied;
   }
   return errc::unreachable;
 }
 
-// "pidlock: lease grant http://10.0.0.1:2379: etcd: Couldn't connect to server".
-Error error_of(const Failure& failure) {
-  return Error::fleet_failure(kind_of(failure), failure.operation, failure.endpoint,
-                              make_error_code(code_of(failure)), failure.cause());
+// What to fix when etcd refuses the caller itself. Never the password.
+std::string hint(const Failure& failure, const Options& options) {
+  const std::string user = etcd::wire::printable(options.user);
+  switch (failure.kind) {
+    case etcd::FailureKind::auth:
+      if (options.user.empty())
+        return "; this etcd has authentication on: give a user and password";
+      return "; check the password of etcd user " + user + ", and that the user exists";
+    case etcd::FailureKind::permission: {
+      const std::string prefix = etcd::wire::printable(options.key_prefix);
+      const std::string who = options.user.empty() ? "the user" : "etcd user " + user;
+      return "; " + who + " needs a role with readwrite on the keys under " + prefix +
+             " (etcdctl role grant-permission --prefix ROLE readwrite " + prefix + ")";
+    }
+    default:
+      return {};
+  }
 }
 
-Error invalid_options(std::string_view name, std::string_view why) {
-  return Error::fleet_failure(ErrorKind::invalid_argument, "acquire", std::string(name),
+// "pidlock: lease grant http://10.0.0.1:2379: etcd: Couldn't connect to server".
+Error error_of(const Failure& failure, const Options& options) {
+  return Error::fleet_failure(kind_of(failure), failure.operation, failure.endpoint,
+                              make_error_code(code_of(failure)), failure.cause() + hint(failure, options));
+}
+
+Error invalid_options(std::string_view operation, std::string_view name, std::string_view why) {
+  return Error::fleet_failure(ErrorKind::invalid_argument, operation, std::string(name),
                               std::make_error_code(std::errc::invalid_argument), why);
+}
+
+etcd::Settings settings_of(const Options& options) {
+  etcd::Settings settings;
+  settings.endpoints = options.endpoints;
+  settings.timeout = options.request_timeout;
+  settings.tls = options.tls;
+  settings.user = options.user;
+  settings.password = options.password;
+  return settings;
 }
 
 template <class Entry>
@@ -139,6 +199,7 @@ SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
   SlotHolder holder;
   holder.slot = slot;
   holder.lease = kv.lease;
+  holder.fence = kv.create_revision;
   auto reading = record::parse(kv.value);
   holder.started_at = reading.record.started_at;
   holder.slots = reading.record.slots;
@@ -227,6 +288,34 @@ struct Busy {
   std::vector<SlotHolder> holders;
   etcd::Revision revision = 0;  // of the last read: watch from the next one
 };
+// Holders that were started with another slot count.
+struct Mismatch {
+  int slots = 0;
+  bool at_least = false;  // no count recorded, but a slot held at slots - 1
+};
+
+// "pidlock: acquire NAME: the fleet lock has 3 slots, as its holders were started with; this
+// one asked for 2".
+Error mismatch(const Options& options, std::string_view name, Mismatch found) {
+  return Error::fleet_failure(
+      ErrorKind::slot_count_mismatch, "acquire", std::string(name),
+      make_error_code(errc::slot_count_mismatch),
+      "the fleet lock has " + std::string(found.at_least ? "at least " : "") +
+          std::to_string(found.slots) + " slots, as its holders were started with; this one " +
+          "asked for " + std::to_string(options.slots));
+}
+
+// What a holder's record says about the slot count, if it disagrees with `slots`. Malformed
+// records say nothing one could trust.
+std::optional<Mismatch> disagreement(const SlotHolder& holder, int slots) {
+  if (holder.malformed) return std::nullopt;
+  if (holder.slots > 0) {
+    if (holder.slots == slots) return std::nullopt;
+    return Mismatch{holder.slots, false};
+  }
+  if (holder.slot >= slots) return Mismatch{holder.slot + 1, true};
+  return std::nullopt;
+}
 
 // Keeps Options::on_wait informed: at the start of a wait, every progress_interval, and at once
 // when etcd stops or starts answering.
@@ -243,7 +332,7 @@ class Reporter {
   }
   void failed(const Failure& failure) {
     const bool changed = !failure_.has_value();
-    failure_ = error_of(failure);
+    failure_ = error_of(failure, options_);
     report(changed);
   }
   void tick() { report(false); }
@@ -290,6 +379,9 @@ class Acquirer {
       auto outcome = try_once();
       if (outcome && std::holds_alternative<Taken>(*outcome))
         return taken(std::get<Taken>(*outcome));
+      // Not worth waiting out: the next holders will be started as the last ones were.
+      if (outcome && std::holds_alternative<Mismatch>(*outcome))
+        return give_up(mismatch(options_, name_, std::get<Mismatch>(*outcome)));
       if (outcome) {
         last_seen = std::move(std::get<Busy>(*outcome));
         if (Clock::now() >= deadline_) return give_up(busy(options_, name_, last_seen->holders));
@@ -303,7 +395,8 @@ class Acquirer {
         outcome = std::unexpected(woke.error());
       }
       const Failure& failure = outcome.error();
-      if (!failure.transient() || Clock::now() >= deadline_) return give_up(error_of(failure));
+      if (!failure.transient() || Clock::now() >= deadline_)
+        return give_up(error_of(failure, options_));
       reporter_.failed(failure);
       const auto pause = std::min(backoff.next(), timing::time_between(Clock::now(), deadline_));
       std::this_thread::sleep_for(pause);
@@ -340,7 +433,7 @@ class Acquirer {
   }
 
   // One pass: the first slot that does not exist is created, bound to our lease.
-  std::expected<std::variant<Taken, Busy>, Failure> try_once() {
+  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_once() {
     if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
     auto outcome = try_slots();
     if (!outcome && outcome.error().lease_not_found()) {
@@ -352,9 +445,15 @@ class Acquirer {
     return outcome;
   }
 
-  std::expected<std::variant<Taken, Busy>, Failure> try_slots() {
+  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots() {
     Busy busy_now;
     const std::string prefix = slots_prefix(options_, name_);
+    // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
+    // stop us, started with 2, as much as one holding slot 0.
+    if (auto other = other_count(prefix); !other || *other) {
+      if (!other) return std::unexpected(other.error());
+      return **other;
+    }
     const std::string mine = record_now();
     for (int slot = 0; slot < options_.slots; ++slot) {
       auto created = client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id);
@@ -366,8 +465,21 @@ class Acquirer {
       // Ours already: an earlier try reached etcd but its answer did not reach us.
       if (existing->lease == lease_.id) return Taken{slot, existing->create_revision};
       busy_now.holders.push_back(holder_from(*existing, slot));
+      // Taken since we looked, by a holder started with another count.
+      if (auto other = disagreement(busy_now.holders.back(), options_.slots)) return *other;
     }
     return busy_now;
+  }
+
+  std::expected<std::optional<Mismatch>, Failure> other_count(const std::string& prefix) {
+    auto held = client_.range_prefix(prefix);
+    if (!held) return std::unexpected(held.error());
+    for (const auto& kv : held->kvs) {
+      const auto slot = record::slot_index(kv.key, prefix);
+      if (!slot) continue;
+      if (auto other = disagreement(holder_from(kv, *slot), options_.slots)) return other;
+    }
+    return std::nullopt;
   }
 
   // Who we are, for status; started now, so that "held for" does not count the wait. The slot
@@ -442,16 +554,52 @@ class Acquirer {
   std::string waiter_key_;
 };
 
-std::optional<Error> check_options(std::string_view name, const Options& options) {
-  if (name.empty() || name.find('/') != std::string_view::npos) {
-    return invalid_options(name, "a fleet lock needs a name without '/'");
+// Empty when `path` can be opened for reading, else why not: a missing certificate is better
+// named now than as a TLS failure at the first request.
+std::string unreadable(std::string_view what, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int error = errno;
+    return "cannot read the " + std::string(what) + " " + etcd::wire::printable(path) + ": " +
+           std::system_category().message(error);
   }
-  if (options.slots < 1) return invalid_options(name, "a fleet lock needs at least one slot");
-  if (options.ttl < std::chrono::seconds(1) || options.ttl > max_ttl) {
-    return invalid_options(name, "the lease TTL must be from 1 s to 9000000000 s (etcd's limit)");
-  }
+  ::close(fd);
+  return {};
+}
+
+// What acquire and inspect both need: a name, a usable prefix, and credentials that hang together.
+std::string check_connection(std::string_view name, const Options& options) {
+  if (name.empty()) return "a fleet lock needs a name";
+  if (auto bad = keys::check_prefix(options.key_prefix); !bad.empty()) return bad;
   if (options.request_timeout <= std::chrono::milliseconds::zero()) {
-    return invalid_options(name, "the request timeout must be positive");
+    return "the request timeout must be positive";
+  }
+  if (options.user.empty() && !options.password.empty()) return "a password needs a user name";
+  const Tls& tls = options.tls;
+  if (!tls.key_file.empty() && tls.cert_file.empty()) {
+    return "a client key file needs its certificate file";
+  }
+  const std::pair<std::string_view, const std::string*> files[] = {
+      {"CA file", &tls.ca_file},
+      {"client certificate file", &tls.cert_file},
+      {"client key file", &tls.key_file}};
+  for (const auto& [what, path] : files) {
+    if (path->empty()) continue;
+    if (auto bad = unreadable(what, *path); !bad.empty()) return bad;
+  }
+  return {};
+}
+
+std::optional<Error> check_options(std::string_view name, const Options& options) {
+  if (auto bad = check_connection(name, options); !bad.empty()) {
+    return invalid_options("acquire", name, bad);
+  }
+  if (options.slots < 1) {
+    return invalid_options("acquire", name, "a fleet lock needs at least one slot");
+  }
+  if (options.ttl < std::chrono::seconds(1) || options.ttl > max_ttl) {
+    return invalid_options("acquire", name,
+                           "the lease TTL must be from 1 s to 9000000000 s (etcd's limit)");
   }
   return std::nullopt;
 }
@@ -494,8 +642,8 @@ Slot::~Slot() { release(); }
 
 std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& options) {
   if (auto invalid = check_options(name, options)) return std::unexpected(std::move(*invalid));
-  auto client = etcd::Client::open(options.endpoints, options.request_timeout);
-  if (!client) return std::unexpected(error_of(client.error()));
+  auto client = etcd::Client::open(settings_of(options));
+  if (!client) return std::unexpected(error_of(client.error(), options));
   Acquirer acquirer(*client, options, name);
   auto taken = acquirer.run();
   if (!taken) return std::unexpected(std::move(taken.error()));
@@ -523,7 +671,8 @@ std::expected<void, Error> Slot::keep_alive() {
   std::optional<etcd::Client::Deadline> in_time;
   if (sent < expires) in_time.emplace(state_->client, expires);
   auto ttl = state_->client.keep_alive(state_->lease.id);
-  if (!ttl && !ttl.error().lease_not_found()) return std::unexpected(error_of(ttl.error()));
+  if (!ttl && !ttl.error().lease_not_found())
+    return std::unexpected(error_of(ttl.error(), state_->options));
   if (!ttl || ttl->count() <= 0) {
     return lose("lease keepalive", "the lease has expired or was revoked; the slot is lost");
   }
@@ -531,7 +680,7 @@ std::expected<void, Error> Slot::keep_alive() {
   // The lease lives, but the key may not: deleted by hand, or by a revoke and then re-created by
   // another holder. Checked at every renewal, so it is noticed within one renewal period.
   auto read = state_->client.get(state_->key, true);
-  if (!read) return std::unexpected(error_of(read.error()));
+  if (!read) return std::unexpected(error_of(read.error(), state_->options));
   const std::optional<etcd::KeyValue>& key = *read;
   if (!key) return lose("slot check", "the key " + state_->key + " was deleted; the slot is lost");
   if (key->create_revision != state_->created || key->lease != state_->lease.id) {
@@ -566,17 +715,21 @@ std::error_code Slot::release() noexcept {
 }
 
 int Slot::index() const noexcept { return state_ ? state_->slot : -1; }
+std::int64_t Slot::fence() const noexcept { return state_ ? state_->created : 0; }
 bool Slot::held() const noexcept { return state_ != nullptr; }
 
 std::expected<Status, Error> inspect(std::string_view name, const Options& options) {
-  auto client = etcd::Client::open(options.endpoints, options.request_timeout);
-  if (!client) return std::unexpected(error_of(client.error()));
+  if (auto bad = check_connection(name, options); !bad.empty()) {
+    return std::unexpected(invalid_options("inspect", name, bad));
+  }
+  auto client = etcd::Client::open(settings_of(options));
+  if (!client) return std::unexpected(error_of(client.error(), options));
   Status status;
   status.name = std::string(name);
   status.slots = options.slots;
   const std::string slots = slots_prefix(options, name);
   auto held = client->range_prefix(slots);
-  if (!held) return std::unexpected(error_of(held.error()));
+  if (!held) return std::unexpected(error_of(held.error(), options));
   for (const auto& kv : held->kvs) {
     // Keys no pidlock would compete for block nobody: not slots.
     const auto slot = record::slot_index(kv.key, slots);
@@ -589,7 +742,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   std::sort(status.holders.begin(), status.holders.end(),
             [](const SlotHolder& a, const SlotHolder& b) { return a.slot < b.slot; });
   auto waiters = client->range_prefix(waiters_prefix(options, name));
-  if (!waiters) return std::unexpected(error_of(waiters.error()));
+  if (!waiters) return std::unexpected(error_of(waiters.error(), options));
   for (const auto& kv : waiters->kvs) {
     FleetWaiter waiter;
     auto reading = record::parse(kv.value);

@@ -1,5 +1,6 @@
 #include "wire.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <limits>
@@ -251,6 +252,10 @@ std::string watch_request(std::string_view key, std::string_view range_end, Revi
                    {"start_revision", std::to_string(start)}}}});
 }
 
+std::string authenticate_request(std::string_view user, std::string_view password) {
+  return dumped({{"name", std::string(user)}, {"password", std::string(password)}});
+}
+
 std::string prefix_end(std::string prefix) {
   while (!prefix.empty()) {
     auto& last = prefix.back();
@@ -374,20 +379,53 @@ Parsed<WatchMessage> parse_watch_message(std::string_view line) {
   return checked(inner, std::move(message));
 }
 
+Parsed<std::string> parse_authenticate(std::string_view body) {
+  // etcd's are 16 letters (simple) or a JWT of a few hundred bytes.
+  constexpr std::size_t max_token = 8192;
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  read_header(fields);
+  std::string token = fields.text("token");
+  if (fields.ok() && token.empty()) fields.fail("token", "missing");
+  if (fields.ok() && token.size() > max_token) fields.fail("token", "longer than 8 KiB");
+  const bool visible = std::all_of(token.begin(), token.end(), [](char c) {
+    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7F;
+  });
+  if (fields.ok() && !visible) fields.fail("token", "not visible ASCII");
+  return checked(fields, std::move(token));
+}
+
 std::optional<Status> parse_error(std::string_view body) {
   auto root = parse_json(body);
   if (!root) return std::nullopt;
   return read_status(*root);
 }
 
+namespace {
+constexpr std::array<std::string_view, 17> grpc_names = {
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
+}  // namespace
+
+std::optional<Status> parse_cancel_reason(std::string_view reason) {
+  constexpr std::string_view lead = "rpc error: code = ";
+  constexpr std::string_view separator = " desc = ";
+  if (!reason.starts_with(lead)) return std::nullopt;
+  reason.remove_prefix(lead.size());
+  const auto end = reason.find(separator);
+  if (end == std::string_view::npos) return std::nullopt;
+  const auto name = std::find(grpc_names.begin(), grpc_names.end(), reason.substr(0, end));
+  if (name == grpc_names.end() || name == grpc_names.begin()) return std::nullopt;
+  return Status{static_cast<int>(name - grpc_names.begin()),
+                std::string(reason.substr(end + separator.size()))};
+}
+
 std::string grpc_code_name(int code) {
-  static constexpr std::array<std::string_view, 17> names = {
-      "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
-      "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-      "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
-      "DataLoss", "Unauthenticated"};
-  if (code >= 0 && static_cast<std::size_t>(code) < names.size())
-    return std::string(names[static_cast<std::size_t>(code)]);
+  if (code >= 0 && static_cast<std::size_t>(code) < grpc_names.size())
+    return std::string(grpc_names[static_cast<std::size_t>(code)]);
   return "code " + std::to_string(code);
 }
 

@@ -110,6 +110,7 @@ std::string put_request(std::string_view key, std::string_view value, LeaseId le
 std::string range_request(std::string_view key, std::string_view range_end, bool keys_only);
 std::string delete_request(std::string_view key);
 std::string watch_request(std::string_view key, std::string_view range_end, Revision start);
+std::string authenticate_request(std::string_view user, std::string_view password);
 
 // The first key after every key that starts with `prefix`: the range_end of a prefix range.
 std::string prefix_end(std::string prefix);
@@ -122,8 +123,16 @@ Parsed<Revision> parse_put(std::string_view body);
 Parsed<Range> parse_range(std::string_view body);
 Parsed<std::int64_t> parse_delete(std::string_view body);  // how many keys were deleted
 Parsed<WatchMessage> parse_watch_message(std::string_view line);
+// The token of an authenticate answer. It goes back in an HTTP header, so anything but a short
+// run of visible ASCII (a CR or LF would inject headers) is refused.
+Parsed<std::string> parse_authenticate(std::string_view body);
 // etcd's error body for a non-200 answer ({"error": …, "message": …, "code": N}).
 std::optional<Status> parse_error(std::string_view body);
+
+// A watch etcd refused at its creation says why only in cancel_reason, as a gRPC error's text:
+// "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token". Other reasons (a
+// compacted revision) are no gRPC status: nullopt.
+std::optional<Status> parse_cancel_reason(std::string_view reason);
 
 // "NotFound", "Unavailable", …: the gRPC name of a status code, or "code N".
 std::string grpc_code_name(int code);
