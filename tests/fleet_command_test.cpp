@@ -1,0 +1,366 @@
+// Fleet mode for production clusters, as an operator uses it: `pidlock run` and `pidlock status`
+// against a TLS etcd that wants client certificates, and against an etcd with users and roles.
+// Each refusal has its own exit status (78 TLS, 77 login or permission), never 75, and at once.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fleet_support.hpp"
+
+namespace pidlock {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using test::Child;
+using test::Cluster;
+using test::ClusterConfig;
+using test::pidlock_binary;
+using test::run;
+using Clock = std::chrono::steady_clock;
+
+std::string unique(const std::string& base) {
+  static int counter = 0;
+  return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// `env NAME=VALUE… pidlock ARGS…`: the environment a fleet's hosts would share.
+std::vector<std::string> with_environment(const std::vector<std::string>& variables,
+                                          const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"env"};
+  argv.insert(argv.end(), variables.begin(), variables.end());
+  argv.push_back(pidlock_binary());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+// A refusal with a wait long enough that retrying would show: its exit status and stderr.
+struct Refusal {
+  test::Result result;
+  Clock::duration took;
+};
+Refusal refused(std::vector<std::string> argv) {
+  const auto started = Clock::now();
+  auto result = run(argv);
+  return {std::move(result), Clock::now() - started};
+}
+
+// --- TLS ---
+
+class CommandTls : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::etcd_available() && test::etcdctl_available() && test::openssl_available()) {
+      cluster_ = new Cluster(ClusterConfig{1, true, {}});
+    }
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    REQUIRE_ETCD();
+    REQUIRE_ETCDCTL();
+    if (!test::openssl_available()) GTEST_SKIP() << "openssl is not installed";
+  }
+  static std::string file(const std::string& name) { return cluster_->file(name); }
+  // Everything right: the CA that signed the server's certificate, and a client certificate.
+  static std::vector<std::string> tls(const std::string& ca = "ca.pem") {
+    return {"--cacert", file(ca), "--cert", file("client.pem"), "--key", file("client-key.pem")};
+  }
+  static std::vector<std::string> run_args(const std::string& endpoint,
+                                           const std::vector<std::string>& options,
+                                           const std::string& name,
+                                           const std::vector<std::string>& command) {
+    std::vector<std::string> argv{pidlock_binary(), "run", "-w", "30", "--etcd", endpoint};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(name);
+    argv.push_back("--");
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  }
+  static Cluster* cluster_;
+};
+Cluster* CommandTls::cluster_ = nullptr;
+
+TEST_F(CommandTls, RunsWithTheRightCaAndClientCertificateAndHandsOnTheFence) {
+  const auto name = unique("prod/web/tls");
+  const auto r = run(run_args(cluster_->endpoint(0), tls(), name,
+                              {"sh", "-c", "echo \"$PIDLOCK_FENCE $PIDLOCK_NAME $PIDLOCK_SLOT\""}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream words(r.out);
+  long long fence = 0;
+  std::string seen_name;
+  int slot = -1;
+  words >> fence >> seen_name >> slot;
+  EXPECT_GT(fence, 0) << r.out;
+  EXPECT_EQ(seen_name, name);
+  EXPECT_EQ(slot, 0);
+}
+
+TEST_F(CommandTls, EachTlsFailureIsExit78AtOnce) {
+  struct Case {
+    const char* why;
+    std::string endpoint;
+    std::vector<std::string> options;
+  };
+  const std::vector<Case> cases = {
+      {"a CA that did not sign the server's certificate", cluster_->endpoint(0), tls("other-ca.pem")},
+      {"no client certificate", cluster_->endpoint(0), {"--cacert", file("ca.pem")}},
+      {"a host name the certificate does not name", cluster_->endpoint(0, "127.0.0.2"), tls()},
+  };
+  for (const auto& c : cases) {
+    const auto r = refused(run_args(c.endpoint, c.options, unique("tls-refused"), {"true"}));
+    EXPECT_EQ(r.result.code, 78) << c.why << ": " << r.result.err;
+    EXPECT_LT(r.took, 10s) << c.why << ": waited, as if it could pass";
+    EXPECT_TRUE(r.result.err.starts_with("pidlock: ")) << c.why << ": " << r.result.err;
+    EXPECT_FALSE(contains(r.result.err, "is running")) << c.why << ": " << r.result.err;
+  }
+}
+
+TEST_F(CommandTls, TheEnvironmentConfiguresAndOptionsWin) {
+  const std::vector<std::string> shared = {
+      "PIDLOCK_ETCD_ENDPOINTS=" + cluster_->endpoint(0),
+      "PIDLOCK_ETCD_CACERT=" + file("other-ca.pem"),  // wrong: --cacert below wins
+      "PIDLOCK_ETCD_CERT=" + file("client.pem"), "PIDLOCK_ETCD_KEY=" + file("client-key.pem")};
+  const auto name = unique("env");
+  auto r = run(with_environment(shared, {"run", "--fleet", "--cacert", file("ca.pem"), name, "--",
+                                         "true"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = run(with_environment(shared, {"run", "--fleet", name, "--", "true"}));
+  EXPECT_EQ(r.code, 78) << "the environment's CA was not used: " << r.err;
+  // The variables alone never turn fleet mode on: a local lock stays local.
+  test::TempDir dir;
+  r = run(with_environment(shared, {"run", (dir / "local.lock").string(), "--", "true"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(dir / "local.lock"));
+}
+
+TEST_F(CommandTls, InsecureSkipVerifyIsExplicitAndWarns) {
+  auto options = tls("other-ca.pem");
+  options.push_back("--insecure-skip-verify");
+  const auto r = run(run_args(cluster_->endpoint(0, "127.0.0.2"), options, unique("insecure"),
+                              {"true"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "warning: --insecure-skip-verify")) << r.err;
+}
+
+TEST_F(CommandTls, StatusShowsTheFenceTheCommandGot) {
+  const auto name = unique("status-fence");
+  std::vector<std::string> argv{pidlock_binary(), "run", "--etcd", cluster_->endpoint(0)};
+  const auto options = tls();
+  argv.insert(argv.end(), options.begin(), options.end());
+  argv.insert(argv.end(), {name, "--", "sh", "-c", "echo $PIDLOCK_FENCE; read _ || :"});
+  Child holder = Child::spawn(argv);
+  const std::string fence = holder.read_line();
+  ASSERT_FALSE(fence.empty());
+  std::vector<std::string> status{pidlock_binary(), "status", "--json", "--etcd",
+                                  cluster_->endpoint(0)};
+  status.insert(status.end(), options.begin(), options.end());
+  status.push_back(name);
+  const auto r = run(status);
+  EXPECT_EQ(r.code, 75) << r.err;
+  const json found = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(found.is_discarded()) << r.out;
+  ASSERT_EQ(found["holders"].size(), 1u) << r.out;
+  EXPECT_EQ(std::to_string(found["holders"][0]["fence"].get<long long>()), fence);
+  status.erase(status.begin() + 2);  // without --json
+  EXPECT_TRUE(contains(run(status).out, "fence " + fence)) << run(status).out;
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+}
+
+// --- Authentication ---
+
+class CommandAuth : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::etcd_available() && test::etcdctl_available()) {
+      cluster_ = new Cluster(ClusterConfig{1, false, {"--auth-token-ttl", "1"}});
+      if (!cluster_->enable_auth()) {
+        delete cluster_;
+        cluster_ = nullptr;
+      }
+    }
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    REQUIRE_ETCD();
+    REQUIRE_ETCDCTL();
+    ASSERT_NE(cluster_, nullptr) << "etcd with authentication could not be set up";
+  }
+  static std::string password_file(const std::string& password) {
+    const auto path = dir_.path() / ("password-" + std::to_string(++files_));
+    std::ofstream(path) << password << "\n";
+    return path.string();
+  }
+  static std::vector<std::string> run_args(const std::vector<std::string>& options,
+                                           const std::string& name,
+                                           const std::vector<std::string>& command) {
+    std::vector<std::string> argv{pidlock_binary(), "run", "-w", "30", "--etcd",
+                                  cluster_->endpoint(0)};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(name);
+    argv.push_back("--");
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  }
+  static Cluster* cluster_;
+  static test::TempDir dir_;
+  static int files_;
+};
+Cluster* CommandAuth::cluster_ = nullptr;
+test::TempDir CommandAuth::dir_;
+int CommandAuth::files_ = 0;
+
+TEST_F(CommandAuth, APasswordFileWorksAndThePasswordIsInNoCommandLineOrEnvironment) {
+  // The command prints its parent's (pidlock's) command line and its own environment.
+  const auto r = run(run_args({"--user", "alice", "--password-file", password_file("alice-pw")},
+                              unique("auth-file"),
+                              {"sh", "-c", "tr '\\0' ' ' < /proc/$PPID/cmdline; env"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "--password-file")) << r.out;
+  EXPECT_FALSE(contains(r.out, "alice-pw")) << r.out;
+}
+
+TEST_F(CommandAuth, ThePasswordFromTheEnvironmentWorksAndIsNotInherited) {
+  const auto r = run(with_environment(
+      {"PIDLOCK_ETCD_PASSWORD=alice-pw", "PIDLOCK_ETCD_USER=alice"},
+      {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--", "sh", "-c",
+       "echo \"${PIDLOCK_ETCD_PASSWORD-unset}\""}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "unset\n");
+}
+
+TEST_F(CommandAuth, AWrongPasswordAndAMissingPermissionAreExit77AtOnce) {
+  struct Case {
+    const char* why;
+    std::vector<std::string> options;
+  };
+  const std::vector<Case> cases = {
+      {"a wrong password", {"--user", "alice", "--password-file", password_file("not-it")}},
+      {"no credentials", {}},
+      {"a user without a role on the prefix",
+       {"--user", "bob", "--password-file", password_file("bob-pw")}},
+  };
+  for (const auto& c : cases) {
+    const auto r = refused(run_args(c.options, unique("auth-refused"), {"true"}));
+    EXPECT_EQ(r.result.code, 77) << c.why << ": " << r.result.err;
+    EXPECT_LT(r.took, 10s) << c.why << ": waited, as if it could pass";
+    EXPECT_FALSE(contains(r.result.err, "not-it")) << r.result.err;
+    EXPECT_FALSE(contains(r.result.err, "is running")) << c.why << ": " << r.result.err;
+  }
+}
+
+TEST_F(CommandAuth, APasswordOnTheCommandLineIsRefused) {
+  const auto r = run(run_args({"--user", "alice:alice-pw"}, unique("auth-argv"), {"true"}));
+  EXPECT_EQ(r.code, 64) << r.err;
+  EXPECT_TRUE(contains(r.err, "--password-file")) << r.err;
+}
+
+// etcd's tokens expire after a second unused here. With a 9 s TTL the holder renews every 1.5 s,
+// so each renewal finds its token gone: it logs in again, and the hold goes on.
+TEST_F(CommandAuth, TheHoldOutlivesTokenExpiries) {
+  const auto r = run(run_args({"--user", "alice", "--password-file", password_file("alice-pw"),
+                               "--ttl", "9"},
+                              unique("auth-expiry"), {"sleep", "3.5"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "lost")) << r.err;
+}
+
+// --- Names, fences and slot counts (plain etcd) ---
+
+class CommandNames : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (test::etcd_available()) cluster_ = new Cluster(1);
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override { REQUIRE_ETCD(); }
+  static Child hold(const std::string& name, const std::vector<std::string>& options = {}) {
+    std::vector<std::string> argv{pidlock_binary(), "run", "--etcd", cluster_->endpoint(0)};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), {name, "--", "sh", "-c", "echo $PIDLOCK_FENCE; read _ || :"});
+    Child child = Child::spawn(argv);
+    return child;
+  }
+  static Cluster* cluster_;
+};
+Cluster* CommandNames::cluster_ = nullptr;
+
+TEST_F(CommandNames, NamesBuiltToCollideStayApart) {
+  const auto base = unique("n");
+  std::vector<Child> holders;
+  for (const auto& name : {base, base + "/slots/0", base + "%2Fslots%2F0", base + "/waiters/x"}) {
+    holders.push_back(hold(name));
+    EXPECT_FALSE(holders.back().read_line().empty()) << name << " was not granted";
+  }
+  const auto busy = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0),
+                         base + "/slots/0", "--", "true"});
+  EXPECT_EQ(busy.code, 75) << busy.err;
+  EXPECT_TRUE(contains(busy.err, "fleet lock: " + base + "/slots/0,")) << busy.err;
+  for (auto& holder : holders) {
+    holder.close_stdin();
+    EXPECT_EQ(holder.wait(), 0);
+  }
+}
+
+TEST_F(CommandNames, FencesIncreaseAcrossSuccessiveHolders) {
+  const auto name = unique("fences");
+  long long last = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), name, "--",
+                        "sh", "-c", "echo $PIDLOCK_FENCE"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const long long fence = std::stoll(r.out);
+    EXPECT_GT(fence, last);
+    last = fence;
+  }
+}
+
+TEST_F(CommandNames, APrefixKeepsLocksApart) {
+  const auto name = unique("prefixed");
+  Child holder = hold(name, {"--prefix", "team-a/"});
+  ASSERT_FALSE(holder.read_line().empty());
+  auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), "--prefix", "team-b/",
+                name, "--", "true"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), "--prefix", "team-a/", name,
+           "--", "true"});
+  EXPECT_EQ(r.code, 75) << r.err;
+  r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), "--prefix", "no-slash", name,
+           "--", "true"});
+  EXPECT_EQ(r.code, 64) << r.err;
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+}
+
+TEST_F(CommandNames, ASlotCountThatDisagreesIsExit78) {
+  const auto name = unique("count");
+  Child holder = hold(name, {"--slots", "3"});
+  ASSERT_FALSE(holder.read_line().empty());
+  const auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), "--slots", "2",
+                      name, "--", "true"});
+  EXPECT_EQ(r.code, 78) << r.err;
+  EXPECT_TRUE(contains(r.err, "the fleet lock has 3 slots, as its holders were started with; "
+                              "this one asked for 2"))
+      << r.err;
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+}
+
+}  // namespace
+}  // namespace pidlock
