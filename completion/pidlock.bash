@@ -52,16 +52,18 @@ _pidlock() {
     fi
 
     local with_value without_value
+    local fleet_with_value='--etcd --slots --prefix --cacert --cert --key --user --password-file'
+    local fleet_without_value='--fleet --insecure-skip-verify'
     case $sub in
         run)
-            with_value='-w --wait --timeout -E --conflict-exit-code --role --etcd --slots --ttl
-                        --on-lease-loss --kill-after'
-            without_value='-n --nonblock -s --shared --defer-to-writers -x -e --exclusive -o
-                           --close --exec --no-mkdir --help'
+            with_value="-w --wait --timeout -E --conflict-exit-code --role --ttl --on-lease-loss
+                        --kill-after $fleet_with_value"
+            without_value="-n --nonblock -s --shared --defer-to-writers -x -e --exclusive -o
+                           --close --exec --no-mkdir --help $fleet_without_value"
             ;;
         status)
-            with_value='--etcd --slots'
-            without_value='--json --help'
+            with_value=$fleet_with_value
+            without_value="--json --help $fleet_without_value"
             ;;
         *) return ;;
     esac
@@ -97,9 +99,12 @@ _pidlock() {
     done
 
     if ((i > cword)) || [[ $split == true ]]; then
-        # An option's value: seconds, codes, names and URLs are the user's.
-        [[ $prev == --on-lease-loss ]] &&
-            mapfile -t COMPREPLY < <(compgen -W 'terminate warn' -- "$cur")
+        # An option's value: files for the certificates and the password; seconds, codes, names
+        # and URLs are the user's.
+        case $prev in
+            --on-lease-loss) mapfile -t COMPREPLY < <(compgen -W 'terminate warn' -- "$cur") ;;
+            --cacert | --cert | --key | --password-file) _filedir ;;
+        esac
         return
     fi
     if [[ $sub == run ]] && ((file && !command)); then
