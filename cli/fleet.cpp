@@ -177,7 +177,7 @@ json holder_json(const fleet::SlotHolder& h) {
   return object;
 }
 
-json waiter_json(const fleet::FleetWaiter& w) {
+json waiter_json(const fleet::SlotWaiter& w) {
   json object;
   put_text(object, "host", w.host);
   object["pid"] = w.pid;

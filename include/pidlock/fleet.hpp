@@ -88,7 +88,7 @@ struct SlotHolder {
   std::string raw;      // the value, cut at 200 bytes, bytes other than printable ASCII as \xNN
 };
 
-struct FleetWaiter {
+struct SlotWaiter {
   std::string host;
   pid_t pid = 0;
   std::string command;
@@ -103,7 +103,7 @@ struct Status {
   // plus one.
   int slots = 0;
   std::vector<SlotHolder> holders;  // by slot
-  std::vector<FleetWaiter> waiters;
+  std::vector<SlotWaiter> waiters;
   std::string endpoint;  // the member that answered
 };
 

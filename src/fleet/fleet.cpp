@@ -744,7 +744,7 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   auto waiters = client->range_prefix(waiters_prefix(options, name));
   if (!waiters) return std::unexpected(error_of(waiters.error(), options));
   for (const auto& kv : waiters->kvs) {
-    FleetWaiter waiter;
+    SlotWaiter waiter;
     auto reading = record::parse(kv.value);
     status.slots = std::max(status.slots, reading.record.slots);
     fill_from(waiter, reading, kv.value);
