@@ -216,9 +216,7 @@ void print_human(const fleet::Status& found) {
           text::for_terminal(h.raw));
       continue;
     }
-    say(stdout, "  slot {}: pid {} on {}, for {}, fence {}{}\n", h.slot, h.pid,
-        text::for_terminal(h.host), format_duration(h.held_for), h.fence,
-        h.command.empty() ? "" : ": " + text::for_terminal(h.command));
+    say(stdout, "  slot {}: {}, fence {}\n", h.slot, fleet::describe(h), h.fence);
   }
   for (const auto& w : found.waiters) {
     if (w.malformed) {

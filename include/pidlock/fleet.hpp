@@ -212,6 +212,11 @@ class Slot {
   std::unique_ptr<State> state_;
 };
 
+// "pid 4242 on web-1, running app-installer --upgrade, for 3m12s": a slot's holder as
+// pidlock::describe() names any holder, escaped for a terminal. For a malformed record: "a
+// malformed record (PROBLEM)".
+std::string describe(const SlotHolder& holder);
+
 // Lists the holders and waiters of `name`. Read-only.
 [[nodiscard]] std::expected<Status, Error> inspect(std::string_view name, const Options& options);
 

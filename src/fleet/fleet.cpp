@@ -222,20 +222,14 @@ Holder as_holder(const SlotHolder& slot) {
   return holder;
 }
 
-std::string describe_holder(const SlotHolder& holder) {
-  if (holder.malformed) {
-    return "slot " + std::to_string(holder.slot) + ": a malformed record (" +
-           text::for_terminal(holder.problem) + ")";
-  }
-  return describe(as_holder(holder));
-}
 
 // Everything in it that holders wrote into etcd is escaped for a terminal, as in every message.
 Error busy(const Options& options, std::string_view name, const std::vector<SlotHolder>& holders) {
   std::string described;
   std::optional<Holder> first;
   for (const auto& h : holders) {
-    described += (described.empty() ? "" : "; ") + describe_holder(h);
+    described += (described.empty() ? "" : "; ") +
+                 (h.malformed ? "slot " + std::to_string(h.slot) + ": " : "") + describe(h);
     if (!first && !h.malformed) first = as_holder(h);
   }
   return Error::busy_with_message(
@@ -717,6 +711,11 @@ std::error_code Slot::release() noexcept {
 int Slot::index() const noexcept { return state_ ? state_->slot : -1; }
 std::int64_t Slot::fence() const noexcept { return state_ ? state_->created : 0; }
 bool Slot::held() const noexcept { return state_ != nullptr; }
+
+std::string describe(const SlotHolder& holder) {
+  if (holder.malformed) return "a malformed record (" + text::for_terminal(holder.problem) + ")";
+  return pidlock::describe(as_holder(holder));
+}
 
 std::expected<Status, Error> inspect(std::string_view name, const Options& options) {
   if (auto bad = check_connection(name, options); !bad.empty()) {
