@@ -345,9 +345,32 @@ struct Client::Transport {
     CURLcode result = CURLE_OK;
     long status = 0;
     std::string error;  // curl's own words on a failure: which certificate, which host name
+    bool new_connection = false;  // made for this request, rather than reused
   };
 
+  // A TLS 1.3 server refuses a client certificate (or its absence) only after the handshake, with
+  // an alert; when the server's close overtakes our request, curl sees a broken connection, not
+  // the alert, as when a member goes away. So a new https connection broken that way is tried
+  // once more with TLS 1.2 at most, whose handshake itself asks for the certificate and says why
+  // it refuses it. The server is still verified as before: nothing is weakened for the attacker.
   Exchange post(const Request& request, curl_write_callback write, void* user) {
+    Exchange exchange = post_once(request, write, user, TlsVersions::any);
+    if ((exchange.result == CURLE_SEND_ERROR || exchange.result == CURLE_RECV_ERROR) &&
+        exchange.new_connection && request.url.starts_with("https://") &&
+        !contains(exchange.error, " alert ")) {
+      exchange = post_once(request, write, user, TlsVersions::up_to_1_2);
+    }
+    return exchange;
+  }
+
+  enum class TlsVersions { any, up_to_1_2 };
+  // CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2, spelled out: curl's macro shifts an
+  // enumerator past its enumeration's range, which -Wconversion rejects.
+  static_assert(CURL_SSLVERSION_TLSv1_2 == 6);
+  static constexpr long tls_1_2_at_most = 6L | (6L << 16);
+
+  Exchange post_once(const Request& request, curl_write_callback write, void* user,
+                     TlsVersions versions) {
     curl_easy_reset(curl);  // keeps the connection cache: renewals reuse one connection
     Headers headers;
     if (!headers.add("Content-Type: application/json") ||
@@ -368,10 +391,18 @@ struct Client::Transport {
          curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L),
          curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write),
          curl_easy_setopt(curl, CURLOPT_WRITEDATA, user),
-         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https"), set_tls(request.tls)});
+         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https"), set_tls(request.tls),
+         versions == TlsVersions::any
+             ? CURLE_OK
+             : curl_easy_setopt(curl, CURLOPT_SSLVERSION, tls_1_2_at_most),
+         versions == TlsVersions::any ? CURLE_OK
+                                      : curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L)});
     if (set != CURLE_OK) return {set, 0, curl_easy_strerror(set)};
     const CURLcode result = curl_easy_perform(curl);
     Exchange exchange{result, response_code(curl), {}};
+    long connects = 0;
+    exchange.new_connection =
+        curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0;
     if (result != CURLE_OK) {
       exchange.error =
           error.front() != '\0' ? std::string(error.data()) : curl_easy_strerror(result);
