@@ -176,6 +176,8 @@ class CommandLine {
     app.formatter(formatter_);
     app.set_version_flag("-V,--version", "pidlock " + std::string(pidlock::version()));
     app.require_subcommand(1);
+    // An option given twice means its last value, as in most commands (and in flock(1)).
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     add_run();
     add_status();
   }
@@ -265,6 +267,7 @@ class CommandLine {
     fleet_option(sub.add_option("--etcd", fleet.endpoints,
                                 "etcd endpoints, comma-separated (default: PIDLOCK_ETCD_ENDPOINTS)")
                      ->delimiter(',')
+                     ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
                      ->type_name("URL[,URL...]"));
     fleet_option(sub.add_flag("--fleet", fleet_flag_,
                               "Fleet mode with the endpoints in PIDLOCK_ETCD_ENDPOINTS"));
@@ -314,12 +317,13 @@ class CommandLine {
                                 "Do not pass the lock on to COMMAND; only pidlock holds it");
     auto* exec = run->add_flag("--exec", exec_mode_,
                                "Replace pidlock with COMMAND, which then holds the lock");
-    run->add_option("--role", request.role, "Noun in the busy message (default: installer)");
+    run->add_option("--role", request.role, "Noun in the busy message (default: installer)")
+        ->type_name("NAME");
     run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");
     add_fleet_options(*run, "How many holders at once (default 1)");
     FleetRequest& fleet = invocation_.fleet;
     fleet_options_.push_back(add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600,
-                                       "whole seconds", "Lease TTL in seconds (default 5)")
+                                       "whole seconds", "Lease TTL in seconds (default 5)", "SECONDS")
                                  ->group("Fleet mode (FILE is the fleet lock's name)"));
     fleet_options_.push_back(
         add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
@@ -329,7 +333,14 @@ class CommandLine {
     fleet_options_.push_back(
         run->add_option("--on-lease-loss", lease_loss_,
                         "terminate (SIGTERM the command, exit 76) or warn")
-            ->check(CLI::IsMember({"terminate", "warn"}))
+            ->check(
+                [](const std::string& value) -> std::string {
+                  return value == "terminate" || value == "warn"
+                             ? ""
+                             : "expected terminate or warn, got '" + value + "'";
+                },
+                "")
+            ->type_name("terminate|warn")
             ->group("Fleet mode (FILE is the fleet lock's name)"));
     run->add_option("FILE", request.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
@@ -424,9 +435,10 @@ std::optional<std::string> take_environment(const CommandLine& cli, FleetRequest
   take("--cert", "PIDLOCK_ETCD_CERT", fleet.cert);
   take("--key", "PIDLOCK_ETCD_KEY", fleet.key);
   take("--user", "PIDLOCK_ETCD_USER", fleet.user);
-  if (cli.given("--user") && fleet.user.find(':') != std::string::npos) {
-    return "--user takes a name only: a password on the command line is readable by every user "
-           "(ps); use --password-file FILE or PIDLOCK_ETCD_PASSWORD";
+  if (fleet.user.find(':') != std::string::npos) {
+    return std::string(cli.given("--user") ? "--user" : "PIDLOCK_ETCD_USER") +
+           " takes a name only: a password on the command line is readable by every user (ps); "
+           "use --password-file FILE or PIDLOCK_ETCD_PASSWORD";
   }
   return std::nullopt;
 }

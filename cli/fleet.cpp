@@ -3,6 +3,9 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -18,21 +21,21 @@
 namespace pidlock::cli {
 namespace {
 
-// The first line of the password file, without its line end.
+// The first line of the password file, without its line end. A regular file only: a FIFO would
+// hang pidlock, a directory cannot hold a password.
 std::expected<std::string, Error> read_password(const std::string& file) {
-  std::FILE* stream = std::fopen(file.c_str(), "re");
-  if (stream == nullptr) {
-    return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", file, sys::last_error()));
-  }
-  std::string password;
-  int c = 0;
-  while ((c = std::fgetc(stream)) != EOF && c != '\n') password += static_cast<char>(c);
-  const bool failed = std::ferror(stream) != 0;
-  const int error = errno;
-  std::fclose(stream);
-  if (failed) {
-    return std::unexpected(Error::failure(ErrorKind::io, "read", file, sys::errno_code(error)));
-  }
+  const auto refused = [&file](std::error_code code, std::string_view detail = {}) {
+    return std::unexpected(
+        Error::failure(ErrorKind::cannot_open, "--password-file", file, code, detail));
+  };
+  const sys::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return refused(sys::last_error());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return refused(sys::last_error());
+  if (!S_ISREG(st.st_mode)) return refused(sys::errno_code(EINVAL), "not a regular file");
+  auto text = sys::read_fd(fd.get(), 64 * 1024);
+  if (!text) return refused(text.error());
+  std::string password = text->substr(0, text->find('\n'));
   if (!password.empty() && password.back() == '\r') password.pop_back();
   return password;
 }
@@ -52,10 +55,13 @@ std::expected<fleet::Options, int> connection(const FleetRequest& fleet) {
         "checked; anyone on the network path can pose as etcd (and read the password)\n");
   }
   options.user = fleet.user;
-  // The command has no use for pidlock's password: it does not inherit it.
+  // The command has no use for pidlock's password: it does not inherit it (nor a PIDLOCK_FILE
+  // from an outer pidlock: this lock is not a file).
   const char* from_environment = std::getenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
   const std::string environment_password = from_environment != nullptr ? from_environment : "";
-  ::unsetenv("PIDLOCK_ETCD_PASSWORD");
+  // One thread here: nothing else reads the environment meanwhile.
+  ::unsetenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
+  ::unsetenv("PIDLOCK_FILE");           // NOLINT(concurrency-mt-unsafe)
   if (!fleet.password_file.empty()) {
     auto password = read_password(fleet.password_file);
     if (!password) {

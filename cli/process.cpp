@@ -256,6 +256,7 @@ int exec_in_place(const std::vector<std::string>& command) {
 std::string errno_text(int error) { return std::generic_category().message(error); }
 
 bool export_to_command(const char* name, const std::string& value) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): pidlock has one thread when it prepares the command
   if (::setenv(name, value.c_str(), 1) == 0) return true;
   say(stderr, "pidlock: setenv {}: {}\n", name, errno_text(errno));
   return false;

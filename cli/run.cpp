@@ -69,6 +69,11 @@ int run(const RunRequest& request) {
   if (auto warning = unreliable_filesystem(request.file)) {
     say(stderr, "pidlock: warning: {}\n", *warning);
   }
+  // The command gets what describes this lock, and nothing of an outer fleet lock's or of
+  // pidlock-fleet's password (set for a fleet's hosts alike, in a shared EnvironmentFile=).
+  for (const char* stale : {"PIDLOCK_ETCD_PASSWORD", "PIDLOCK_FENCE", "PIDLOCK_NAME", "PIDLOCK_SLOT"}) {
+    ::unsetenv(stale);  // NOLINT(concurrency-mt-unsafe): one thread here
+  }
   // Absolute, so that it still names the lock after the command changes directory.
   std::error_code ignored;
   const auto absolute = std::filesystem::absolute(request.file, ignored);

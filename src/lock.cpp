@@ -74,6 +74,12 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
     return std::unexpected(Error::failure(ErrorKind::symlink, "open", path, sys::last_error(),
                                           "is a symbolic link; refusing to follow it"));
   }
+  // Worded as lock_file::refuse() words every file that is not regular, as status says it.
+  if (errno == EISDIR) {
+    return std::unexpected(Error::failure(ErrorKind::not_regular_file, "open", path,
+                                          sys::last_error(),
+                                          "refusing a lock file that is a directory"));
+  }
   return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
 }
 

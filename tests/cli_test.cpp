@@ -74,6 +74,19 @@ TEST(Cli, TheCommandGetsPidlockFile) {
   EXPECT_EQ(r.out, (dir / "l").string());
 }
 
+// pidlock-fleet's password, set for a fleet's hosts alike, and an outer fleet lock's fence are
+// not the local command's.
+TEST(Cli, TheCommandGetsNoPasswordAndNoStaleFence) {
+  TempDir dir;
+  const auto r = run({"env", "PIDLOCK_ETCD_PASSWORD=secret", "PIDLOCK_FENCE=7", "PIDLOCK_NAME=n",
+                      "PIDLOCK_SLOT=0", pidlock_binary(), "run", (dir / "l").string(), "--", "env"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("PIDLOCK_FENCE"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("PIDLOCK_NAME"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("PIDLOCK_FILE=" + (dir / "l").string() + "\n"), std::string::npos) << r.out;
+}
+
 TEST(Cli, CommandKilledBySignalGives128PlusN) {
   TempDir dir;
   EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "kill -TERM $$"}).code,
@@ -318,7 +331,8 @@ TEST(Cli, HostilePathsFailClearlyAndNotAs75) {
   std::filesystem::create_directory(dir / "d");
   r = run({pidlock_binary(), "run", (dir / "d").string(), "--", "true"});
   EXPECT_EQ(r.code, 73);
-  EXPECT_EQ(r.err, "pidlock: open " + (dir / "d").string() + ": Is a directory\n");
+  EXPECT_EQ(r.err, "pidlock: open " + (dir / "d").string() + ": refusing a lock file that is a directory\n");
+  EXPECT_EQ(run({pidlock_binary(), "status", (dir / "d").string()}).err, r.err);
 
   r = run({pidlock_binary(), "run", "--no-mkdir", (dir.path() / "x" / "l").string(), "--", "true"});
   EXPECT_EQ(r.code, 73);

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -153,6 +156,18 @@ TEST_F(CommandTls, TheEnvironmentConfiguresAndOptionsWin) {
   EXPECT_TRUE(std::filesystem::exists(dir / "local.lock"));
 }
 
+TEST_F(CommandTls, AnUnreadableCertificateFileIsATlsFailure) {
+  for (const char* option : {"--cacert", "--cert", "--key"}) {
+    auto options = tls();
+    const auto at = std::find(options.begin(), options.end(), option);
+    ASSERT_NE(at, options.end());
+    *(at + 1) = file("no-such.pem");
+    const auto r = run(run_args(cluster_->endpoint(0), options, unique("unreadable"), {"true"}));
+    EXPECT_EQ(r.code, 78) << option << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "no-such.pem: No such file or directory")) << r.err;
+  }
+}
+
 TEST_F(CommandTls, InsecureSkipVerifyIsExplicitAndWarns) {
   auto options = tls("other-ca.pem");
   options.push_back("--insecure-skip-verify");
@@ -273,9 +288,36 @@ TEST_F(CommandAuth, AWrongPasswordAndAMissingPermissionAreExit77AtOnce) {
 }
 
 TEST_F(CommandAuth, APasswordOnTheCommandLineIsRefused) {
-  const auto r = run(run_args({"--user", "alice:alice-pw"}, unique("auth-argv"), {"true"}));
+  auto r = run(run_args({"--user", "alice:alice-pw"}, unique("auth-argv"), {"true"}));
   EXPECT_EQ(r.code, 64) << r.err;
   EXPECT_TRUE(contains(r.err, "--password-file")) << r.err;
+  r = run(with_environment({"PIDLOCK_ETCD_USER=alice:alice-pw"},
+                           {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--",
+                            "true"}));
+  EXPECT_EQ(r.code, 64) << r.err;
+  EXPECT_FALSE(contains(r.err, "alice-pw")) << r.err;
+  auto with_credentials = cluster_->endpoint(0);
+  with_credentials.insert(with_credentials.find("//") + 2, "alice:alice-pw@");
+  r = run({pidlock_binary(), "run", "--etcd", with_credentials, unique("auth-url"), "--", "true"});
+  EXPECT_EQ(r.code, 64) << r.err;
+  EXPECT_TRUE(contains(r.err, "no credentials in the URL")) << r.err;
+}
+
+TEST_F(CommandAuth, APasswordFileThatCannotBeReadIsSaidSoAtOnce) {
+  const auto fifo = dir_.path() / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const auto& bad : {(dir_.path() / "missing").string(), dir_.path().string(),
+                          fifo.string()}) {
+    const auto r = refused(run_args({"--user", "alice", "--password-file", bad},
+                                    unique("auth-unreadable"), {"true"}));
+    EXPECT_EQ(r.result.code, 66) << bad << ": " << r.result.err;
+    EXPECT_TRUE(r.result.err.starts_with("pidlock: --password-file " + bad + ": ")) << r.result.err;
+    EXPECT_LT(r.took, 10s);
+  }
+  const auto empty = run(run_args({"--user", "alice", "--password-file", password_file("")},
+                                  unique("auth-empty"), {"true"}));
+  EXPECT_EQ(empty.code, 64) << empty.err;
+  EXPECT_TRUE(contains(empty.err, "etcd user alice needs a password")) << empty.err;
 }
 
 // etcd's tokens expire after a second unused here. With a 9 s TTL the holder renews every 1.5 s,
@@ -356,6 +398,18 @@ TEST_F(CommandNames, APrefixKeepsLocksApart) {
   EXPECT_EQ(r.code, 64) << r.err;
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
+}
+
+TEST_F(CommandNames, EndpointsAreUrlsOrHostPorts) {
+  for (const std::string bad : {"", "ftp://127.0.0.1:2379", " http://127.0.0.1:2379", "http://"}) {
+    const auto r = run({pidlock_binary(), "run", "--etcd", bad, unique("bad-url"), "--", "true"});
+    EXPECT_EQ(r.code, 64) << "'" << bad << "': " << r.err;
+  }
+  // As etcdctl takes them: host:port is http.
+  auto bare = cluster_->endpoint(0);
+  bare.erase(0, bare.find("//") + 2);
+  const auto r = run({pidlock_binary(), "run", "--etcd", bare, unique("bare"), "--", "true"});
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 TEST_F(CommandNames, ASlotCountThatDisagreesIsExit78) {

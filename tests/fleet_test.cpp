@@ -226,7 +226,7 @@ TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
   EXPECT_EQ(std::count(human.out.begin(), human.out.end(), '\n'), 2) << human.out;
   EXPECT_EQ(human.out.rfind("fleet lock " + plain + "\\e[2J\\xff: 1 of 1 slots held", 0), 0u)
       << human.out;
-  EXPECT_NE(human.out.find(": sh -c echo $$; read _ || : x\\e]0;t\\a\\nforged \xef\xbf\xbd\n"),
+  EXPECT_NE(human.out.find(", running sh -c echo $$; read _ || : x\\e]0;t\\a\\nforged \xef\xbf\xbd, for "),
             std::string::npos)
       << human.out;
 
@@ -440,7 +440,8 @@ TEST_F(Fleet, LibraryRefusesUnusableOptions) {
   options.tls.ca_file = "/nonexistent/ca.pem";
   const auto missing = fleet::Slot::acquire("x", options);
   ASSERT_FALSE(missing);
-  EXPECT_EQ(missing.error().code(), std::errc::invalid_argument);
+  EXPECT_EQ(missing.error().code(), fleet::errc::tls_failed);  // TLS set up wrong: exit 78
+  EXPECT_EQ(missing.error().kind(), ErrorKind::tls);
   EXPECT_NE(missing.error().message().find("cannot read the CA file /nonexistent/ca.pem: No such "
                                            "file or directory"),
             std::string::npos)

@@ -424,7 +424,7 @@ TEST(Hostile, DirectoryIsRefused) {
   auto lock = Lock::acquire(dir / "l");
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
-  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir / "l").string() + ": Is a directory");
+  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir / "l").string() + ": refusing a lock file that is a directory");
 }
 
 TEST(Hostile, FifoIsRefusedWithoutBlocking) {

@@ -175,7 +175,11 @@ Error invalid_options(std::string_view operation, std::string_view name, std::st
 
 etcd::Settings settings_of(const Options& options) {
   etcd::Settings settings;
-  settings.endpoints = options.endpoints;
+  // As etcdctl: an endpoint without a scheme is http.
+  for (const auto& endpoint : options.endpoints) {
+    settings.endpoints.push_back(endpoint.find("://") == std::string::npos ? "http://" + endpoint
+                                                                          : endpoint);
+  }
   settings.timeout = options.request_timeout;
   settings.tls = options.tls;
   settings.user = options.user;
@@ -444,10 +448,9 @@ class Acquirer {
     const std::string prefix = slots_prefix(options_, name_);
     // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
     // stop us, started with 2, as much as one holding slot 0.
-    if (auto other = other_count(prefix); !other || *other) {
-      if (!other) return std::unexpected(other.error());
-      return **other;
-    }
+    auto others = other_count(prefix);
+    if (!others) return std::unexpected(others.error());
+    if (const std::optional<Mismatch>& mismatch = *others) return *mismatch;
     const std::string mine = record_now();
     for (int slot = 0; slot < options_.slots; ++slot) {
       auto created = client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id);
@@ -561,33 +564,88 @@ std::string unreadable(std::string_view what, const std::string& path) {
   return {};
 }
 
-// What acquire and inspect both need: a name, a usable prefix, and credentials that hang together.
-std::string check_connection(std::string_view name, const Options& options) {
-  if (name.empty()) return "a fleet lock needs a name";
-  if (auto bad = keys::check_prefix(options.key_prefix); !bad.empty()) return bad;
-  if (options.request_timeout <= std::chrono::milliseconds::zero()) {
-    return "the request timeout must be positive";
+// Empty when `endpoint` is a URL the client may be given, else why not. Credentials in it
+// (user:password@) would sit in every message and, from a command line, in /proc/PID/cmdline.
+std::string bad_endpoint(const std::string& endpoint) {
+  const auto shown = [&endpoint] { return "etcd endpoint '" + etcd::wire::printable(endpoint) + "'"; };
+  if (endpoint.empty()) return "an empty etcd endpoint";
+  for (const char c : endpoint) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+      return shown() + ": a URL has no spaces or control characters";
+    }
   }
-  if (options.user.empty() && !options.password.empty()) return "a password needs a user name";
+  const auto scheme_end = endpoint.find("://");
+  std::string_view authority = endpoint;
+  if (scheme_end != std::string::npos) {
+    const std::string_view scheme(endpoint.data(), scheme_end);
+    if (scheme != "http" && scheme != "https") {
+      return shown() + ": the scheme must be http:// or https://";
+    }
+    authority.remove_prefix(scheme_end + 3);
+  }
+  authority = authority.substr(0, authority.find('/'));
+  if (authority.empty()) return shown() + ": no host";
+  if (authority.find('@') != std::string_view::npos) {
+    return shown() + ": no credentials in the URL; use a user and password (--user, "
+                     "--password-file)";
+  }
+  return {};
+}
+
+// Why acquire and inspect may not go on, and as what kind of error.
+struct Unusable {
+  ErrorKind kind = ErrorKind::invalid_argument;
+  std::string why;
+};
+
+// What acquire and inspect both need: a name, endpoints, a usable prefix, and credentials and
+// TLS files that hang together.
+std::optional<Unusable> check_connection(std::string_view name, const Options& options) {
+  if (name.empty()) return Unusable{ErrorKind::invalid_argument, "a fleet lock needs a name"};
+  for (const auto& endpoint : options.endpoints) {
+    if (auto bad = bad_endpoint(endpoint); !bad.empty()) {
+      return Unusable{ErrorKind::invalid_argument, bad};
+    }
+  }
+  if (auto bad = keys::check_prefix(options.key_prefix); !bad.empty()) {
+    return Unusable{ErrorKind::invalid_argument, bad};
+  }
+  if (options.request_timeout <= std::chrono::milliseconds::zero()) {
+    return Unusable{ErrorKind::invalid_argument, "the request timeout must be positive"};
+  }
+  if (options.user.empty() && !options.password.empty()) {
+    return Unusable{ErrorKind::invalid_argument, "a password needs a user name"};
+  }
+  if (!options.user.empty() && options.password.empty()) {
+    return Unusable{ErrorKind::invalid_argument,
+                    "etcd user " + etcd::wire::printable(options.user) + " needs a password"};
+  }
   const Tls& tls = options.tls;
   if (!tls.key_file.empty() && tls.cert_file.empty()) {
-    return "a client key file needs its certificate file";
+    return Unusable{ErrorKind::invalid_argument, "a client key file needs its certificate file"};
   }
+  // A TLS file that cannot be read is TLS set up wrong, as one that does not verify.
   const std::pair<std::string_view, const std::string*> files[] = {
       {"CA file", &tls.ca_file},
       {"client certificate file", &tls.cert_file},
       {"client key file", &tls.key_file}};
   for (const auto& [what, path] : files) {
     if (path->empty()) continue;
-    if (auto bad = unreadable(what, *path); !bad.empty()) return bad;
+    if (auto bad = unreadable(what, *path); !bad.empty()) return Unusable{ErrorKind::tls, bad};
   }
-  return {};
+  return std::nullopt;
+}
+
+Error unusable(std::string_view operation, std::string_view name, const Unusable& problem) {
+  if (problem.kind == ErrorKind::tls) {
+    return Error::fleet_failure(ErrorKind::tls, operation, std::string(name),
+                                make_error_code(errc::tls_failed), problem.why);
+  }
+  return invalid_options(operation, name, problem.why);
 }
 
 std::optional<Error> check_options(std::string_view name, const Options& options) {
-  if (auto bad = check_connection(name, options); !bad.empty()) {
-    return invalid_options("acquire", name, bad);
-  }
+  if (auto problem = check_connection(name, options)) return unusable("acquire", name, *problem);
   if (options.slots < 1) {
     return invalid_options("acquire", name, "a fleet lock needs at least one slot");
   }
@@ -718,8 +776,8 @@ std::string describe(const SlotHolder& holder) {
 }
 
 std::expected<Status, Error> inspect(std::string_view name, const Options& options) {
-  if (auto bad = check_connection(name, options); !bad.empty()) {
-    return std::unexpected(invalid_options("inspect", name, bad));
+  if (auto problem = check_connection(name, options)) {
+    return std::unexpected(unusable("inspect", name, *problem));
   }
   auto client = etcd::Client::open(settings_of(options));
   if (!client) return std::unexpected(error_of(client.error(), options));
