@@ -90,18 +90,20 @@ int fstat_descriptor(int fd, struct stat* st) {
 #endif
 }
 
-// fstat, then the rule of what may be a lock file. Asking the filesystem costs a system call,
-// paid only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel
-// interface), before anything is written.
+// statx, then the rule of what may be a lock file. Asking the filesystem costs an fstatfs, paid
+// only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel interface),
+// before anything is written, and once per mount and process where the kernel names mounts
+// uniquely (Linux 6.8): a mount found to be storage is remembered.
 std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
-  struct stat st {};
-  if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
+  lock_file::Description file;
+  if (lock_file::describe(fd, file) != 0) return std::unexpected(Error::failure("fstat", path, sys::last_error()));
   std::optional<filesystem::Kind> kind;
-  if (S_ISREG(st.st_mode) && lock_file::may_be_kernel_interface(st)) {
+  if (S_ISREG(file.st.st_mode) && lock_file::needs_filesystem_check(file)) {
     kind = filesystem::of_descriptor(fd);
+    if (kind && !kind->kernel_interface) lock_file::remember_storage(file);
   }
-  if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));
-  return st;
+  if (auto unfit = lock_file::refuse(path, file.st, kind)) return std::unexpected(std::move(*unfit));
+  return file.st;
 }
 
 struct Claim {
