@@ -83,29 +83,21 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
   return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
 }
 
-// glibc 2.33+ implements fstat() as newfstatat(fd, "", AT_EMPTY_PATH), which copies and walks
-// an empty path name first; on x86-64 the kernel's own fstat takes the same struct and skips
-// that, and the cycle is only a handful of system calls.
-int fstat_descriptor(int fd, struct stat* st) {
-#if defined(__x86_64__) && defined(SYS_fstat)
-  return static_cast<int>(::syscall(SYS_fstat, fd, st));
-#else
-  return ::fstat(fd, st);
-#endif
-}
 
-// fstat, then the rule of what may be a lock file. Asking the filesystem costs a system call,
-// paid only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel
-// interface), before anything is written.
+// statx, then the rule of what may be a lock file. Asking the filesystem costs an fstatfs, paid
+// only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel interface),
+// before anything is written, and once per mount and process where the kernel names mounts
+// uniquely (Linux 6.8): a mount found to be storage is remembered.
 std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
-  struct stat st {};
-  if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+  lock_file::Description file;
+  if (lock_file::describe(fd, file) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   std::optional<filesystem::Kind> kind;
-  if (S_ISREG(st.st_mode) && lock_file::may_be_kernel_interface(st)) {
+  if (S_ISREG(file.st.st_mode) && lock_file::needs_filesystem_check(file)) {
     kind = filesystem::of_descriptor(fd);
+    if (kind && !kind->kernel_interface) lock_file::remember_storage(file);
   }
-  if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));
-  return st;
+  if (auto unfit = lock_file::refuse(path, file.st, kind)) return std::unexpected(std::move(*unfit));
+  return file.st;
 }
 
 struct Claim {
@@ -136,13 +128,13 @@ Error busy(int fd, const struct stat& st, const fs::path& path, const Options& o
 
 std::optional<Holder> current_holder(int fd) {
   struct stat st {};
-  if (fstat_descriptor(fd, &st) != 0) return std::nullopt;
+  if (sys::fstat_descriptor(fd, &st) != 0) return std::nullopt;
   return identify_holder(fd, st).holder;
 }
 
 wait::Clock::time_point deadline_after(std::chrono::nanoseconds wait) {
   if (wait == wait_forever) return wait::Clock::time_point::max();
-  return wait::saturating_add(wait::Clock::now(), wait);  // one past the clock's end waits as long
+  return sys::saturating_add(wait::Clock::now(), wait);  // one past the clock's end waits as long
 }
 
 // A progress_interval of zero or less would call on_wait in a loop for the whole wait.
@@ -235,7 +227,7 @@ std::expected<void, Error> take_flock(int fd, const fs::path& path, const Option
                                       wait::Clock::time_point deadline) {
   if (options.shared && options.defer_to_writers) {
     struct stat st {};
-    if (fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+    if (sys::fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
     if (const auto writer = holder::writer_waiting(fd, st)) {
       return take_behind_writers(fd, path, options, deadline, *writer);
     }

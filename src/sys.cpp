@@ -1,6 +1,8 @@
 #include "sys.hpp"
 
 #include <pwd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include <algorithm>
 #include <array>
@@ -69,6 +71,14 @@ std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* 
   auto read = read_proc_file(dirfd, name, limit);
   if (!read) return std::unexpected(read.error());
   return std::move(read->text);
+}
+
+int fstat_descriptor(int fd, struct stat* st) noexcept {
+#if defined(__x86_64__) && defined(SYS_fstat)
+  return static_cast<int>(::syscall(SYS_fstat, fd, st));
+#else
+  return ::fstat(fd, st);
+#endif
 }
 
 }  // namespace pidlock::sys

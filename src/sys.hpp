@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <expected>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace pidlock::sys {
@@ -19,12 +21,30 @@ namespace pidlock::sys {
 inline std::error_code errno_code(int value) noexcept { return {value, std::system_category()}; }
 inline std::error_code last_error() noexcept { return errno_code(errno); }
 
+// `time + offset` on the steady clock, clamped to the clock's range instead of wrapping: a wait of
+// nanoseconds::max() - 1 is "forever", not an overflow into the past.
+inline std::chrono::steady_clock::time_point saturating_add(
+    std::chrono::steady_clock::time_point time, std::chrono::nanoseconds offset) noexcept {
+  using Clock = std::chrono::steady_clock;
+  static_assert(std::is_same_v<Clock::duration, std::chrono::nanoseconds>);
+  Clock::rep sum = 0;
+  if (__builtin_add_overflow(time.time_since_epoch().count(), offset.count(), &sum)) {
+    return offset.count() > 0 ? Clock::time_point::max() : Clock::time_point::min();
+  }
+  return Clock::time_point(Clock::duration(sum));
+}
+
 // A timeout for ppoll() and friends: `left`, or zero if it is negative.
 inline timespec to_timespec(std::chrono::nanoseconds left) noexcept {
   left = std::max(left, std::chrono::nanoseconds(0));
   const auto whole = std::chrono::duration_cast<std::chrono::seconds>(left);
   return {static_cast<time_t>(whole.count()), static_cast<long>((left - whole).count())};
 }
+
+// fstat(2). glibc 2.33+ implements fstat() as newfstatat(fd, "", AT_EMPTY_PATH), which copies
+// and walks an empty path name first; on x86-64 the kernel's own fstat takes the same struct and
+// skips that, and the lock's cycle is only a handful of system calls.
+int fstat_descriptor(int fd, struct stat* st) noexcept;
 
 // Owns a file descriptor; closes it exactly once.
 class UniqueFd {

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 
 #include "sys.hpp"
@@ -42,9 +44,16 @@ constexpr unsigned long helper_clone_flags = CLONE_VM | CLONE_FILES | CLONE_PIDF
 // parent is already gone, nobody reads the status.
 constexpr int helper_orphaned = 255;
 
-// rt_sigprocmask's whole set. glibc's sigfillset() leaves out the two signals it keeps for
-// itself (SIGCANCEL, SIGSETXID); their handlers would run on the calling thread's TLS.
-constexpr std::uint64_t every_signal = ~std::uint64_t{0};
+// What the helper reads from memory, in one place so that one register points at both:
+// rt_sigprocmask's whole set (glibc's sigfillset() leaves out the two signals it keeps for
+// itself, SIGCANCEL and SIGSETXID, whose handlers would run on the calling thread's TLS), and the
+// eventfd increment that tells the caller it holds the lock.
+struct HelperConstants {
+  std::uint64_t every_signal;
+  std::uint64_t granted;
+};
+constexpr HelperConstants helper_constants{~std::uint64_t{0}, 1};
+static_assert(offsetof(HelperConstants, granted) == 8, "the helper's assembly reads it at +8");
 
 // Starts the helper: the clone, and in the child the helper's whole life, in registers and
 // system calls, so that it runs no compiled code (no stack frames, no TLS, no errno, no sanitizer
@@ -52,7 +61,9 @@ constexpr std::uint64_t every_signal = ~std::uint64_t{0};
 //   1. blocks every signal, the two glibc withholds included;
 //   2. asks for SIGKILL when its parent thread dies, then checks the parent did not die first;
 //   3. blocks in flock(fd, operation) (LOCK_EX or LOCK_SH), again after EINTR;
-//   4. exits with 0, or flock's errno.
+//   4. once granted, adds 1 to the eventfd `granted`: the caller learns of the lock from that,
+//      at once, rather than from the helper's exit, which takes longer to reach it;
+//   5. exits with 0, or flock's errno.
 // Returns the helper's PID with its pidfd in *pidfd, or -errno; touches no errno. Not
 // instrumented: a sanitizer's call between loading the registers and the clone would clobber them.
 #if defined(__clang__)
@@ -60,7 +71,8 @@ constexpr std::uint64_t every_signal = ~std::uint64_t{0};
 #else
 [[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
 #endif
-long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent) noexcept {
+long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent,
+                  int granted) noexcept {
 #if defined(__x86_64__)
   register long result asm("rax") = SYS_clone;
   register unsigned long flags asm("rdi") = helper_clone_flags;
@@ -70,8 +82,9 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
   register long tls asm("r8") = 0;
   register long locked_fd asm("r12") = fd;
   register long parent_pid asm("r13") = parent;
-  register const std::uint64_t* mask asm("r14") = &every_signal;
+  register const HelperConstants* constants asm("r14") = &helper_constants;
   register long lock_operation asm("r15") = operation;
+  register long granted_fd asm("r9") = granted;  // neither clone nor prctl reads r9
   asm volatile(
       "syscall\n\t"
       "test %%rax, %%rax\n\t"
@@ -101,6 +114,15 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "syscall\n\t"
       "cmp %[minus_eintr], %%rax\n\t"
       "je 1b\n\t"
+      "test %%rax, %%rax\n\t"
+      "jnz 4f\n\t"
+      "mov %[write], %%eax\n\t"
+      "mov %%r9, %%rdi\n\t"
+      "lea 8(%%r14), %%rsi\n\t"
+      "mov $8, %%edx\n\t"
+      "syscall\n\t"
+      "xor %%eax, %%eax\n"  // a failed write leaves the exit to tell: status 0
+      "4:\n\t"
       "mov %%rax, %%rdi\n\t"
       "neg %%rdi\n"
       "2:\n\t"
@@ -110,11 +132,12 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "3:"
       : "+r"(result)
       : "r"(flags), "r"(stack), "r"(parent_tid), "r"(child_tid), "r"(tls), "r"(locked_fd),
-        "r"(parent_pid), "r"(mask), "r"(lock_operation), [sigprocmask] "i"(SYS_rt_sigprocmask),
-        [sig_block] "i"(SIG_BLOCK), [sigset_size] "i"(sizeof every_signal),
-        [prctl] "i"(SYS_prctl), [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL),
-        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
-        [minus_eintr] "i"(-EINTR), [exit_group] "i"(SYS_exit_group)
+        "r"(parent_pid), "r"(constants), "r"(lock_operation), "r"(granted_fd),
+        [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
+        [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
+        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
+        [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [minus_eintr] "i"(-EINTR),
+        [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
       : "rcx", "r11", "memory", "cc");
   return result;
 #elif defined(__aarch64__)
@@ -126,8 +149,9 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
   register long child_tid asm("x4") = 0;
   register long locked_fd asm("x19") = fd;
   register long parent_pid asm("x20") = parent;
-  register const std::uint64_t* mask asm("x21") = &every_signal;
+  register const HelperConstants* constants asm("x21") = &helper_constants;
   register long lock_operation asm("x22") = operation;
+  register long granted_fd asm("x23") = granted;
   asm volatile(
       "svc #0\n\t"
       "cbnz x0, 3f\n\t"
@@ -156,6 +180,14 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "svc #0\n\t"
       "cmn x0, %[eintr]\n\t"
       "b.eq 1b\n\t"
+      "cbnz x0, 4f\n\t"
+      "mov x8, %[write]\n\t"
+      "mov x0, x23\n\t"
+      "add x1, x21, #8\n\t"
+      "mov x2, #8\n\t"
+      "svc #0\n\t"
+      "mov x0, xzr\n"  // a failed write leaves the exit to tell: status 0
+      "4:\n\t"
       "neg x0, x0\n"
       "2:\n\t"
       "mov x8, %[exit_group]\n\t"
@@ -164,11 +196,12 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "3:"
       : "+r"(result)
       : "r"(number), "r"(stack), "r"(parent_tid), "r"(tls), "r"(child_tid), "r"(locked_fd),
-        "r"(parent_pid), "r"(mask), "r"(lock_operation), [sigprocmask] "i"(SYS_rt_sigprocmask),
-        [sig_block] "i"(SIG_BLOCK), [sigset_size] "i"(sizeof every_signal),
-        [prctl] "i"(SYS_prctl), [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL),
-        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
-        [eintr] "i"(EINTR), [exit_group] "i"(SYS_exit_group)
+        "r"(parent_pid), "r"(constants), "r"(lock_operation), "r"(granted_fd),
+        [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
+        [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
+        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
+        [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [eintr] "i"(EINTR),
+        [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
       : "memory", "cc");
   return result;
 #endif
@@ -177,6 +210,24 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
 Failure failure_of(std::string_view operation, int error, std::string_view why = {}) {
   return {operation, std::error_code(error, std::system_category()), why};
 }
+
+// A mapping for a helper's stack, unmapped when the thread ends. Each wait of a thread borrows
+// it rather than mapping and unmapping its own: unmapping memory that a helper on another CPU
+// has used costs a TLB shootdown there, and it came on the hand-off's path, between the grant
+// and acquire's return. A wait started while the thread's mapping is lent out (an on_wait that
+// waits for another lock) maps one of its own.
+struct SpareStack {
+  SpareStack() = default;
+  SpareStack(const SpareStack&) = delete;
+  SpareStack& operator=(const SpareStack&) = delete;
+  ~SpareStack() {
+    if (base != MAP_FAILED && !lent) ::munmap(base, size);
+  }
+  void* base = MAP_FAILED;
+  std::size_t size = 0;
+  bool lent = false;
+};
+thread_local SpareStack spare_stack;
 
 // The helper's stack. Its code pushes nothing; the stack is there so that whatever does (a
 // debugger calling into the helper) lands in memory of its own, never on a stack of the caller's,
@@ -187,10 +238,22 @@ class Stack {
   Stack(const Stack&) = delete;
   Stack& operator=(const Stack&) = delete;
   ~Stack() {
-    if (base_ != MAP_FAILED) ::munmap(base_, size_);
+    if (base_ == MAP_FAILED) return;
+    if (borrowed_) {
+      spare_stack.lent = false;
+    } else {
+      ::munmap(base_, size_);
+    }
   }
 
   std::expected<void, Failure> map() {
+    SpareStack& spare = spare_stack;
+    if (spare.base != MAP_FAILED && !spare.lent) {
+      base_ = spare.base;
+      size_ = spare.size;
+      borrowed_ = spare.lent = true;
+      return {};
+    }
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     const std::size_t usable = (usable_bytes + page - 1) / page * page;
     void* base = ::mmap(nullptr, page + usable, PROT_READ | PROT_WRITE,
@@ -201,20 +264,33 @@ class Stack {
     if (::mprotect(base_, page, PROT_NONE) != 0) {
       return std::unexpected(failure_of("mprotect", errno, stack_why));
     }
+    if (spare.base == MAP_FAILED) {  // the thread's first: kept for its next waits
+      spare.base = base_;
+      spare.size = size_;
+      borrowed_ = spare.lent = true;
+    }
     return {};
   }
 
   // Page-aligned, so aligned as both architectures' ABIs want a stack pointer.
   void* top() const noexcept { return static_cast<char*>(base_) + size_; }
 
-  // Leaves the mapping in place for good: for a helper that might still run on it.
-  void keep_mapped() noexcept { base_ = MAP_FAILED; }
+  // Leaves the mapping in place for good, and lends it to no later wait: for a helper that might
+  // still run on it.
+  void keep_mapped() noexcept {
+    if (borrowed_) {  // forgotten, not unmapped
+      spare_stack.base = MAP_FAILED;
+      spare_stack.lent = false;
+    }
+    base_ = MAP_FAILED;
+  }
 
  private:
   static constexpr std::size_t usable_bytes = std::size_t{16} * 1024;
   static constexpr std::string_view stack_why = "mapping a stack for the wait's helper process";
   void* base_ = MAP_FAILED;
   std::size_t size_ = 0;
+  bool borrowed_ = false;
 };
 
 // Every signal this thread may block, blocked for as long as it lives, then the mask restored.
@@ -267,13 +343,14 @@ class Helper {
     ::flock(fd_, LOCK_UN);
   }
 
-  std::expected<void, Failure> start(int fd, int operation) {
+  // `granted`: the eventfd the helper adds 1 to once it holds the lock.
+  std::expected<void, Failure> start(int fd, int operation, int granted) {
     if (auto mapped = stack_.map(); !mapped) return std::unexpected(mapped.error());
     int pidfd = -1;
     long pid = 0;
     {
       const SignalsBlocked blocked;  // inherited by the helper until it blocks the rest itself
-      pid = clone_helper(&pidfd, stack_.top(), fd, operation, ::getpid());
+      pid = clone_helper(&pidfd, stack_.top(), fd, operation, ::getpid(), granted);
     }
     if (pid < 0) {
       return std::unexpected(failure_of("clone", static_cast<int>(-pid),
@@ -287,10 +364,23 @@ class Helper {
 
   int pidfd() const noexcept { return pidfd_.get(); }
 
-  // Kills the helper if it still waits, and reaps it: its exit status, or `killed`.
+  // Kills the helper if it still waits, and reaps it: its exit status, or `killed`. Killed even
+  // when it has reported the grant and is about to exit: a SIGSTOP (which no mask holds) or a
+  // tracer could hold it there, and acquire must not wait on that.
   int stop() noexcept {
     const CancellationHeldOff uninterrupted;
     ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    return reap();
+  }
+
+  // Reaps a helper whose pidfd said it has exited: nothing left to kill.
+  int reap_exited() noexcept {
+    const CancellationHeldOff uninterrupted;
+    return reap();
+  }
+
+ private:
+  int reap() noexcept {
     siginfo_t info{};
     long reaped = 0;
     do {  // the raw call: glibc's waitid() is a cancellation point
@@ -305,7 +395,6 @@ class Helper {
     return info.si_code == CLD_EXITED ? info.si_status : killed;
   }
 
- private:
   Stack stack_;
   sys::UniqueFd pidfd_;
   int fd_ = -1;
@@ -317,7 +406,7 @@ class Progress {
  public:
   Progress(const Tick& tick, nanoseconds interval)
       : tick_(tick), interval_(interval), start_(Clock::now()),
-        next_(saturating_add(start_, interval)) {}
+        next_(sys::saturating_add(start_, interval)) {}
 
   // When the next report is due; never, without a callback.
   Clock::time_point next() const noexcept { return tick_ ? next_ : Clock::time_point::max(); }
@@ -329,9 +418,9 @@ class Progress {
   void report_if_due() {
     if (!tick_ || Clock::now() < next_) return;
     tick_(Clock::now() - start_);
-    next_ = saturating_add(next_, interval_);
+    next_ = sys::saturating_add(next_, interval_);
     // Reports missed while the callback ran long are skipped, not made up in a burst.
-    if (const auto now = Clock::now(); next_ <= now) next_ = saturating_add(now, interval_);
+    if (const auto now = Clock::now(); next_ <= now) next_ = sys::saturating_add(now, interval_);
   }
 
  private:
@@ -347,9 +436,10 @@ class Progress {
 // hears nothing, so the redzones of the frames unwound would stay poisoned and fail the
 // destructors' frames placed there next. Here, before any frame of ours is unwound, is the one
 // place where telling it is safe.
-int ppoll_unwinding_cleanly(pollfd& watched, const timespec* timeout) {
+template <std::size_t N>
+int ppoll_unwinding_cleanly(pollfd (&watched)[N], const timespec* timeout) {
   try {
-    return ::ppoll(&watched, 1, timeout, nullptr);
+    return ::ppoll(watched, N, timeout, nullptr);
   } catch (...) {
 #if defined(__SANITIZE_ADDRESS__)
     __asan_handle_no_return();
@@ -358,24 +448,26 @@ int ppoll_unwinding_cleanly(pollfd& watched, const timespec* timeout) {
   }
 }
 
-timespec to_timespec(nanoseconds d) {
-  d = std::max(d, nanoseconds(0));
-  const auto whole = duration_cast<seconds>(d);
-  return {static_cast<time_t>(whole.count()), static_cast<long>((d - whole).count())};
-}
+enum class Ended { granted, granted_and_exited, exited, deadline };
 
-// Blocks until the helper exits (true) or `deadline` passes (false), reporting progress on time.
-std::expected<bool, Failure> watch(const Helper& helper, Progress& progress,
-                                   Clock::time_point deadline) {
-  pollfd watched{helper.pidfd(), POLLIN, 0};
+// Blocks until the helper reports the lock granted, or exits, or `deadline` passes, reporting
+// progress on time. The grant comes first: the helper's exit reaches its pidfd only once the
+// kernel has torn the process down, and on a busy machine that is tens of microseconds later.
+std::expected<Ended, Failure> watch(const Helper& helper, int granted, Progress& progress,
+                                    Clock::time_point deadline) {
+  pollfd watched[2] = {{granted, POLLIN, 0}, {helper.pidfd(), POLLIN, 0}};
   for (;;) {
     const auto now = Clock::now();
-    if (now >= deadline) return false;
+    if (now >= deadline) return Ended::deadline;
     const auto wake = std::min(deadline, progress.next());
     const bool forever = wake == Clock::time_point::max();
-    const timespec timeout = to_timespec(wake - now);
+    const timespec timeout = sys::to_timespec(wake - now);
     const int ready = ppoll_unwinding_cleanly(watched, forever ? nullptr : &timeout);
-    if (ready > 0) return true;
+    if (ready > 0) {
+      const bool exited = (watched[1].revents & POLLIN) != 0;
+      if ((watched[0].revents & POLLIN) == 0) return Ended::exited;
+      return exited ? Ended::granted_and_exited : Ended::granted;
+    }
     if (ready < 0 && errno != EINTR) return std::unexpected(failure_of("ppoll", errno));
     progress.report_if_due();
   }
@@ -392,28 +484,33 @@ std::expected<Outcome, Failure> block_in_place(int fd, int operation) {
 
 }  // namespace
 
-Clock::time_point saturating_add(Clock::time_point time, nanoseconds offset) noexcept {
-  static_assert(std::is_same_v<Clock::duration, nanoseconds>);
-  Clock::rep sum = 0;
-  if (__builtin_add_overflow(time.time_since_epoch().count(), offset.count(), &sum)) {
-    return offset.count() > 0 ? Clock::time_point::max() : Clock::time_point::min();
-  }
-  return Clock::time_point(Clock::duration(sum));
-}
-
 std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
                                              const Tick& tick, nanoseconds tick_interval) {
   if (deadline == Clock::time_point::max() && !tick) return block_in_place(fd, operation);
 
   Progress progress(tick, tick_interval);
   progress.report_start();
+  // One per wait: written once, by the helper that is granted the lock, after which the wait ends.
+  const sys::UniqueFd granted(::eventfd(0, EFD_CLOEXEC));
+  if (!granted) {
+    return std::unexpected(failure_of("eventfd", errno, "the wait's helper reports the grant through it"));
+  }
   for (;;) {
     Helper helper;
-    if (auto started = helper.start(fd, operation); !started) {
+    if (auto started = helper.start(fd, operation, granted.get()); !started) {
       return std::unexpected(started.error());
     }
-    auto exited = watch(helper, progress, deadline);
-    if (!exited) return std::unexpected(exited.error());
+    auto ended = watch(helper, granted.get(), progress, deadline);
+    if (!ended) return std::unexpected(ended.error());
+    // Granted to the helper is granted to this description: nothing to ask the kernel again.
+    if (*ended == Ended::granted_and_exited) {  // usual: it exits right after saying so
+      helper.reap_exited();
+      return Outcome::acquired;
+    }
+    if (*ended == Ended::granted) {
+      helper.stop();
+      return Outcome::acquired;
+    }
     const int ending = helper.stop();
     if (::flock(fd, operation | LOCK_NB) == 0) return Outcome::acquired;
     if (errno != EWOULDBLOCK && errno != EINTR) return std::unexpected(failure_of("flock", errno));

@@ -5,10 +5,14 @@
 // polling with LOCK_NB hands the lock over a poll interval late. So a helper process, with no
 // signal to its parent and reachable only through a pidfd, blocks in flock(LOCK_EX) on the *same
 // open file description*. A flock belongs to the description, not to a process, so when the
-// kernel grants it to the helper the caller holds it too; the helper then exits, its pidfd
-// becomes readable, and the caller's ppoll() returns at once. On timeout the caller kills the
-// helper with pidfd_send_signal(). Either way the caller then asks flock(LOCK_EX | LOCK_NB) on
-// its own: that settles the race where the helper won just as time ran out.
+// kernel grants it to the helper the caller holds it too; the helper says so by adding 1 to an
+// eventfd, and the caller's ppoll() (on the eventfd and the helper's pidfd) returns at once. It
+// does not wait for the helper's exit to tell it: tearing a process down takes longer than the
+// grant took. The helper exits right after; the caller reaps it (killing it first unless the
+// pidfd already shows it gone: a SIGSTOP or a tracer could hold it) before it returns. On
+// timeout the caller kills the helper with pidfd_send_signal() and then asks
+// flock(LOCK_EX | LOCK_NB) on its own: that settles the race where the helper won just as time
+// ran out, and the case of a helper killed by someone else, which a new helper replaces.
 //
 // The helper shares the caller's memory and descriptor table (CLONE_VM | CLONE_FILES): starting
 // it copies no page tables, and a caller's thread that writes on meanwhile takes no copy-on-write
@@ -49,8 +53,5 @@ struct Failure {
 std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
                                              const Tick& tick,
                                              std::chrono::nanoseconds tick_interval);
-
-// `time + offset`, clamped to the clock's range instead of wrapping.
-Clock::time_point saturating_add(Clock::time_point time, std::chrono::nanoseconds offset) noexcept;
 
 }  // namespace pidlock::wait

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -313,6 +316,130 @@ TEST(Wait, ACancelledThreadLeavesNoHelperAndTakesNoLock) {
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
   EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+// --- The grant: the caller learns of it from the helper at once, not from the helper's exit. ---
+
+// Holds `helper` at the end of its life: a tracer process stops it as it enters exit_group (after
+// its flock was granted and it said so) and does not let it go on; only a SIGKILL ends it there
+// (or ends it earlier). Prints "seized" once tracing, and how the helper ended: "killed" by
+// SIGKILL, or "exited" by itself, which it cannot do once held. It waits for the helper until
+// it is gone (a tracee's parent can reap it only then), and exits.
+Child exit_holding_tracer(pid_t helper) {
+  return Child::fork([helper] {
+    // Inherited descriptors (another child's stdin pipe, say) would keep those pipes open.
+    ::close_range(3, ~0U, 0);
+    if (::ptrace(PTRACE_SEIZE, helper, nullptr, PTRACE_O_TRACESYSGOOD) != 0) return 2;
+    // Into a stop, from which it runs on from system call to system call. Its flock is restarted.
+    if (::ptrace(PTRACE_INTERRUPT, helper, nullptr, nullptr) != 0) return 3;
+    std::printf("seized\n");
+    std::fflush(stdout);
+    int status = 0;
+    while (::waitpid(helper, &status, __WALL) == helper) {
+      if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+        std::printf("%s\n", killed ? "killed" : "exited");
+        return 0;
+      }
+      if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+        __ptrace_syscall_info call{};
+        ::ptrace(PTRACE_GET_SYSCALL_INFO, helper, sizeof call, &call);
+        if (call.op == PTRACE_SYSCALL_INFO_ENTRY && call.entry.nr == SYS_exit_group) {
+          continue;  // not let go on
+        }
+      }
+      ::ptrace(PTRACE_SYSCALL, helper, nullptr, nullptr);
+    }
+    return 4;
+  });
+}
+
+// A caller that waited for its helper's exit would wait as long as the helper is held there.
+// The caller must hold the lock, and have reaped the helper, all the same.
+TEST(Wait, TheCallerHoldsTheLockBeforeItsHelperHasExited) {
+  if (::geteuid() != 0) GTEST_SKIP() << "tracing another process's child needs root";
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  std::atomic<bool> acquired{false};
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    acquired = static_cast<bool>(Lock::acquire(dir / "l", waiting(60s)));
+    returned = true;
+  });
+  const pid_t helper = our_helper_waiting_on(dir / "l");
+  ASSERT_GT(helper, 0);
+  Child tracer = exit_holding_tracer(helper);
+  EXPECT_EQ(tracer.read_line(), "seized");
+  holder.close_stdin();
+  const bool in_time = test::eventually([&] { return returned.load(); }, 10s);
+  // Ended by the caller's SIGKILL after the grant: the caller did not wait for it to exit.
+  EXPECT_EQ(tracer.read_line(), in_time ? "killed" : "killed (by this test)");
+  if (!in_time) ::kill(helper, SIGKILL);  // waiting for the exit: end it, so that the test ends
+  waiter.join();
+  EXPECT_TRUE(in_time) << "the wait ended only when its helper had exited";
+  EXPECT_TRUE(acquired);
+  EXPECT_EQ(tracer.wait(), 0);
+  EXPECT_EQ(::kill(helper, 0), -1);  // reaped, not a zombie
+  EXPECT_EQ(our_children(), std::set<pid_t>{holder.pid()});
+}
+
+// on_wait runs on the calling thread, and may throw after the helper has been granted the lock
+// and said so: the lock, which nobody will be handed, is let go, and the helper is reaped.
+TEST(Wait, AnOnWaitThrowingAfterTheGrantLeavesNoHelperAndNoLock) {
+  TempDir dir;
+  Child holder = holder_child(dir / "l");
+  Options options = waiting(60s);
+  options.progress_interval = 5ms;
+  pid_t helper = 0;
+  options.on_wait = [&](std::chrono::nanoseconds waited, const std::optional<Holder>&) {
+    if (waited == 0ns) return;  // the first call comes before the helper starts
+    helper = our_helper_waiting_on(dir / "l");
+    holder.close_stdin();
+    EXPECT_EQ(holder.wait(), 0);
+    // The holder is gone and nobody waits: the helper holds the lock now, for us, and this
+    // thread has not looked yet.
+    EXPECT_TRUE(test::eventually([&] {
+      auto status = inspect(dir / "l");
+      return status && status->held && status->waiters.empty();
+    }));
+    throw std::runtime_error("gave up just too late");
+  };
+  auto lock = Lock::acquire(dir / "l", options);
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().operation(), "on_wait");
+  EXPECT_GT(helper, 0);
+  EXPECT_EQ(our_children(), std::set<pid_t>{});
+  EXPECT_FALSE(someone_holds(dir / "l"));
+}
+
+// A thread's waits share one helper stack, lent to one wait at a time: a wait started from
+// on_wait, while the outer helper still runs on that stack, maps one of its own.
+TEST(Wait, AWaitInsideOnWaitHasAHelperStackOfItsOwn) {
+  TempDir dir;
+  Child outer_holder = holder_child(dir / "outer");
+  auto inner_held = Lock::acquire(dir / "inner");  // two acquires in one process conflict
+  ASSERT_TRUE(inner_held);
+  Options options = waiting(60s);
+  options.progress_interval = 5ms;
+  int inner_waits = 0;
+  options.on_wait = [&](std::chrono::nanoseconds waited, const std::optional<Holder>&) {
+    if (waited == 0ns || inner_waits > 0) return;
+    ++inner_waits;
+    auto inner = Lock::acquire(dir / "inner", waiting(20ms));  // its helper starts and times out
+    EXPECT_FALSE(inner);
+    if (!inner) {
+      EXPECT_TRUE(inner.error().held()) << inner.error().message();
+    }
+    outer_holder.close_stdin();  // the outer helper, still waiting, gets the lock next
+  };
+  auto lock = Lock::acquire(dir / "outer", options);
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_EQ(inner_waits, 1);
+  EXPECT_EQ(outer_holder.wait(), 0);
+  EXPECT_EQ(our_children(), std::set<pid_t>{});
+  // And the next wait of this thread borrows the stack again.
+  auto again = Lock::acquire(dir / "inner", waiting(20ms));
+  EXPECT_FALSE(again);
 }
 
 // --- Options that used to spin or overflow. ---

@@ -5,17 +5,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "../sys.hpp"
+
 namespace pidlock::fleet::timing {
 
 using Clock = std::chrono::steady_clock;
 
-// `from + span`, or the end of time when that does not fit; `from` for a negative span.
-constexpr Clock::time_point saturating_add(Clock::time_point from, std::chrono::nanoseconds span) {
-  if (span <= std::chrono::nanoseconds::zero()) return from;
-  const auto room = Clock::time_point::max() - from;
-  const auto step = std::chrono::duration_cast<Clock::duration>(span);
-  return step >= room ? Clock::time_point::max() : from + step;
-}
+// `from + span`, clamped to the clock's range: the library's one saturating sum.
+using sys::saturating_add;
 
 // `later - earlier`, zero when `later` is not later.
 constexpr Clock::duration time_between(Clock::time_point earlier, Clock::time_point later) {
