@@ -198,6 +198,30 @@ Error writer_waits(const fs::path& path, pid_t writer, const Options& options) {
                                   std::nullopt);
 }
 
+// Takes the lock (Options::shared says which) without blocking, or waits for it until the
+// deadline; `busy_error` makes the error for a lock that stays busy. A busy lock is first checked
+// to be a lock file at all: a FIFO someone holds a flock on is still no lock file.
+template <class BusyError>
+std::expected<void, Error> lock_or_wait(int fd, const fs::path& path, const Options& options,
+                                        wait::Clock::time_point deadline, BusyError busy_error) {
+  while (::flock(fd, flock_operation(options) | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) {
+      return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
+    }
+    auto st = stat_lock_file(fd, path);
+    if (!st) return std::unexpected(st.error());
+    if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
+      return std::unexpected(busy_error(*st));
+    }
+    auto outcome = wait_for_flock(fd, path, options, deadline);
+    if (!outcome) return std::unexpected(outcome.error());
+    if (*outcome == wait::Outcome::timed_out) return std::unexpected(busy_error(*st));
+    return {};
+  }
+  return {};
+}
+
 // A deferring reader behind a waiting writer: queue for the exclusive lock as the writer does,
 // then turn it into the shared one. flock(2) converts by dropping and re-taking, so a writer may
 // slip in between: then queue again.
@@ -205,16 +229,10 @@ std::expected<void, Error> take_behind_writers(int fd, const fs::path& path, con
                                                wait::Clock::time_point deadline, pid_t writer) {
   Options exclusive = options;
   exclusive.shared = false;
+  const auto writer_first = [&](const struct stat&) { return writer_waits(path, writer, options); };
   for (;;) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK) return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
-      if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
-        return std::unexpected(writer_waits(path, writer, options));
-      }
-      auto outcome = wait_for_flock(fd, path, exclusive, deadline);
-      if (!outcome) return std::unexpected(outcome.error());
-      if (*outcome == wait::Outcome::timed_out) return std::unexpected(writer_waits(path, writer, options));
+    if (auto locked = lock_or_wait(fd, path, exclusive, deadline, writer_first); !locked) {
+      return locked;
     }
     if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return {};
     if (errno != EWOULDBLOCK && errno != EINTR) {
@@ -227,27 +245,16 @@ std::expected<void, Error> take_flock(int fd, const fs::path& path, const Option
                                       wait::Clock::time_point deadline) {
   if (options.shared && options.defer_to_writers) {
     struct stat st {};
-    if (sys::fstat_descriptor(fd, &st) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+    if (sys::fstat_descriptor(fd, &st) != 0) {
+      return std::unexpected(
+          Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+    }
     if (const auto writer = holder::writer_waiting(fd, st)) {
       return take_behind_writers(fd, path, options, deadline, *writer);
     }
   }
-  while (::flock(fd, flock_operation(options) | LOCK_NB) != 0) {
-    if (errno == EINTR) continue;
-    if (errno != EWOULDBLOCK) return std::unexpected(Error::failure(ErrorKind::system, "flock", path, sys::last_error()));
-    auto st = stat_lock_file(fd, path);  // a busy FIFO is still not a lock file
-    if (!st) return std::unexpected(st.error());
-    if (options.wait <= std::chrono::nanoseconds(0) || wait::Clock::now() >= deadline) {
-      return std::unexpected(busy(fd, *st, path, options));
-    }
-    auto outcome = wait_for_flock(fd, path, options, deadline);
-    if (!outcome) return std::unexpected(outcome.error());
-    if (*outcome == wait::Outcome::timed_out) {
-      return std::unexpected(busy(fd, *st, path, options));
-    }
-    return {};
-  }
-  return {};
+  return lock_or_wait(fd, path, options, deadline,
+                      [&](const struct stat& st) { return busy(fd, st, path, options); });
 }
 
 // Whether `path` still names the inode we locked. Between our open() and flock() the previous
