@@ -10,7 +10,7 @@
 #include <functional>
 
 #include "escape.hpp"
-#include "filesystem.hpp"
+#include "fstype.hpp"
 #include "holder.hpp"
 #include "lock_file.hpp"
 #include "pidlock/pidlock.hpp"
@@ -171,7 +171,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   if (::fstat(fd.get(), &st) != 0) {
     return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   }
-  const auto kind = filesystem::of_descriptor(fd.get());
+  const auto kind = fstype::of_descriptor(fd.get());
   if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));
   status.exists = true;
   status.owner = st.st_uid;
@@ -197,7 +197,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
 
   if (kind) {
     status.filesystem = kind->name;
-    if (auto warning = filesystem::warning(*kind)) status.warnings.push_back(*warning);
+    if (auto warning = fstype::warning(*kind)) status.warnings.push_back(*warning);
   }
   note_access(st, status);
   note_parent(path, status);

@@ -12,7 +12,7 @@
 #include <new>
 
 #include "escape.hpp"
-#include "filesystem.hpp"
+#include "fstype.hpp"
 #include "holder.hpp"
 #include "lock_file.hpp"
 #include "pidlock/pidlock.hpp"
@@ -47,9 +47,9 @@ std::optional<Error> refuse_kernel_interface_above(const fs::path& path) {
   for (fs::path at = path.parent_path(); !at.empty(); at = at.parent_path()) {
     sys::UniqueFd dir(::open(at.c_str(), O_PATH | O_CLOEXEC));
     if (dir) {
-      const auto kind = filesystem::of_descriptor(dir.get());
+      const auto kind = fstype::of_descriptor(dir.get());
       if (!kind) return std::nullopt;
-      if (auto why = filesystem::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "mkdir", at, sys::errno_code(EINVAL), *why);
+      if (auto why = fstype::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "mkdir", at, sys::errno_code(EINVAL), *why);
       return std::nullopt;
     }
     if (at == at.parent_path()) break;
@@ -91,9 +91,9 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
 std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
   lock_file::Description file;
   if (lock_file::describe(fd, file) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
-  std::optional<filesystem::Kind> kind;
+  std::optional<fstype::Kind> kind;
   if (S_ISREG(file.st.st_mode) && lock_file::needs_filesystem_check(file)) {
-    kind = filesystem::of_descriptor(fd);
+    kind = fstype::of_descriptor(fd);
     if (kind && !kind->kernel_interface) lock_file::remember_storage(file);
   }
   if (auto unfit = lock_file::refuse(path, file.st, kind)) return std::unexpected(std::move(*unfit));

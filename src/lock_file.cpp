@@ -102,7 +102,7 @@ void remember_storage(const Description& file) noexcept {
 }
 
 std::optional<Error> refuse(const std::filesystem::path& path, const struct stat& st,
-                            const std::optional<filesystem::Kind>& kind) {
+                            const std::optional<fstype::Kind>& kind) {
   if (S_ISLNK(st.st_mode)) {
     return Error::failure(ErrorKind::symlink, "open", path, sys::errno_code(ELOOP),
                           "is a symbolic link; refusing to follow it");
@@ -112,7 +112,7 @@ std::optional<Error> refuse(const std::filesystem::path& path, const struct stat
                           std::string("refusing a lock file that is ") + file_type_name(st.st_mode));
   }
   if (kind) {
-    if (auto why = filesystem::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "open", path, sys::errno_code(EINVAL), *why);
+    if (auto why = fstype::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "open", path, sys::errno_code(EINVAL), *why);
   }
   return std::nullopt;
 }

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <optional>
 
-#include "filesystem.hpp"
+#include "fstype.hpp"
 #include "pidlock/pidlock.hpp"
 
 namespace pidlock::lock_file {
@@ -17,7 +17,7 @@ namespace pidlock::lock_file {
 // where writing a PID would change the kernel's settings. Nothing when it may be one. `kind` is
 // empty when the filesystem was not asked (see may_be_kernel_interface).
 std::optional<Error> refuse(const std::filesystem::path& path, const struct stat& st,
-                            const std::optional<filesystem::Kind>& kind);
+                            const std::optional<fstype::Kind>& kind);
 
 // Whether the file's filesystem needs asking: every kernel interface filesystem has an
 // anonymous device (major 0), and block-device filesystems are never one.

@@ -3,7 +3,7 @@
 
 #include "pidlock/pidlock.hpp"
 
-#include "filesystem.hpp"
+#include "fstype.hpp"
 #include "proc_parse.hpp"
 #include "record.hpp"
 
@@ -171,16 +171,16 @@ TEST(Cmdline, SplitsOnNul) {
 
 TEST(Filesystem, NetworkFilesystemsAreFlaggedLocalOnesAreNot) {
   for (const long magic : {0x6969L, 0x65735546L, 0xFF534D42L, 0xFE534D42L, 0x517BL, 0x01021997L}) {
-    const auto kind = filesystem::classify(magic);
+    const auto kind = fstype::classify(magic);
     EXPECT_TRUE(kind.network) << kind.name;
-    ASSERT_TRUE(filesystem::warning(kind));
-    EXPECT_NE(filesystem::warning(kind)->find("not reliable across hosts"), std::string::npos);
+    ASSERT_TRUE(fstype::warning(kind));
+    EXPECT_NE(fstype::warning(kind)->find("not reliable across hosts"), std::string::npos);
   }
-  EXPECT_EQ(filesystem::classify(0x6969).name, "nfs");
-  EXPECT_EQ(filesystem::classify(0x01021994).name, "tmpfs");
-  EXPECT_FALSE(filesystem::classify(0xEF53).network);
-  EXPECT_FALSE(filesystem::warning(filesystem::classify(0xEF53)));
-  EXPECT_EQ(filesystem::classify(0x12345678).name, "0x12345678");
+  EXPECT_EQ(fstype::classify(0x6969).name, "nfs");
+  EXPECT_EQ(fstype::classify(0x01021994).name, "tmpfs");
+  EXPECT_FALSE(fstype::classify(0xEF53).network);
+  EXPECT_FALSE(fstype::warning(fstype::classify(0xEF53)));
+  EXPECT_EQ(fstype::classify(0x12345678).name, "0x12345678");
 }
 
 TEST(Filesystem, TheLockDirectoryHereIsLocal) {

@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-namespace pidlock::filesystem {
+namespace pidlock::fstype {
 
 struct Kind {
   std::string name;      // "ext4", "tmpfs", "nfs", … or "0x…" when unknown
@@ -27,4 +27,4 @@ std::optional<std::string> warning(const Kind& kind);
 // interface: …".
 std::optional<std::string> refusal(const Kind& kind);
 
-}  // namespace pidlock::filesystem
+}  // namespace pidlock::fstype

@@ -1,4 +1,4 @@
-#include "filesystem.hpp"
+#include "fstype.hpp"
 
 #include <sys/vfs.h>
 
@@ -7,7 +7,7 @@
 
 #include "pidlock/pidlock.hpp"
 
-namespace pidlock::filesystem {
+namespace pidlock::fstype {
 namespace {
 
 struct Known {
@@ -75,14 +75,14 @@ std::optional<std::string> warning(const Kind& kind) {
          "the lock";
 }
 
-}  // namespace pidlock::filesystem
+}  // namespace pidlock::fstype
 
 namespace pidlock {
 
 std::optional<std::string> unreliable_filesystem(const std::filesystem::path& path) {
   struct statfs info {};
   if (::statfs(path.c_str(), &info) != 0) return std::nullopt;
-  return filesystem::warning(filesystem::classify(static_cast<long>(info.f_type)));
+  return fstype::warning(fstype::classify(static_cast<long>(info.f_type)));
 }
 
 }  // namespace pidlock
