@@ -19,7 +19,9 @@ inline std::filesystem::path disk_dir() {
   const char* dir = std::getenv("PIDLOCK_BENCH_DISK");
   return dir != nullptr ? dir : "/var/tmp";
 }
-inline std::filesystem::path dir_for(int filesystem) { return filesystem == 0 ? tmpfs_dir() : disk_dir(); }
+inline std::filesystem::path dir_for(int filesystem) {
+  return filesystem == 0 ? tmpfs_dir() : disk_dir();
+}
 inline const char* fs_name(int filesystem) { return filesystem == 0 ? "tmpfs" : "disk"; }
 
 // A unique path in `dir` for this benchmark run.

@@ -11,7 +11,8 @@ using namespace pidlock::bench;
 
 // Each benchmark here takes (unrelated locks, filesystem).
 std::string crowd_label(const benchmark::State& state) {
-  return std::to_string(state.range(0)) + " unrelated locks, " + fs_name(static_cast<int>(state.range(1)));
+  return std::to_string(state.range(0)) + " unrelated locks, " +
+         fs_name(static_cast<int>(state.range(1)));
 }
 
 void BM_BusyWithHolderIdentified(benchmark::State& state) {

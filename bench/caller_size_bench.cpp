@@ -112,8 +112,12 @@ void BM_OneMillisecondWait(benchmark::State& state) {
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_OneMillisecondWait)
-    ->Arg(baseline_mib)->Arg(1024)->Arg(8192)
-    ->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Arg(baseline_mib)
+    ->Arg(1024)
+    ->Arg(8192)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // When the holder let go, in steady-clock nanoseconds, written by the holder in shared memory.
 struct ReleaseTimes {
@@ -164,8 +168,8 @@ class Releaser {
   void take_it_back() { [[maybe_unused]] auto n = ::write(go_, "t", 1); }
 
  private:
-  [[noreturn]] static void serve(const std::filesystem::path& path, ReleaseTimes& times,
-                                 int held, int go) {
+  [[noreturn]] static void serve(const std::filesystem::path& path, ReleaseTimes& times, int held,
+                                 int go) {
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     char c;
     for (;;) {
@@ -233,8 +237,12 @@ void BM_HandoffToALargeCaller(benchmark::State& state) {
   std::filesystem::remove(path);
 }
 BENCHMARK(BM_HandoffToALargeCaller)
-    ->Arg(baseline_mib)->Arg(1024)->Arg(8192)
-    ->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Arg(baseline_mib)
+    ->Arg(1024)
+    ->Arg(8192)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 long minor_faults() {
   rusage usage{};
@@ -276,6 +284,8 @@ void BM_FaultsWhileAThreadWrites(benchmark::State& state) {
 }
 BENCHMARK(BM_FaultsWhileAThreadWrites)
     ->Arg(4096)
-    ->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace

@@ -6,12 +6,12 @@
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <spawn.h>
-#include <sys/mman.h>
 #include <sched.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,16 +45,19 @@ struct Shared {
 };
 
 std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
 }
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t value) {
   timespec timeout{0, 50'000'000};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, value, &timeout, nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, value, &timeout,
+            nullptr, 0);
 }
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1 << 30, nullptr, nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1 << 30, nullptr,
+            nullptr, 0);
 }
 
 // How many processes the kernel lists as blocked on a flock of the inode `ino` ("->" lines of
@@ -79,9 +82,12 @@ enum Waiter { bare_flock = 0, pidlock_untimed = 1, pidlock_timed = 2 };
 
 const char* waiter_name(int waiter) {
   switch (waiter) {
-    case bare_flock: return "bare blocking flock";
-    case pidlock_untimed: return "pidlock untimed wait";
-    default: return "pidlock timed wait";
+    case bare_flock:
+      return "bare blocking flock";
+    case pidlock_untimed:
+      return "pidlock untimed wait";
+    default:
+      return "pidlock timed wait";
   }
 }
 
@@ -121,7 +127,8 @@ void contend(Shared& shared, const std::filesystem::path& path, int me, Waiter w
   pidlock::Options options;
   options.wait = waiter == pidlock_timed ? std::chrono::nanoseconds(std::chrono::seconds(60))
                                          : pidlock::wait_forever;
-  const int fd = waiter == bare_flock ? ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+  const int fd =
+      waiter == bare_flock ? ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
   while (shared.taken.load() < handoffs) {
     Held lock(waiter, fd, path, options);
     const std::int64_t got = now_ns();
@@ -153,7 +160,8 @@ void BM_Handoff(benchmark::State& state) {
   ::close(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   struct stat st {};
   ::stat(path.c_str(), &st);
-  void* memory = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* memory =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* shared = new (memory) Shared();
   std::vector<std::int64_t> sorted;
   for (auto _ : state) {
@@ -271,7 +279,8 @@ void BM_CliHandoff(benchmark::State& state) {
         argv = {"flock", "-w", "60", path.c_str(), STAMP_BINARY, nullptr};
       }
       pid_t pid = 0;
-      if (::posix_spawnp(&pid, argv[0], &actions, nullptr, const_cast<char**>(argv.data()), environ) != 0) {
+      if (::posix_spawnp(&pid, argv[0], &actions, nullptr, const_cast<char**>(argv.data()),
+                         environ) != 0) {
         std::abort();
       }
       ::posix_spawn_file_actions_destroy(&actions);
@@ -281,7 +290,8 @@ void BM_CliHandoff(benchmark::State& state) {
       ::flock(fd, LOCK_UN);
       char text[32] = {};
       std::size_t got = 0;
-      for (ssize_t n = 0; (n = ::read(out[0], text + got, sizeof text - 1 - got)) > 0;) got += static_cast<std::size_t>(n);
+      for (ssize_t n = 0; (n = ::read(out[0], text + got, sizeof text - 1 - got)) > 0;)
+        got += static_cast<std::size_t>(n);
       ::close(out[0]);
       int status = 0;
       ::waitpid(pid, &status, 0);
@@ -297,7 +307,12 @@ void BM_CliHandoff(benchmark::State& state) {
   ::close(fd);
   std::filesystem::remove(path);
 }
-BENCHMARK(BM_CliHandoff)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CliHandoff)
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

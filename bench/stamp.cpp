@@ -11,7 +11,8 @@ int main() {
   ::clock_gettime(CLOCK_MONOTONIC, &now);
   char text[32];
   const auto end = std::to_chars(text, text + sizeof text - 1,
-                                 static_cast<long long>(now.tv_sec) * 1'000'000'000LL + now.tv_nsec).ptr;
+                                 static_cast<long long>(now.tv_sec) * 1'000'000'000LL + now.tv_nsec)
+                       .ptr;
   *end = '\n';
   return ::write(1, text, static_cast<std::size_t>(end + 1 - text)) > 0 ? 0 : 1;
 }

@@ -5,14 +5,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstdlib>
-#include <utility>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
 #include <sstream>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "process.hpp"
 
@@ -86,7 +86,7 @@ class OperandFormatter : public CLI::Formatter {
 // operand ends the options (the operand may then start with '-'); one right after it is the
 // customary separator and is dropped; any other belongs to the command.
 struct Words {
-  std::vector<std::string> for_cli11;       // the subcommand, and the options with their values
+  std::vector<std::string> for_cli11;  // the subcommand, and the options with their values
   std::optional<std::string> operand;
   std::vector<std::string> command;
   std::optional<std::string> unknown_subcommand;
@@ -141,8 +141,7 @@ Words split_words(const CLI::App& root, const std::vector<std::string>& args) {
       break;
     }
     if (looks_like_option(word)) {
-      const std::size_t end =
-          std::min(args.size(), at + 1 + values_after(*app, word));
+      const std::size_t end = std::min(args.size(), at + 1 + values_after(*app, word));
       words.for_cli11.insert(words.for_cli11.end(), args.begin() + static_cast<std::ptrdiff_t>(at),
                              args.begin() + static_cast<std::ptrdiff_t>(end));
       at = end;
@@ -277,12 +276,13 @@ class CommandLine {
                                 "Where fleet locks live in etcd's key space (default: "
                                 "PIDLOCK_ETCD_PREFIX, or pidlock/)")
                      ->type_name("PREFIX"));
-    fleet_option(sub.add_option("--cacert", fleet.cacert,
-                                "Verify etcd's certificate with this CA bundle (PIDLOCK_ETCD_CACERT)")
-                     ->type_name("FILE"));
-    fleet_option(sub.add_option("--cert", fleet.cert,
-                                "Client certificate for etcd (PIDLOCK_ETCD_CERT)")
-                     ->type_name("FILE"));
+    fleet_option(
+        sub.add_option("--cacert", fleet.cacert,
+                       "Verify etcd's certificate with this CA bundle (PIDLOCK_ETCD_CACERT)")
+            ->type_name("FILE"));
+    fleet_option(
+        sub.add_option("--cert", fleet.cert, "Client certificate for etcd (PIDLOCK_ETCD_CERT)")
+            ->type_name("FILE"));
     fleet_option(sub.add_option("--key", fleet.key, "Client certificate's key (PIDLOCK_ETCD_KEY)")
                      ->type_name("FILE"));
     fleet_option(sub.add_flag("--insecure-skip-verify", fleet.insecure_skip_verify,
@@ -304,10 +304,11 @@ class CommandLine {
     auto* wait =
         add_seconds(*run, "-w,--wait,--timeout", "-w", request.wait_seconds,
                     "Wait up to SECONDS (fractions allowed, at most a year) for a busy lock");
-    add_whole(*run, "-E,--conflict-exit-code", "-E", request.busy_exit_code, 0, 255,
-              "an exit code", "Exit code when the lock is busy (default 75)", "CODE");
-    auto* shared = run->add_flag("-s,--shared", request.shared,
-                                 "Take a shared (reader) lock: readers share, a writer excludes all");
+    add_whole(*run, "-E,--conflict-exit-code", "-E", request.busy_exit_code, 0, 255, "an exit code",
+              "Exit code when the lock is busy (default 75)", "CODE");
+    auto* shared =
+        run->add_flag("-s,--shared", request.shared,
+                      "Take a shared (reader) lock: readers share, a writer excludes all");
     run->add_flag("--defer-to-writers", request.defer_to_writers,
                   "With -s: wait behind a writer that waits, instead of keeping it out")
         ->needs(shared);
@@ -323,25 +324,26 @@ class CommandLine {
     add_fleet_options(*run, "How many holders at once (default 1)");
     FleetRequest& fleet = invocation_.fleet;
     fleet_options_.push_back(add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600,
-                                       "whole seconds", "Lease TTL in seconds (default 5)", "SECONDS")
+                                       "whole seconds", "Lease TTL in seconds (default 5)",
+                                       "SECONDS")
                                  ->group("Fleet mode (FILE is the fleet lock's name)"));
     fleet_options_.push_back(
         add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
                     "After SIGTERM on lease loss, SIGKILL the command this much later (default: "
                     "just before etcd could expire the lease)")
             ->group("Fleet mode (FILE is the fleet lock's name)"));
-    fleet_options_.push_back(
-        run->add_option("--on-lease-loss", lease_loss_,
-                        "terminate (SIGTERM the command, exit 76) or warn")
-            ->check(
-                [](const std::string& value) -> std::string {
-                  return value == "terminate" || value == "warn"
-                             ? ""
-                             : "expected terminate or warn, got '" + value + "'";
-                },
-                "")
-            ->type_name("terminate|warn")
-            ->group("Fleet mode (FILE is the fleet lock's name)"));
+    fleet_options_.push_back(run->add_option("--on-lease-loss", lease_loss_,
+                                             "terminate (SIGTERM the command, exit 76) or warn")
+                                 ->check(
+                                     [](const std::string& value) -> std::string {
+                                       return value == "terminate" || value == "warn"
+                                                  ? ""
+                                                  : "expected terminate or warn, got '" + value +
+                                                        "'";
+                                     },
+                                     "")
+                                 ->type_name("terminate|warn")
+                                 ->group("Fleet mode (FILE is the fleet lock's name)"));
     run->add_option("FILE", request.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
     run->add_option("COMMAND", request.command,
@@ -358,8 +360,8 @@ class CommandLine {
     status = app.add_subcommand("status", "Report who holds the lock on FILE");
     status->add_flag("--json", invocation_.status.json, "Print one JSON object");
     add_fleet_options(*status, "The lock's slot count (default: as its holders recorded)");
-    status->add_option("FILE", invocation_.status.file,
-                       "The lock file (the lock's name with --etcd)")
+    status
+        ->add_option("FILE", invocation_.status.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
   }
 };

@@ -1,9 +1,10 @@
 // pidlock run --etcd and pidlock status --etcd: the fleet lock. Built into pidlock-fleet only,
 // so that the plain command does not load libcurl and its dependencies on every run.
-#include <fmt/core.h>
-#include <fmt/ranges.h>
+#include "pidlock/fleet.hpp"
 
 #include <fcntl.h>
+#include <fmt/core.h>
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -14,7 +15,6 @@
 #include "commands.hpp"
 #include "escape.hpp"
 #include "json_text.hpp"
-#include "pidlock/fleet.hpp"
 #include "process.hpp"
 #include "sys.hpp"
 
@@ -57,7 +57,8 @@ std::expected<fleet::Options, int> connection(const FleetRequest& fleet) {
   options.user = fleet.user;
   // The command has no use for pidlock's password: it does not inherit it (nor a PIDLOCK_FILE
   // from an outer pidlock: this lock is not a file).
-  const char* from_environment = std::getenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
+  const char* from_environment =
+      std::getenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
   const std::string environment_password = from_environment != nullptr ? from_environment : "";
   // One thread here: nothing else reads the environment meanwhile.
   ::unsetenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
@@ -91,7 +92,8 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
   // Renew every sixth of the TTL, each try giving up after a sixth: a renewal that fails, or a
   // member that hangs, still leaves time for another try before two thirds of the TTL pass.
   const auto sixth_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 6;
-  options.request_timeout = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), sixth_of_ttl);
+  options.request_timeout =
+      std::min<std::chrono::milliseconds>(std::chrono::seconds(2), sixth_of_ttl);
   // A waiter retries while etcd does not answer; say so, once each way.
   bool etcd_silent = false;
   options.on_wait = [&](const fleet::WaitProgress& progress) {
@@ -132,7 +134,7 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
         if (renewed) {
           if (warned) {
             say(stderr, "pidlock: etcd answers again; renewing the fleet lock {}\n",
-                       text::for_terminal(request.file));
+                text::for_terminal(request.file));
           }
           warned = false;
           return true;
@@ -141,8 +143,7 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
         if (!slot->expired() && !slot->lost()) return true;
         if (fleet.warn_on_lease_loss) {
           if (!warned) {
-            say(
-                stderr,
+            say(stderr,
                 "pidlock: warning: the fleet lock {} may be lost ({}); the command goes on\n",
                 text::for_terminal(request.file), renewed.error().message());
           }
@@ -150,7 +151,7 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
           return true;
         }
         say(stderr, "pidlock: lost the fleet lock {} ({}); sending SIGTERM to the command\n",
-                   text::for_terminal(request.file), renewed.error().message());
+            text::for_terminal(request.file), renewed.error().message());
         return false;
       },
       exit_code_for(ErrorKind::lease_lost, FileUse::lock),
@@ -215,7 +216,7 @@ json status_json(const fleet::Status& found, bool full) {
 // Hosts and commands are whatever each holder wrote into etcd: shown escaped, as in status.
 void print_human(const fleet::Status& found) {
   say(stdout, "fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
-             found.holders.size(), found.slots, text::for_terminal(found.endpoint));
+      found.holders.size(), found.slots, text::for_terminal(found.endpoint));
   for (const auto& h : found.holders) {
     if (h.malformed) {
       say(stdout, "  slot {}: malformed record ({}): {}\n", h.slot, text::for_terminal(h.problem),
@@ -231,7 +232,7 @@ void print_human(const fleet::Status& found) {
       continue;
     }
     say(stdout, "  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),
-               w.command.empty() ? "" : ": " + text::for_terminal(w.command));
+        w.command.empty() ? "" : ": " + text::for_terminal(w.command));
   }
 }
 

@@ -152,7 +152,8 @@ int supervise(pid_t child, const sigset_t& watched, Relay& relay, const Watchdog
           failed = true;
           relay.send(SIGTERM);
           if (watchdog->kill_after) {
-            kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(watchdog->kill_after());
+            kill_at =
+                Clock::now() + std::chrono::duration_cast<Clock::duration>(watchdog->kill_after());
           }
         }
         next_tick = Clock::now() + watchdog->every;

@@ -15,7 +15,8 @@ namespace {
 // One updating line on a terminal while we wait; nothing when stderr is a pipe or a file.
 class Progress {
  public:
-  explicit Progress(std::string path) : path_(std::move(path)), enabled_(::isatty(STDERR_FILENO) == 1) {}
+  explicit Progress(std::string path)
+      : path_(std::move(path)), enabled_(::isatty(STDERR_FILENO) == 1) {}
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
   ~Progress() { clear(); }
@@ -24,12 +25,13 @@ class Progress {
     if (!enabled_) return;
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(waited).count();
     // The holder's name and the path are other people's bytes: escaped, as everywhere.
-    std::string who = holder ? "pid " + std::to_string(holder->pid) +
-                                   (holder->command.empty()
-                                        ? ""
-                                        : " (" + text::for_terminal(holder->command) + ")")
-                             : std::string("the holder");
-    say(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, text::for_terminal(path_), secs);
+    std::string who =
+        holder
+            ? "pid " + std::to_string(holder->pid) +
+                  (holder->command.empty() ? "" : " (" + text::for_terminal(holder->command) + ")")
+            : std::string("the holder");
+    say(stderr, "\rwaiting for {} to release {} — {} s\033[K", who, text::for_terminal(path_),
+        secs);
     shown_ = true;
   }
 
@@ -56,7 +58,8 @@ int run(const RunRequest& request) {
   options.defer_to_writers = request.defer_to_writers;
   options.wait = to_wait(request.wait_seconds);
   options.inheritable = request.inheritance != Inheritance::close;
-  options.on_wait = [&progress](std::chrono::nanoseconds waited, const std::optional<Holder>& holder) {
+  options.on_wait = [&progress](std::chrono::nanoseconds waited,
+                                const std::optional<Holder>& holder) {
     progress.show(waited, holder);
   };
 
@@ -71,7 +74,8 @@ int run(const RunRequest& request) {
   }
   // The command gets what describes this lock, and nothing of an outer fleet lock's or of
   // pidlock-fleet's password (set for a fleet's hosts alike, in a shared EnvironmentFile=).
-  for (const char* stale : {"PIDLOCK_ETCD_PASSWORD", "PIDLOCK_FENCE", "PIDLOCK_NAME", "PIDLOCK_SLOT"}) {
+  for (const char* stale :
+       {"PIDLOCK_ETCD_PASSWORD", "PIDLOCK_FENCE", "PIDLOCK_NAME", "PIDLOCK_SLOT"}) {
     ::unsetenv(stale);  // NOLINT(concurrency-mt-unsafe): one thread here
   }
   // Absolute, so that it still names the lock after the command changes directory.

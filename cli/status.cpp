@@ -96,12 +96,18 @@ std::string shown_command_line(const std::vector<std::string>& argv) {
 std::string describe_record(const Status& s) {
   const std::string pid = s.recorded_pid ? fmt::format("pid {}", *s.recorded_pid) : "";
   switch (s.record) {
-    case Record::absent: return "empty";
-    case Record::agrees: return fmt::format("{} (agrees)", pid);
-    case Record::stale: return fmt::format("{} (stale: the kernel says otherwise)", pid);
-    case Record::unverified: return fmt::format("{} (cannot be checked)", pid);
-    case Record::previous: return fmt::format("{} (the last holder)", pid);
-    case Record::unreadable: return "unreadable";
+    case Record::absent:
+      return "empty";
+    case Record::agrees:
+      return fmt::format("{} (agrees)", pid);
+    case Record::stale:
+      return fmt::format("{} (stale: the kernel says otherwise)", pid);
+    case Record::unverified:
+      return fmt::format("{} (cannot be checked)", pid);
+    case Record::previous:
+      return fmt::format("{} (the last holder)", pid);
+    case Record::unreadable:
+      return "unreadable";
   }
   return "unreadable";
 }
@@ -117,7 +123,7 @@ void print_human(const Status& s) {
     say(stdout, "{}: free{}\n", path, s.evidence == Evidence::probe ? " (by a probe)" : "");
   } else if (s.holder && s.shared) {
     say(stdout, "{}: held shared by {} reader{}: {}\n", path, std::max<std::size_t>(s.readers, 1),
-               s.readers > 1 ? "s" : "", describe(*s.holder));
+        s.readers > 1 ? "s" : "", describe(*s.holder));
   } else if (s.holder) {
     say(stdout, "{}: held by {}\n", path, describe(*s.holder));
   }
@@ -136,7 +142,7 @@ void print_human(const Status& s) {
     const char* mode = w.shared ? "shared" : "exclusive";
     if (w.inspectable) {
       say(stdout, "  waiting ({}): pid {} ({}, parent {})\n", mode, w.pid,
-                 text::for_terminal(w.command), w.parent);
+          text::for_terminal(w.command), w.parent);
     } else {
       say(stdout, "  waiting ({}): pid {}\n", mode, w.pid);
     }

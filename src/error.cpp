@@ -24,14 +24,18 @@ std::string joined(const std::vector<std::string>& words) {
 
 std::string why_unverified(Verification verification) {
   switch (verification) {
-    case Verification::verified: return {};
-    case Verification::other_user: return "not verified: another user's process";
-    case Verification::hidden: return "not verified: /proc hides it from us (hidepid)";
+    case Verification::verified:
+      return {};
+    case Verification::other_user:
+      return "not verified: another user's process";
+    case Verification::hidden:
+      return "not verified: /proc hides it from us (hidepid)";
     case Verification::pid_reused:
       return "not verified: that PID now belongs to a process started after the lock was taken";
     case Verification::outside_namespace:
       return "not verified: the record's PID, from a holder outside our PID namespace";
-    case Verification::no_proc: return "not verified: the record's PID, as /proc is not available";
+    case Verification::no_proc:
+      return "not verified: the record's PID, as /proc is not available";
   }
   return {};
 }
@@ -41,14 +45,19 @@ ErrorKind refined(ErrorKind kind, std::error_code code) {
   if (code.category() != std::system_category()) return kind;
   switch (code.value()) {
     case EACCES:
-    case EPERM: return ErrorKind::permission_denied;
+    case EPERM:
+      return ErrorKind::permission_denied;
     case EIO:
     case ENOSPC:
-    case EDQUOT: return ErrorKind::io;
+    case EDQUOT:
+      return ErrorKind::io;
     case ENOENT:
-    case ENOTDIR: return kind == ErrorKind::cannot_open ? ErrorKind::not_found : kind;
-    case EISDIR: return kind == ErrorKind::cannot_open ? ErrorKind::not_regular_file : kind;
-    default: return kind;
+    case ENOTDIR:
+      return kind == ErrorKind::cannot_open ? ErrorKind::not_found : kind;
+    case EISDIR:
+      return kind == ErrorKind::cannot_open ? ErrorKind::not_regular_file : kind;
+    default:
+      return kind;
   }
 }
 
@@ -59,16 +68,16 @@ std::string describe(const Holder& holder) {
   if (!holder.host.empty()) text += " on " + text::for_terminal(holder.host);
   if (holder.is_caller) text += ", this process";
   if (!holder.runs.empty()) {
-    text += (holder.command.empty() ? ", running " : ", " + text::for_terminal(holder.command) +
-                                                         " running ") +
+    text += (holder.command.empty() ? ", running "
+                                    : ", " + text::for_terminal(holder.command) + " running ") +
             text::for_terminal(joined(holder.runs));
   } else if (!holder.command.empty()) {
     text += ", " + text::for_terminal(holder.command);
   }
   if (holder.foreign_user) {
     const std::string who = !holder.user.empty() ? text::for_terminal(holder.user)
-                            : holder.uid        ? "uid " + std::to_string(*holder.uid)
-                                                : std::string("unknown");
+                            : holder.uid         ? "uid " + std::to_string(*holder.uid)
+                                                 : std::string("unknown");
     text += ", user " + who + " (not the lock file's owner)";
   }
   if (holder.inspectable) text += ", for " + format_duration(holder.held_for);
@@ -99,22 +108,23 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
   e.operation_ = "flock";
   const std::string shown_path = text::for_terminal(path.string());
   const std::string noun = text::for_terminal(role);
-  const bool kernel_names_it =
-      holder && holder->verification != Verification::outside_namespace &&
-      holder->verification != Verification::no_proc;
+  const bool kernel_names_it = holder && holder->verification != Verification::outside_namespace &&
+                               holder->verification != Verification::no_proc;
   if (holder && holder->shared && !holder->is_caller && kernel_names_it) {
     const std::size_t count = std::max<std::size_t>(readers, 1);
-    e.message_ = (count == 1 ? std::string("a reader holds") : std::to_string(count) + " readers hold") +
-                 " the lock (" + describe(*holder) +
-                 (count > 1 ? ", and " + std::to_string(count - 1) + " more" : std::string()) +
-                 ") — lock file: " + shown_path;
+    e.message_ =
+        (count == 1 ? std::string("a reader holds") : std::to_string(count) + " readers hold") +
+        " the lock (" + describe(*holder) +
+        (count > 1 ? ", and " + std::to_string(count - 1) + " more" : std::string()) +
+        ") — lock file: " + shown_path;
   } else if (holder && holder->is_caller) {
     e.message_ = "the lock is already held by this process (" + describe(*holder) +
                  ", through another of its descriptors: one it inherited, or an earlier "
-                 "acquire) — lock file: " + shown_path;
-  } else if (kernel_names_it) {
-    e.message_ = "another " + noun + " is running (" + describe(*holder) + ") — lock file: " +
+                 "acquire) — lock file: " +
                  shown_path;
+  } else if (kernel_names_it) {
+    e.message_ =
+        "another " + noun + " is running (" + describe(*holder) + ") — lock file: " + shown_path;
   } else if (holder) {
     e.message_ = "another " + noun + " holds the lock at " + shown_path + " (its holder is not " +
                  "visible to us: " +
@@ -151,8 +161,8 @@ Error Error::failure(ErrorKind kind, std::string_view operation, std::filesystem
   e.kind_ = refined(kind, code);
   e.code_ = code;
   e.operation_ = operation;
-  e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(path.string()) + ": " +
-               (detail.empty() ? code.message() : std::string(detail));
+  e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(path.string()) +
+               ": " + (detail.empty() ? code.message() : std::string(detail));
   e.path_ = std::move(path);
   return e;
 }
@@ -171,56 +181,88 @@ Error Error::fleet_failure(ErrorKind kind, std::string_view operation, std::stri
 
 std::string_view to_string(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::busy: return "busy";
-    case ErrorKind::invalid_argument: return "invalid_argument";
-    case ErrorKind::not_found: return "not_found";
-    case ErrorKind::symlink: return "symlink";
-    case ErrorKind::not_regular_file: return "not_regular_file";
-    case ErrorKind::kernel_interface: return "kernel_interface";
-    case ErrorKind::cannot_open: return "cannot_open";
-    case ErrorKind::permission_denied: return "permission_denied";
-    case ErrorKind::io: return "io";
-    case ErrorKind::system: return "system";
-    case ErrorKind::cancelled: return "cancelled";
-    case ErrorKind::unreachable: return "unreachable";
-    case ErrorKind::etcd_error: return "etcd_error";
-    case ErrorKind::lease_lost: return "lease_lost";
-    case ErrorKind::tls: return "tls";
-    case ErrorKind::authentication: return "authentication";
-    case ErrorKind::slot_count_mismatch: return "slot_count_mismatch";
+    case ErrorKind::busy:
+      return "busy";
+    case ErrorKind::invalid_argument:
+      return "invalid_argument";
+    case ErrorKind::not_found:
+      return "not_found";
+    case ErrorKind::symlink:
+      return "symlink";
+    case ErrorKind::not_regular_file:
+      return "not_regular_file";
+    case ErrorKind::kernel_interface:
+      return "kernel_interface";
+    case ErrorKind::cannot_open:
+      return "cannot_open";
+    case ErrorKind::permission_denied:
+      return "permission_denied";
+    case ErrorKind::io:
+      return "io";
+    case ErrorKind::system:
+      return "system";
+    case ErrorKind::cancelled:
+      return "cancelled";
+    case ErrorKind::unreachable:
+      return "unreachable";
+    case ErrorKind::etcd_error:
+      return "etcd_error";
+    case ErrorKind::lease_lost:
+      return "lease_lost";
+    case ErrorKind::tls:
+      return "tls";
+    case ErrorKind::authentication:
+      return "authentication";
+    case ErrorKind::slot_count_mismatch:
+      return "slot_count_mismatch";
   }
   return "system";
 }
 
 std::string_view to_string(Record record) noexcept {
   switch (record) {
-    case Record::absent: return "absent";
-    case Record::agrees: return "agrees";
-    case Record::stale: return "stale";
-    case Record::unverified: return "unverified";
-    case Record::previous: return "previous";
-    case Record::unreadable: return "unreadable";
+    case Record::absent:
+      return "absent";
+    case Record::agrees:
+      return "agrees";
+    case Record::stale:
+      return "stale";
+    case Record::unverified:
+      return "unverified";
+    case Record::previous:
+      return "previous";
+    case Record::unreadable:
+      return "unreadable";
   }
   return "unreadable";
 }
 
 std::string_view to_string(Verification verification) noexcept {
   switch (verification) {
-    case Verification::verified: return "verified";
-    case Verification::other_user: return "other_user";
-    case Verification::hidden: return "hidepid";
-    case Verification::pid_reused: return "pid_reused";
-    case Verification::outside_namespace: return "pid_namespace";
-    case Verification::no_proc: return "no_proc";
+    case Verification::verified:
+      return "verified";
+    case Verification::other_user:
+      return "other_user";
+    case Verification::hidden:
+      return "hidepid";
+    case Verification::pid_reused:
+      return "pid_reused";
+    case Verification::outside_namespace:
+      return "pid_namespace";
+    case Verification::no_proc:
+      return "no_proc";
   }
   return "verified";
 }
 
 std::string_view to_string(Evidence evidence) noexcept {
   switch (evidence) {
-    case Evidence::kernel: return "kernel";
-    case Evidence::probe: return "probe";
-    case Evidence::none: return "none";
+    case Evidence::kernel:
+      return "kernel";
+    case Evidence::probe:
+      return "probe";
+    case Evidence::none:
+      return "none";
   }
   return "none";
 }

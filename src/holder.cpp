@@ -203,9 +203,8 @@ std::vector<pid_t> describe(int pid_dir, Holder& holder) {
       holder.command = fields->command;
       const auto ticks_per_second = ::sysconf(_SC_CLK_TCK);
       if (ticks_per_second > 0) {
-        holder.started_since_boot = duration_cast<nanoseconds>(
-            duration<double>(static_cast<double>(fields->start_ticks) /
-                             static_cast<double>(ticks_per_second)));
+        holder.started_since_boot = duration_cast<nanoseconds>(duration<double>(
+            static_cast<double>(fields->start_ticks) / static_cast<double>(ticks_per_second)));
       }
     }
   }
@@ -218,7 +217,8 @@ std::vector<pid_t> describe(int pid_dir, Holder& holder) {
     if (holder.uid) holder.user = sys::user_name(*holder.uid);
     namespace_pids = std::move(fields.namespace_pids);
   }
-  if (holder.verified() && is_pidlock(holder.command)) holder.runs = command_run_by(pid_dir, holder.pid);
+  if (holder.verified() && is_pidlock(holder.command))
+    holder.runs = command_run_by(pid_dir, holder.pid);
   return namespace_pids;
 }
 
@@ -240,8 +240,7 @@ seconds held_for(const Holder& holder, const Hints& hints) {
   if (holder.record_agrees && hints.record_mtime) {
     // The record is written right after locking, so its mtime dates the lock, unless it is older
     // than the process (a record that happens to name a recycled PID).
-    const nanoseconds since_write =
-        clock_now(CLOCK_REALTIME) - to_nanoseconds(*hints.record_mtime);
+    const nanoseconds since_write = clock_now(CLOCK_REALTIME) - to_nanoseconds(*hints.record_mtime);
     if (since_write >= nanoseconds(0) && since_write <= age) {
       return duration_cast<seconds>(since_write);
     }
@@ -301,7 +300,8 @@ std::vector<Holder> scan_all_processes(const FileIdentity& file, const Hints& hi
   DIR* proc_root = ::opendir("/proc");
   if (proc_root == nullptr) return found;
   const int root_fd = ::dirfd(proc_root);
-  while (const dirent* entry = ::readdir(proc_root)) {  // NOLINT(concurrency-mt-unsafe): private stream
+  while (const dirent* entry =
+             ::readdir(proc_root)) {  // NOLINT(concurrency-mt-unsafe): private stream
     if (!all_digits(entry->d_name)) continue;
     const auto pid_dir = open_proc_dir(root_fd, entry->d_name);
     if (!pid_dir) continue;
@@ -408,8 +408,8 @@ void collect_holders(const KernelLocks& locks, const FileIdentity& file, const H
                      Query query, Discovery& out) {
   std::vector<Holder> unchecked;
   bool any_gone = locks.lockers.empty();
-  out.readers = static_cast<std::size_t>(std::count_if(
-      locks.lockers.begin(), locks.lockers.end(), [](const Entry& e) { return e.shared; }));
+  out.readers = static_cast<std::size_t>(std::count_if(locks.lockers.begin(), locks.lockers.end(),
+                                                       [](const Entry& e) { return e.shared; }));
   for (const Entry& entry : locks.lockers) {
     auto locker = examine_locker(entry, file, hints);
     any_gone = any_gone || locker.gone;
@@ -422,7 +422,8 @@ void collect_holders(const KernelLocks& locks, const FileIdentity& file, const H
   }
   const bool confirmed = !out.holders.empty();
   if (query == Query::status || (!confirmed && any_gone)) {
-    for (auto& sharer : scan_all_processes(file, hints)) add_unless_listed(out.holders, std::move(sharer));
+    for (auto& sharer : scan_all_processes(file, hints))
+      add_unless_listed(out.holders, std::move(sharer));
   }
   const bool verified_any = !out.holders.empty();
   // On a shared kernel name an unverifiable locker may hold another file: the caller settles it.
@@ -497,7 +498,8 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
   if (!view) {
     out.list_unreadable = true;
     out.held = Held::maybe;
-    if (hints.recorded_pid) out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::no_proc));
+    if (hints.recorded_pid)
+      out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::no_proc));
     return out;
   }
   const KernelLocks& locks = view->locks;

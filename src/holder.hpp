@@ -19,8 +19,8 @@ namespace pidlock::holder {
 // ext4, xfs and tmpfs; on btrfs stat reports a subvolume's own device and /proc/locks the
 // superblock's, and on overlayfs stat reports a layer's device and /proc/locks the overlay's.
 struct FileIdentity {
-  dev_t dev = 0;      // st_dev: what a stat of another process's descriptor shows too
-  ino_t inode = 0;    // st_ino
+  dev_t dev = 0;        // st_dev: what a stat of another process's descriptor shows too
+  ino_t inode = 0;      // st_ino
   proc::FileId kernel;  // the name in /proc/locks: superblock device and VFS inode number
   // Other files may bear the same kernel name: btrfs numbers each subvolume's inodes from 256
   // under one superblock device. A locker the kernel lists under this name holds *our* file
@@ -40,17 +40,17 @@ bool holders_may_be_hidden();
 enum class Held { no, yes, maybe };
 
 struct Discovery {
-  Held held = Held::no;            // maybe: the kernel's list cannot settle it (see inspect())
-  std::vector<Holder> holders;     // primary first; verified ones, then those we could not check
+  Held held = Held::no;         // maybe: the kernel's list cannot settle it (see inspect())
+  std::vector<Holder> holders;  // primary first; verified ones, then those we could not check
   std::vector<Waiter> waiters;
-  std::size_t readers = 0;         // granted shared locks the kernel lists (0 if not asked)
-  bool list_unreadable = false;    // /proc/locks could not be read
+  std::size_t readers = 0;       // granted shared locks the kernel lists (0 if not asked)
+  bool list_unreadable = false;  // /proc/locks could not be read
 };
 
 struct Hints {
-  std::optional<pid_t> recorded_pid;       // from the file, to mark record agreement
+  std::optional<pid_t> recorded_pid;            // from the file, to mark record agreement
   std::optional<struct timespec> record_mtime;  // when the record was last written
-  std::optional<uid_t> file_owner;         // to mark holders of another user
+  std::optional<uid_t> file_owner;              // to mark holders of another user
 };
 
 // The hints a lock file gives: its record's text (if it could be read) and its stat.

@@ -67,7 +67,8 @@ Record classify_record(const std::optional<std::string>& text, const Status& sta
   if (!status.recorded_pid) return Record::unreadable;
   if (!status.held) return Record::previous;
   const auto& holders = status.holders;
-  if (std::any_of(holders.begin(), holders.end(), [](const Holder& h) { return h.record_agrees; })) {
+  if (std::any_of(holders.begin(), holders.end(),
+                  [](const Holder& h) { return h.record_agrees; })) {
     return Record::agrees;
   }
   const bool names_unchecked = std::any_of(holders.begin(), holders.end(), [&](const Holder& h) {
@@ -159,17 +160,21 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   Status status;
   status.path = path;
   if (path.empty()) {
-    return std::unexpected(Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
+    return std::unexpected(
+        Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
   }
   sys::UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
-    if (errno != ENOENT) return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
+    if (errno != ENOENT)
+      return std::unexpected(
+          Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
     note_parent(path, status);
     return status;  // no file: nobody holds it
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
-    return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+    return std::unexpected(
+        Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   }
   const auto kind = fstype::of_descriptor(fd.get());
   if (auto unfit = lock_file::refuse(path, st, kind)) return std::unexpected(std::move(*unfit));

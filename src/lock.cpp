@@ -36,7 +36,8 @@ std::expected<void, Error> make_parents(const fs::path& directory, mode_t mode) 
   for (const auto& part : directory) {
     prefix /= part;
     if (::mkdir(prefix.c_str(), mode) == 0 || errno == EEXIST) continue;
-    return std::unexpected(Error::failure(ErrorKind::cannot_open, "mkdir", prefix, sys::last_error()));
+    return std::unexpected(
+        Error::failure(ErrorKind::cannot_open, "mkdir", prefix, sys::last_error()));
   }
   return {};
 }
@@ -49,7 +50,9 @@ std::optional<Error> refuse_kernel_interface_above(const fs::path& path) {
     if (dir) {
       const auto kind = fstype::of_descriptor(dir.get());
       if (!kind) return std::nullopt;
-      if (auto why = fstype::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "mkdir", at, sys::errno_code(EINVAL), *why);
+      if (auto why = fstype::refusal(*kind))
+        return Error::failure(ErrorKind::kernel_interface, "mkdir", at, sys::errno_code(EINVAL),
+                              *why);
       return std::nullopt;
     }
     if (at == at.parent_path()) break;
@@ -83,27 +86,29 @@ std::expected<UniqueFd, Error> open_lock_file(const fs::path& path, const Option
   return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error()));
 }
 
-
 // statx, then the rule of what may be a lock file. Asking the filesystem costs an fstatfs, paid
 // only on anonymous-device filesystems (tmpfs, btrfs, overlayfs and every kernel interface),
 // before anything is written, and once per mount and process where the kernel names mounts
 // uniquely (Linux 6.8): a mount found to be storage is remembered.
 std::expected<struct stat, Error> stat_lock_file(int fd, const fs::path& path) {
   lock_file::Description file;
-  if (lock_file::describe(fd, file) != 0) return std::unexpected(Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
+  if (lock_file::describe(fd, file) != 0)
+    return std::unexpected(
+        Error::failure(ErrorKind::cannot_open, "fstat", path, sys::last_error()));
   std::optional<fstype::Kind> kind;
   if (S_ISREG(file.st.st_mode) && lock_file::needs_filesystem_check(file)) {
     kind = fstype::of_descriptor(fd);
     if (kind && !kind->kernel_interface) lock_file::remember_storage(file);
   }
-  if (auto unfit = lock_file::refuse(path, file.st, kind)) return std::unexpected(std::move(*unfit));
+  if (auto unfit = lock_file::refuse(path, file.st, kind))
+    return std::unexpected(std::move(*unfit));
   return file.st;
 }
 
 struct Claim {
-  std::optional<Holder> holder;        // who the kernel says holds it
-  std::optional<pid_t> recorded_pid;   // what the file says
-  std::size_t readers = 0;             // shared locks holding it
+  std::optional<Holder> holder;       // who the kernel says holds it
+  std::optional<pid_t> recorded_pid;  // what the file says
+  std::size_t readers = 0;            // shared locks holding it
 };
 
 // The kernel is asked who holds the lock; the record is read to mark agreement, and to name
@@ -141,16 +146,17 @@ wait::Clock::time_point deadline_after(std::chrono::nanoseconds wait) {
 std::expected<void, Error> check_options(const Options& options, const fs::path& path) {
   if (options.progress_interval <= std::chrono::nanoseconds(0)) {
     const auto code = sys::errno_code(EINVAL);
-    return std::unexpected(Error::failure(
-        ErrorKind::invalid_argument, "options", path, code,
-        code.message() + ": Options::progress_interval must be positive, not " +
-            std::to_string(options.progress_interval.count()) + "ns"));
+    return std::unexpected(
+        Error::failure(ErrorKind::invalid_argument, "options", path, code,
+                       code.message() + ": Options::progress_interval must be positive, not " +
+                           std::to_string(options.progress_interval.count()) + "ns"));
   }
   return {};
 }
 
 Error wait_failed(const wait::Failure& failure, const fs::path& path) {
-  if (failure.why.empty()) return Error::failure(ErrorKind::system, failure.operation, path, failure.code);
+  if (failure.why.empty())
+    return Error::failure(ErrorKind::system, failure.operation, path, failure.code);
   return Error::failure(ErrorKind::system, failure.operation, path, failure.code,
                         failure.code.message() + " (" + std::string(failure.why) + ")");
 }
@@ -191,11 +197,11 @@ std::expected<wait::Outcome, Error> wait_for_flock(int fd, const fs::path& path,
 }
 
 Error writer_waits(const fs::path& path, pid_t writer, const Options& options) {
-  return Error::busy_with_message("a writer waits for the lock (pid " + std::to_string(writer) +
-                                      ") and this " + text::for_terminal(options.role) +
-                                      " defers to writers — lock file: " +
-                                      text::for_terminal(path.string()),
-                                  std::nullopt);
+  return Error::busy_with_message(
+      "a writer waits for the lock (pid " + std::to_string(writer) + ") and this " +
+          text::for_terminal(options.role) +
+          " defers to writers — lock file: " + text::for_terminal(path.string()),
+      std::nullopt);
 }
 
 // Takes the lock (Options::shared says which) without blocking, or waits for it until the
@@ -326,7 +332,8 @@ std::expected<void, Error> write_record(int fd, const fs::path& path, off_t size
   do {
     written = ::pwrite(fd, text.bytes, text.size, 0);
   } while (written < 0 && errno == EINTR);
-  if (written < 0) return std::unexpected(Error::failure(ErrorKind::io, "write", path, sys::last_error()));
+  if (written < 0)
+    return std::unexpected(Error::failure(ErrorKind::io, "write", path, sys::last_error()));
   if (static_cast<std::size_t>(written) != text.size) {
     return std::unexpected(Error::failure(ErrorKind::io, "write", path, sys::errno_code(ENOSPC)));
   }
@@ -349,7 +356,9 @@ void abandon(UniqueFd& fd) {
 }  // namespace
 
 std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& options) {
-  if (path.empty()) return std::unexpected(Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
+  if (path.empty())
+    return std::unexpected(
+        Error::failure(ErrorKind::not_found, "open", path, sys::errno_code(ENOENT)));
   // Before anything is opened or created.
   if (auto valid = check_options(options, path); !valid) return std::unexpected(valid.error());
   const auto deadline = deadline_after(options.wait);
@@ -384,7 +393,8 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
     }
     return Lock(fd->release(), path, options.inheritable);
   }
-  return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path, sys::errno_code(EAGAIN),
+  return std::unexpected(Error::failure(ErrorKind::cannot_open, "open", path,
+                                        sys::errno_code(EAGAIN),
                                         "the path kept being replaced while we locked it"));
 }
 

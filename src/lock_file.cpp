@@ -20,13 +20,20 @@ namespace {
 
 const char* file_type_name(mode_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFDIR: return "a directory";
-    case S_IFIFO: return "a FIFO";
-    case S_IFCHR: return "a character device";
-    case S_IFBLK: return "a block device";
-    case S_IFSOCK: return "a socket";
-    case S_IFLNK: return "a symbolic link";
-    default: return "not a regular file";
+    case S_IFDIR:
+      return "a directory";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    case S_IFSOCK:
+      return "a socket";
+    case S_IFLNK:
+      return "a symbolic link";
+    default:
+      return "not a regular file";
   }
 }
 
@@ -34,7 +41,6 @@ const char* file_type_name(mode_t mode) {
 // needed (older kernels refuse null with EFAULT), 2 unavailable (ENOSYS, or a seccomp filter's
 // EPERM): fstat from then on.
 std::atomic<int> statx_kind{0};
-
 
 void from_statx(const struct statx& x, struct stat& st) noexcept {
   st = {};
@@ -108,11 +114,14 @@ std::optional<Error> refuse(const std::filesystem::path& path, const struct stat
                           "is a symbolic link; refusing to follow it");
   }
   if (!S_ISREG(st.st_mode)) {
-    return Error::failure(ErrorKind::not_regular_file, "open", path, sys::errno_code(EINVAL),
-                          std::string("refusing a lock file that is ") + file_type_name(st.st_mode));
+    return Error::failure(
+        ErrorKind::not_regular_file, "open", path, sys::errno_code(EINVAL),
+        std::string("refusing a lock file that is ") + file_type_name(st.st_mode));
   }
   if (kind) {
-    if (auto why = fstype::refusal(*kind)) return Error::failure(ErrorKind::kernel_interface, "open", path, sys::errno_code(EINVAL), *why);
+    if (auto why = fstype::refusal(*kind))
+      return Error::failure(ErrorKind::kernel_interface, "open", path, sys::errno_code(EINVAL),
+                            *why);
   }
   return std::nullopt;
 }

@@ -54,7 +54,7 @@ std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit) {
 }
 
 std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
-                                                       std::size_t limit, std::size_t first_read) {
+                                                        std::size_t limit, std::size_t first_read) {
   UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
   if (!fd) return std::unexpected(last_error());
   ProcText out;

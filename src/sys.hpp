@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <ctime>
 #include <cstddef>
+#include <ctime>
 #include <expected>
 #include <string>
 #include <system_error>
@@ -92,7 +92,7 @@ struct ProcText {
   std::size_t reads = 0;
 };
 std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
-                                                       std::size_t limit,
-                                                       std::size_t first_read = 4096);
+                                                        std::size_t limit,
+                                                        std::size_t first_read = 4096);
 
 }  // namespace pidlock::sys

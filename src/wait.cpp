@@ -132,8 +132,8 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "3:"
       : "+r"(result)
       : "r"(flags), "r"(stack), "r"(parent_tid), "r"(child_tid), "r"(tls), "r"(locked_fd),
-        "r"(parent_pid), "r"(constants), "r"(lock_operation), "r"(granted_fd),
-        [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
+        "r"(parent_pid), "r"(constants), "r"(lock_operation),
+        "r"(granted_fd), [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
         [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
         [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
         [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [minus_eintr] "i"(-EINTR),
@@ -196,8 +196,8 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "3:"
       : "+r"(result)
       : "r"(number), "r"(stack), "r"(parent_tid), "r"(tls), "r"(child_tid), "r"(locked_fd),
-        "r"(parent_pid), "r"(constants), "r"(lock_operation), "r"(granted_fd),
-        [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
+        "r"(parent_pid), "r"(constants), "r"(lock_operation),
+        "r"(granted_fd), [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
         [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
         [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
         [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [eintr] "i"(EINTR),
@@ -405,7 +405,9 @@ class Helper {
 class Progress {
  public:
   Progress(const Tick& tick, nanoseconds interval)
-      : tick_(tick), interval_(interval), start_(Clock::now()),
+      : tick_(tick),
+        interval_(interval),
+        start_(Clock::now()),
         next_(sys::saturating_add(start_, interval)) {}
 
   // When the next report is due; never, without a callback.
@@ -493,7 +495,8 @@ std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_
   // One per wait: written once, by the helper that is granted the lock, after which the wait ends.
   const sys::UniqueFd granted(::eventfd(0, EFD_CLOEXEC));
   if (!granted) {
-    return std::unexpected(failure_of("eventfd", errno, "the wait's helper reports the grant through it"));
+    return std::unexpected(
+        failure_of("eventfd", errno, "the wait's helper reports the grant through it"));
   }
   for (;;) {
     Helper helper;

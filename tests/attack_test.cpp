@@ -23,12 +23,13 @@ TEST(Attack, SymlinkSwapLoopNeverRedirectsAWrite) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   TempDir dir;
   ::chmod(dir.path().c_str(), 0755);
-  std::filesystem::create_directory(dir / "victim");     // root's, not writable by the attacker
-  std::filesystem::create_directory(dir / "shared");     // writable by everyone, not sticky
+  std::filesystem::create_directory(dir / "victim");  // root's, not writable by the attacker
+  std::filesystem::create_directory(dir / "shared");  // writable by everyone, not sticky
   ::chmod((dir / "shared").c_str(), 0777);
   const auto precious = dir.path() / "victim" / "precious";
   test::write_text(precious, "precious\n");
-  ::chmod(precious.c_str(), 0666);  // even a file the attacker could write must not be written by us
+  ::chmod(precious.c_str(),
+          0666);  // even a file the attacker could write must not be written by us
   struct stat before {};
   ::stat(precious.c_str(), &before);
   const auto lock_path = dir.path() / "shared" / "installer.lock";
@@ -83,7 +84,8 @@ TEST(Attack, SymlinkSwapLoopNeverRedirectsAWrite) {
   EXPECT_EQ(after.st_size, before.st_size);
   EXPECT_EQ(other, 0) << unexpected;
   EXPECT_GT(refused, 0);  // the attack really raced us
-  std::printf("attack: %d acquires, %d refused, 0 writes outside the lock file\n", acquired, refused);
+  std::printf("attack: %d acquires, %d refused, 0 writes outside the lock file\n", acquired,
+              refused);
   RecordProperty("acquires", acquired);
   RecordProperty("refused", refused);
 }
@@ -105,10 +107,12 @@ TEST(Attack, StatusWarnsAboutADirectoryOthersMayWrite) {
   TempDir dir;
   std::filesystem::create_directory(dir / "shared");
   ::chmod((dir / "shared").c_str(), 01777);
-  const auto r = test::run({test::pidlock_binary(), "status", (dir.path() / "shared" / "l").string()});
+  const auto r =
+      test::run({test::pidlock_binary(), "status", (dir.path() / "shared" / "l").string()});
   EXPECT_EQ(r.code, 0);
-  EXPECT_NE(r.out.find("warning: the directory " + (dir / "shared").string() + " is writable by others"),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find("warning: the directory " + (dir / "shared").string() + " is writable by others"),
+      std::string::npos)
       << r.out;
 }
 

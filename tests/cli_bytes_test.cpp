@@ -207,7 +207,9 @@ TEST(CliBytes, TheBusyMessageNamingAHostileHolderIsOneEscapedLine) {
   EXPECT_EQ(r.code, 75);
   EXPECT_EQ(raw_controls_in(r.err), "") << r.err;
   EXPECT_EQ(lines_of(r.err).size(), 1u) << r.err;
-  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(holder.pid()) + ", ", 0), 0u)
+  EXPECT_EQ(
+      r.err.rfind("another installer is running (pid " + std::to_string(holder.pid()) + ", ", 0),
+      0u)
       << r.err;
 }
 

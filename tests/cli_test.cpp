@@ -55,7 +55,8 @@ TEST(Cli, BusyExits75NamingTheHolder) {
 
 TEST(Cli, RunsTheCommandAndReturnsItsStatus) {
   TempDir dir;
-  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "exit 7"}).code, 7);
+  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "exit 7"}).code,
+            7);
   const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "echo", "-n", "hi"});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, "hi");  // "-n" belongs to echo, not to pidlock
@@ -78,8 +79,9 @@ TEST(Cli, TheCommandGetsPidlockFile) {
 // not the local command's.
 TEST(Cli, TheCommandGetsNoPasswordAndNoStaleFence) {
   TempDir dir;
-  const auto r = run({"env", "PIDLOCK_ETCD_PASSWORD=secret", "PIDLOCK_FENCE=7", "PIDLOCK_NAME=n",
-                      "PIDLOCK_SLOT=0", pidlock_binary(), "run", (dir / "l").string(), "--", "env"});
+  const auto r =
+      run({"env", "PIDLOCK_ETCD_PASSWORD=secret", "PIDLOCK_FENCE=7", "PIDLOCK_NAME=n",
+           "PIDLOCK_SLOT=0", pidlock_binary(), "run", (dir / "l").string(), "--", "env"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("PIDLOCK_FENCE"), std::string::npos) << r.out;
@@ -89,21 +91,27 @@ TEST(Cli, TheCommandGetsNoPasswordAndNoStaleFence) {
 
 TEST(Cli, CommandKilledBySignalGives128PlusN) {
   TempDir dir;
-  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "kill -TERM $$"}).code,
-            128 + SIGTERM);
+  EXPECT_EQ(
+      run({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c", "kill -TERM $$"}).code,
+      128 + SIGTERM);
 }
 
 TEST(Cli, CommandNotFoundIs127AndNotExecutableIs126) {
   TempDir dir;
-  const auto missing = run({pidlock_binary(), "run", (dir / "l").string(), "--", "no-such-command-xyz"});
+  const auto missing =
+      run({pidlock_binary(), "run", (dir / "l").string(), "--", "no-such-command-xyz"});
   EXPECT_EQ(missing.code, 127);
   EXPECT_NE(missing.err.find("no-such-command-xyz"), std::string::npos);
   test::write_text(dir / "script", "#!/bin/sh\n");
   ::chmod((dir / "script").c_str(), 0644);
-  EXPECT_EQ(run({pidlock_binary(), "run", (dir / "l").string(), "--", (dir / "script").string()}).code, 126);
+  EXPECT_EQ(
+      run({pidlock_binary(), "run", (dir / "l").string(), "--", (dir / "script").string()}).code,
+      126);
   for (const char* mode : {"--exec", "-o"}) {
-    EXPECT_EQ(run({pidlock_binary(), "run", mode, (dir / "l").string(), "--", "no-such-command-xyz"}).code,
-              127)
+    EXPECT_EQ(
+        run({pidlock_binary(), "run", mode, (dir / "l").string(), "--", "no-such-command-xyz"})
+            .code,
+        127)
         << mode;
   }
 }
@@ -118,7 +126,8 @@ TEST(Cli, ConflictExitCodeIsSettable) {
 TEST(Cli, RoleNamesTheKindOfProcess) {
   TempDir dir;
   Held held = hold(dir / "l");
-  const auto r = run({pidlock_binary(), "run", "--role", "updater", (dir / "l").string(), "--", "true"});
+  const auto r =
+      run({pidlock_binary(), "run", "--role", "updater", (dir / "l").string(), "--", "true"});
   EXPECT_EQ(r.code, 75);
   EXPECT_EQ(r.err.rfind("another updater is running (pid ", 0), 0u) << r.err;
 }
@@ -141,11 +150,12 @@ TEST(Cli, WaitZeroIsNonBlocking) {
 TEST(Cli, WaitIsHandedTheLockWhenTheHolderFinishes) {
   TempDir dir;
   Held held = hold(dir / "l");
-  Child waiter = Child::spawn({pidlock_binary(), "run", "-w", "60", (dir / "l").string(), "--", "echo", "mine"});
+  Child waiter = Child::spawn(
+      {pidlock_binary(), "run", "-w", "60", (dir / "l").string(), "--", "echo", "mine"});
   waiter.close_stdin();
   ASSERT_TRUE(test::eventually([&] {
-    return run({pidlock_binary(), "status", "--json", (dir / "l").string()}).out.find("\"waiters\":[{") !=
-           std::string::npos;
+    return run({pidlock_binary(), "status", "--json", (dir / "l").string()})
+               .out.find("\"waiters\":[{") != std::string::npos;
   }));
   held.child.close_stdin();
   EXPECT_EQ(held.child.wait(), 0);
@@ -159,7 +169,8 @@ TEST(Cli, InteropFlockHolderMakesPidlockBusy) {
   ASSERT_EQ(flock.read_line(), "ready");
   const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
   EXPECT_EQ(r.code, 75);
-  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(flock.pid()) + ", flock", 0),
+  EXPECT_EQ(r.err.rfind(
+                "another installer is running (pid " + std::to_string(flock.pid()) + ", flock", 0),
             0u)
       << r.err;
 }
@@ -222,14 +233,16 @@ TEST_P(ForwardedSignal, ReachesTheCommand) {
   // sh has exec'd sleep once /proc shows it; a signal before that would hit sh instead.
   ASSERT_TRUE(test::eventually([&] {
     auto r = run({pidlock_binary(), "status", "--json", (dir / "l").string()});
-    return r.out.find("\"sleep\"") != std::string::npos || r.out.find("sleep 60") != std::string::npos ||
+    return r.out.find("\"sleep\"") != std::string::npos ||
+           r.out.find("sleep 60") != std::string::npos ||
            run({"pgrep", "-P", std::to_string(child.pid()), "-x", "sleep"}).code == 0;
   }));
   child.signal(GetParam());
   EXPECT_EQ(child.wait(), 128 + GetParam());
 }
 
-INSTANTIATE_TEST_SUITE_P(Signals, ForwardedSignal, testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
+INSTANTIATE_TEST_SUITE_P(Signals, ForwardedSignal,
+                         testing::Values(SIGINT, SIGTERM, SIGHUP, SIGQUIT));
 
 TEST(Cli, StatusOfAFreeOrMissingFile) {
   TempDir dir;
@@ -237,7 +250,8 @@ TEST(Cli, StatusOfAFreeOrMissingFile) {
   EXPECT_EQ(missing.code, 0);
   EXPECT_NE(missing.out.find("free"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir / "l"));
-  const auto json = nlohmann::json::parse(run({pidlock_binary(), "status", "--json", (dir / "l").string()}).out);
+  const auto json =
+      nlohmann::json::parse(run({pidlock_binary(), "status", "--json", (dir / "l").string()}).out);
   EXPECT_EQ(json["path"], (dir / "l").string());
   EXPECT_EQ(json["held"], false);
   EXPECT_TRUE(json["holder"].is_null());
@@ -249,8 +263,9 @@ TEST(Cli, StatusOfAHeldFile) {
   Held held = hold(dir / "l");
   const auto human = run({pidlock_binary(), "status", (dir / "l").string()});
   EXPECT_EQ(human.code, 75);
-  EXPECT_NE(human.out.find("held by pid " + std::to_string(held.child.pid()) + ", pidlock running sh"),
-            std::string::npos)
+  EXPECT_NE(
+      human.out.find("held by pid " + std::to_string(held.child.pid()) + ", pidlock running sh"),
+      std::string::npos)
       << human.out;
   EXPECT_NE(human.out.find("record: pid " + std::to_string(held.child.pid()) + " (agrees)"),
             std::string::npos);
@@ -325,13 +340,15 @@ TEST(Cli, HostilePathsFailClearlyAndNotAs75) {
   std::filesystem::create_symlink(dir / "precious", dir / "link");
   auto r = run({pidlock_binary(), "run", (dir / "link").string(), "--", "true"});
   EXPECT_EQ(r.code, 73);
-  EXPECT_EQ(r.err, "pidlock: open " + (dir / "link").string() + ": is a symbolic link; refusing to follow it\n");
+  EXPECT_EQ(r.err, "pidlock: open " + (dir / "link").string() +
+                       ": is a symbolic link; refusing to follow it\n");
   EXPECT_EQ(test::read_text(dir / "precious"), "keep\n");
 
   std::filesystem::create_directory(dir / "d");
   r = run({pidlock_binary(), "run", (dir / "d").string(), "--", "true"});
   EXPECT_EQ(r.code, 73);
-  EXPECT_EQ(r.err, "pidlock: open " + (dir / "d").string() + ": refusing a lock file that is a directory\n");
+  EXPECT_EQ(r.err, "pidlock: open " + (dir / "d").string() +
+                       ": refusing a lock file that is a directory\n");
   EXPECT_EQ(run({pidlock_binary(), "status", (dir / "d").string()}).err, r.err);
 
   r = run({pidlock_binary(), "run", "--no-mkdir", (dir.path() / "x" / "l").string(), "--", "true"});
@@ -348,8 +365,8 @@ TEST(Cli, ProgressLineOnATerminalWhileWaiting) {
   ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
   Child waiter = Child::fork([&] {
     ::dup2(slave, STDERR_FILENO);
-    ::execl(pidlock_binary().c_str(), "pidlock", "run", "-w", "1.5", (dir / "l").c_str(), "--", "true",
-            nullptr);
+    ::execl(pidlock_binary().c_str(), "pidlock", "run", "-w", "1.5", (dir / "l").c_str(), "--",
+            "true", nullptr);
     return 127;
   });
   ::close(slave);
@@ -360,8 +377,8 @@ TEST(Cli, ProgressLineOnATerminalWhileWaiting) {
   ::fcntl(master, F_SETFL, O_NONBLOCK);
   while ((n = ::read(master, buf, sizeof buf)) > 0) screen.append(buf, static_cast<std::size_t>(n));
   ::close(master);
-  EXPECT_NE(screen.find("waiting for pid " + std::to_string(held.child.pid()) + " (pidlock) to release " +
-                        (dir / "l").string() + " — "),
+  EXPECT_NE(screen.find("waiting for pid " + std::to_string(held.child.pid()) +
+                        " (pidlock) to release " + (dir / "l").string() + " — "),
             std::string::npos)
       << screen;
   EXPECT_NE(screen.find("another installer is running"), std::string::npos);

@@ -68,10 +68,12 @@ std::vector<long> run_traced(const std::filesystem::path& path, int kill_at) {
 
 const char* name_of(long call) {
   static const std::map<long, const char*> names{
-      {SYS_openat, "openat"}, {SYS_open, "open"},     {SYS_flock, "flock"},   {SYS_fstat, "fstat"},
-      {SYS_newfstatat, "newfstatat"}, {SYS_pwrite64, "pwrite64"}, {SYS_ftruncate, "ftruncate"},
-      {SYS_close, "close"},   {SYS_getpid, "getpid"}, {SYS_exit_group, "exit_group"},
-      {SYS_mkdir, "mkdir"},   {SYS_fdatasync, "fdatasync"}};
+      {SYS_openat, "openat"},         {SYS_open, "open"},
+      {SYS_flock, "flock"},           {SYS_fstat, "fstat"},
+      {SYS_newfstatat, "newfstatat"}, {SYS_pwrite64, "pwrite64"},
+      {SYS_ftruncate, "ftruncate"},   {SYS_close, "close"},
+      {SYS_getpid, "getpid"},         {SYS_exit_group, "exit_group"},
+      {SYS_mkdir, "mkdir"},           {SYS_fdatasync, "fdatasync"}};
   const auto it = names.find(call);
   return it == names.end() ? "other" : it->second;
 }
@@ -81,7 +83,8 @@ void expect_recovered(const TempDir& dir, const std::string& where) {
   // one that does not hold the lock.
   if (std::filesystem::exists(dir / "l")) {
     if (auto pid = record::parse(test::read_text(dir / "l"))) {
-      EXPECT_TRUE(::kill(*pid, 0) != 0 || *pid == ::getpid()) << where << ": record names live pid " << *pid;
+      EXPECT_TRUE(::kill(*pid, 0) != 0 || *pid == ::getpid())
+          << where << ": record names live pid " << *pid;
     }
   }
   auto next = Lock::acquire(dir / "l");  // no wait: it must be free at once
@@ -130,7 +133,8 @@ std::string matrix_name(const testing::TestParamInfo<std::string>& param) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Records, CrashMatrix,
-                         testing::Values(std::string(), std::string("4194304 left by a dead holder\n")),
+                         testing::Values(std::string(),
+                                         std::string("4194304 left by a dead holder\n")),
                          matrix_name);
 
 TEST(Crash, WaiterKilledWhileWaitingLeavesNothingBehind) {

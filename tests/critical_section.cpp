@@ -20,7 +20,8 @@ bool critical_section(const std::filesystem::path& dir) {
   const auto inside = dir / "inside";
   const int marker = ::open(inside.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (marker < 0) alone = false;
-  const int journal = ::open((dir / "journal").c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  const int journal =
+      ::open((dir / "journal").c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   const std::string pid = std::to_string(::getpid());
   append(journal, "+" + pid + "\n");
 

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "support.hpp"
 
@@ -46,7 +46,8 @@ class Mount {
   Mount(const Mount&) = delete;
   Mount& operator=(const Mount&) = delete;
   ~Mount() {
-    for (auto it = mounted_.rbegin(); it != mounted_.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+    for (auto it = mounted_.rbegin(); it != mounted_.rend(); ++it)
+      ::umount2(it->c_str(), MNT_DETACH);
   }
 
   // mkfs.TYPE on a sparse image, mounted with -o loop at `at`.
@@ -102,18 +103,19 @@ class Filesystems : public testing::TestWithParam<std::string> {
     }
     test::write_text(r / "tmpfs/lower/copied.lock", "");
     test::write_text(r / "btrfs/lower/copied.lock", "");
-    ok = ok &&
-         m.mount({"mount", "-t", "overlay", "overlay", "-o",
-                  "lowerdir=" + (r / "tmpfs/lower").string() + ",upperdir=" +
-                      (r / "tmpfs/upper").string() + ",workdir=" + (r / "tmpfs/work").string(),
-                  (r / "overlay-same").string()},
-                 r / "overlay-same") &&
-         m.mount({"mount", "-t", "overlay", "overlay", "-o",
-                  "lowerdir=" + (r / "btrfs/lower").string() + ",upperdir=" +
-                      (r / "tmpfs/upper2").string() + ",workdir=" + (r / "tmpfs/work2").string(),
-                  (r / "overlay-mixed").string()},
-                 r / "overlay-mixed") &&
-         m.mount({"mount", "--bind", (r / "btrfs/sub").string(), (r / "bind").string()}, r / "bind");
+    ok =
+        ok &&
+        m.mount({"mount", "-t", "overlay", "overlay", "-o",
+                 "lowerdir=" + (r / "tmpfs/lower").string() + ",upperdir=" +
+                     (r / "tmpfs/upper").string() + ",workdir=" + (r / "tmpfs/work").string(),
+                 (r / "overlay-same").string()},
+                r / "overlay-same") &&
+        m.mount({"mount", "-t", "overlay", "overlay", "-o",
+                 "lowerdir=" + (r / "btrfs/lower").string() + ",upperdir=" +
+                     (r / "tmpfs/upper2").string() + ",workdir=" + (r / "tmpfs/work2").string(),
+                 (r / "overlay-mixed").string()},
+                r / "overlay-mixed") &&
+        m.mount({"mount", "--bind", (r / "btrfs/sub").string(), (r / "bind").string()}, r / "bind");
     ready_ = ok;
   }
   static void TearDownTestSuite() {
@@ -125,7 +127,8 @@ class Filesystems : public testing::TestWithParam<std::string> {
 
  protected:
   void SetUp() override {
-    if (!ready_) GTEST_SKIP() << "needs root, mount namespaces, loop devices, mkfs.btrfs and mkfs.xfs";
+    if (!ready_)
+      GTEST_SKIP() << "needs root, mount namespaces, loop devices, mkfs.btrfs and mkfs.xfs";
   }
 
   static Paths paths_for(const std::string& name) {
@@ -164,7 +167,8 @@ struct Held {
 };
 
 Held hold_with_pidlock(const fs::path& path) {
-  Child child = Child::spawn({pidlock_binary(), "run", path.string(), "--", "sh", "-c", "echo $$; read _ || :"});
+  Child child = Child::spawn(
+      {pidlock_binary(), "run", path.string(), "--", "sh", "-c", "echo $$; read _ || :"});
   const std::string line = child.read_line();
   return {std::move(child), line.empty() ? -1 : std::stoi(line)};
 }
@@ -193,7 +197,10 @@ TEST_P(Filesystems, StatusNamesTheVerifiedHolderAndASecondLockerIsRefused) {
 
   const auto second = run({pidlock_binary(), "run", "-n", s.view.string(), "--", "true"});
   EXPECT_EQ(second.code, 75);
-  EXPECT_EQ(second.err.rfind("another installer is running (pid " + std::to_string(held.child.pid()) + ", pidlock running sh", 0), 0u)
+  EXPECT_EQ(second.err.rfind("another installer is running (pid " +
+                                 std::to_string(held.child.pid()) + ", pidlock running sh",
+                             0),
+            0u)
       << second.err;
 
   held.child.close_stdin();
@@ -233,7 +240,8 @@ TEST_F(Filesystems, BtrfsFilesThatShareAKernelNameAreToldApart) {
   const fs::path other_file = r / "btrfs/other/twin.lock";
   test::write_text(held_file, "");
   test::write_text(other_file, "");
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   ASSERT_EQ(::stat(held_file.c_str(), &a), 0);
   ASSERT_EQ(::stat(other_file.c_str(), &b), 0);
   ASSERT_EQ(a.st_ino, b.st_ino) << "the first file of two fresh subvolumes";
@@ -293,9 +301,11 @@ TEST_F(Namespaces, AHolderOutsideIsNeverReportedFree) {
     EXPECT_EQ(st["holder"]["unverified_reason"], "pid_namespace");
     EXPECT_EQ(st["holder"]["pid"], held.child.pid()) << "the record's word, marked as such";
 
-    const auto second = run(inside({pidlock_binary(), "run", "-n", path_.string(), "--", "true"}, user));
+    const auto second =
+        run(inside({pidlock_binary(), "run", "-n", path_.string(), "--", "true"}, user));
     EXPECT_EQ(second.code, 75);
-    EXPECT_NE(second.err.find("it runs outside our PID namespace"), std::string::npos) << second.err;
+    EXPECT_NE(second.err.find("it runs outside our PID namespace"), std::string::npos)
+        << second.err;
     held.child.close_stdin();
     EXPECT_EQ(held.child.wait(), 0);
 
@@ -320,8 +330,8 @@ TEST_F(Namespaces, AnUnprivilegedViewerInARootlessContainerWhoCannotOpenTheFileC
 }
 
 TEST_F(Namespaces, AHolderInAChildNamespaceIsShownWithOurPidAndItsRecordAgrees) {
-  Child held = Child::spawn(inside({pidlock_binary(), "run", path_.string(), "--", "sh", "-c",
-                                    "echo $$; read _ || :"}));
+  Child held = Child::spawn(
+      inside({pidlock_binary(), "run", path_.string(), "--", "sh", "-c", "echo $$; read _ || :"}));
   ASSERT_EQ(held.read_line(), "2") << "the command is pid 2 in its namespace, pidlock pid 1";
   const json st = status_json(path_, 75);
   EXPECT_EQ(st["evidence"], "kernel");
@@ -344,8 +354,9 @@ TEST_F(Namespaces, AHolderInAChildNamespaceIsShownWithOurPidAndItsRecordAgrees) 
 TEST_F(Namespaces, UnderHidepidTheHolderIsAnUnverifiedObject) {
   if (!have("setpriv")) GTEST_SKIP() << "needs setpriv(1)";
   Held held = hold_with_pidlock(path_);
-  const std::string script = "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 "
-                             "--regid=65534 --clear-groups \"$0\" status --json \"$1\"";
+  const std::string script =
+      "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 "
+      "--regid=65534 --clear-groups \"$0\" status --json \"$1\"";
   const auto r = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                       pidlock_binary(), path_.string()});
   EXPECT_EQ(r.code, 75) << r.out << r.err;
@@ -427,8 +438,8 @@ TEST_F(Namespaces, WithoutProcStatusStillTellsHeldFromFreeAndSaysWhatItCannotSee
   EXPECT_EQ(st["holder"]["pid"], held.child.pid());
   EXPECT_EQ(st["holder"]["unverified_reason"], "no_proc");
   const std::string run_script = "umount -l /proc && exec \"$0\" run -n \"$1\" true";
-  const auto second = run({"unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           run_script, pidlock_binary(), path_.string()});
+  const auto second = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", run_script,
+                           pidlock_binary(), path_.string()});
   EXPECT_EQ(second.code, 75);
   EXPECT_NE(second.err.find("/proc is not available; the record says pid " +
                             std::to_string(held.child.pid())),
@@ -468,12 +479,14 @@ TEST(OtherUsers, AHolderWhoDoesNotOwnTheFileIsNamedAsSuch) {
   const fs::path path = dir / "root.lock";
   test::write_text(path, "");
   ::chmod(path.c_str(), 0644);  // readable: so anyone may flock it
-  Child squatter = Child::spawn({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                 "flock", "-s", path.string(), "sh", "-c", "echo ready; read _ || :"});
+  Child squatter =
+      Child::spawn({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "-s",
+                    path.string(), "sh", "-c", "echo ready; read _ || :"});
   ASSERT_EQ(squatter.read_line(), "ready");
   const auto busy = run({pidlock_binary(), "run", "-n", path.string(), "--", "true"});
   EXPECT_EQ(busy.code, 75);
-  EXPECT_NE(busy.err.find("user nobody (not the lock file's owner)"), std::string::npos) << busy.err;
+  EXPECT_NE(busy.err.find("user nobody (not the lock file's owner)"), std::string::npos)
+      << busy.err;
   const json st = status_json(path, 75);
   EXPECT_EQ(st["holder"]["foreign_user"], true);
   EXPECT_EQ(st["holder"]["user"], "nobody");
@@ -504,19 +517,20 @@ TEST_P(KernelInterfaces, AreRefusedBeforeAnythingIsWritten) {
   const std::string before = test::read_text(path);
   const auto r = run({pidlock_binary(), "run", path, "--", "true"});
   EXPECT_EQ(r.code, 73) << r.err;
-  EXPECT_NE(r.err.find("refusing a lock file on " + filesystem + ", a kernel interface"), std::string::npos)
+  EXPECT_NE(r.err.find("refusing a lock file on " + filesystem + ", a kernel interface"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(test::read_text(path), before);
   const auto st = run({pidlock_binary(), "status", path});
   EXPECT_EQ(st.code, 66) << st.err;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Kernel, KernelInterfaces,
-    testing::Values(Interface{"/proc/sys/fs/lease-break-time", "proc"},
-                    Interface{"/proc/sys/kernel/pid_max", "proc"},
-                    Interface{"/sys/kernel/mm/transparent_hugepage/enabled", "sysfs"}),
-    [](const auto& param_info) { return std::to_string(param_info.index); });
+INSTANTIATE_TEST_SUITE_P(Kernel, KernelInterfaces,
+                         testing::Values(Interface{"/proc/sys/fs/lease-break-time", "proc"},
+                                         Interface{"/proc/sys/kernel/pid_max", "proc"},
+                                         Interface{"/sys/kernel/mm/transparent_hugepage/enabled",
+                                                   "sysfs"}),
+                         [](const auto& param_info) { return std::to_string(param_info.index); });
 
 // Where a cgroup hierarchy is mounted, from /proc/self/mountinfo: " - cgroup2 " or " - cgroup ".
 std::optional<std::pair<fs::path, std::string>> cgroup_mount() {
@@ -541,7 +555,8 @@ TEST(KernelInterface, CgroupFilesAreRefusedAndNoCgroupIsMadeForAMissingDirectory
   const std::string before = test::read_text(procs);
   const auto r = run({pidlock_binary(), "run", procs.string(), "--", "true"});
   EXPECT_EQ(r.code, 73) << r.err;
-  EXPECT_NE(r.err.find("refusing a lock file on " + type + ", a kernel interface"), std::string::npos)
+  EXPECT_NE(r.err.find("refusing a lock file on " + type + ", a kernel interface"),
+            std::string::npos)
       << r.err;
 
   const fs::path group = point / ("pidlock-test-" + std::to_string(::getpid()));

@@ -19,11 +19,11 @@ namespace {
 using test::TempDir;
 
 constexpr ErrorKind every_kind[] = {
-    ErrorKind::busy,           ErrorKind::invalid_argument,  ErrorKind::not_found,
-    ErrorKind::symlink,        ErrorKind::not_regular_file,  ErrorKind::kernel_interface,
-    ErrorKind::cannot_open,    ErrorKind::permission_denied, ErrorKind::io,
-    ErrorKind::system,         ErrorKind::cancelled,         ErrorKind::unreachable,
-    ErrorKind::etcd_error,     ErrorKind::lease_lost,        ErrorKind::tls,
+    ErrorKind::busy,           ErrorKind::invalid_argument,    ErrorKind::not_found,
+    ErrorKind::symlink,        ErrorKind::not_regular_file,    ErrorKind::kernel_interface,
+    ErrorKind::cannot_open,    ErrorKind::permission_denied,   ErrorKind::io,
+    ErrorKind::system,         ErrorKind::cancelled,           ErrorKind::unreachable,
+    ErrorKind::etcd_error,     ErrorKind::lease_lost,          ErrorKind::tls,
     ErrorKind::authentication, ErrorKind::slot_count_mismatch,
 };
 
@@ -113,7 +113,8 @@ TEST(ErrorKinds, FleetFailuresNameTheirPlaceNotAPath) {
   EXPECT_EQ(e.kind(), ErrorKind::unreachable);
   EXPECT_EQ(e.place(), "http://127.0.0.1:1");
   EXPECT_TRUE(e.path().empty());
-  EXPECT_EQ(e.message(), "pidlock: lease grant http://127.0.0.1:1: etcd: Couldn't connect to server");
+  EXPECT_EQ(e.message(),
+            "pidlock: lease grant http://127.0.0.1:1: etcd: Couldn't connect to server");
 }
 
 TEST(ErrorKinds, EachHasItsOwnSpelling) {
@@ -135,7 +136,8 @@ TEST(ExitStatus, TheManPageDocumentsTheTable) {
     for (const auto use : {cli::FileUse::lock, cli::FileUse::read}) {
       const std::string code = std::to_string(cli::exit_code_for(kind, use));
       const auto row = exit_status.find(".B " + code + "\n");
-      ASSERT_NE(row, std::string::npos) << "no entry for exit " << code << " (" << to_string(kind) << ")";
+      ASSERT_NE(row, std::string::npos)
+          << "no entry for exit " << code << " (" << to_string(kind) << ")";
       const auto next = exit_status.find(".TP", row);
       EXPECT_NE(exit_status.substr(row, next - row).find(std::string(to_string(kind))),
                 std::string::npos)

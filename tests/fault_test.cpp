@@ -23,7 +23,8 @@ class Tmpfs {
   explicit Tmpfs(const std::string& options) {
     if (::geteuid() != 0) return;
     if (!private_namespace()) return;
-    mounted_ = ::mount("tmpfs", dir_.path().c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
+    mounted_ =
+        ::mount("tmpfs", dir_.path().c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) == 0;
   }
   ~Tmpfs() {
     if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
@@ -34,8 +35,8 @@ class Tmpfs {
   bool mounted() const { return mounted_; }
   std::filesystem::path operator/(const std::string& name) const { return dir_ / name; }
   bool make_read_only() {
-    return ::mount(nullptr, dir_.path().c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                   nullptr) == 0;
+    return ::mount(nullptr, dir_.path().c_str(), nullptr,
+                   MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) == 0;
   }
 
  private:
@@ -84,7 +85,8 @@ TEST(Fault, ReadOnlyFilesystemWithoutTheFile) {
   // Parents that would have to be created fail the same way, naming the directory.
   auto nested = Lock::acquire(fs / "a" / "b" / "l");
   ASSERT_FALSE(nested);
-  EXPECT_EQ(nested.error().message(), "pidlock: mkdir " + (fs / "a").string() + ": Read-only file system");
+  EXPECT_EQ(nested.error().message(),
+            "pidlock: mkdir " + (fs / "a").string() + ": Read-only file system");
 }
 
 TEST(Fault, FullFilesystemWhileWritingTheRecord) {
@@ -94,7 +96,8 @@ TEST(Fault, FullFilesystemWhileWritingTheRecord) {
   test::write_text(fs / "filler", std::string(4096, 'x'));
   expect_clean_failure(Lock::acquire(fs / "l"), ErrorKind::io, "write", fs / "l", ENOSPC);
   EXPECT_EQ(test::read_text(fs / "l"), "");
-  EXPECT_TRUE(test::run({"flock", "-n", (fs / "l").string(), "true"}).code == 0);  // not left locked
+  EXPECT_TRUE(test::run({"flock", "-n", (fs / "l").string(), "true"}).code ==
+              0);  // not left locked
   const auto cli = test::run({test::pidlock_binary(), "run", (fs / "l").string(), "--", "true"});
   EXPECT_EQ(cli.code, 74);
   EXPECT_EQ(cli.err, "pidlock: write " + (fs / "l").string() + ": No space left on device\n");
@@ -143,7 +146,8 @@ TEST(Fault, LockFileNotWritable) {
             "pidlock: open " + (dir / "l").string() + ": Permission denied");
   EXPECT_EQ(test::read_text(dir / "l"), "4242\n");
   const std::string code = as_nobody([&] {
-    return std::to_string(test::run({test::pidlock_binary(), "run", (dir / "l").string(), "--", "true"}).code);
+    return std::to_string(
+        test::run({test::pidlock_binary(), "run", (dir / "l").string(), "--", "true"}).code);
   });
   EXPECT_EQ(code, "77");
 }
@@ -151,9 +155,11 @@ TEST(Fault, LockFileNotWritable) {
 TEST(Fault, ParentIsAFileForTheCommand) {
   TempDir dir;
   test::write_text(dir / "file", "x");
-  const auto cli = test::run({test::pidlock_binary(), "run", (dir.path() / "file" / "l").string(), "--", "true"});
+  const auto cli = test::run(
+      {test::pidlock_binary(), "run", (dir.path() / "file" / "l").string(), "--", "true"});
   EXPECT_EQ(cli.code, 73);
-  EXPECT_EQ(cli.err, "pidlock: open " + (dir.path() / "file" / "l").string() + ": Not a directory\n");
+  EXPECT_EQ(cli.err,
+            "pidlock: open " + (dir.path() / "file" / "l").string() + ": Not a directory\n");
 }
 
 }  // namespace

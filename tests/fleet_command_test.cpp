@@ -2,9 +2,8 @@
 // against a TLS etcd that wants client certificates, and against an etcd with users and roles.
 // Each refusal has its own exit status (78 TLS, 77 login or permission), never 75, and at once.
 #include <gtest/gtest.h>
-#include <unistd.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -115,7 +114,8 @@ TEST_F(CommandTls, EachTlsFailureIsExit78AtOnce) {
     std::vector<std::string> options;
   };
   const std::vector<Case> cases = {
-      {"a CA that did not sign the server's certificate", cluster_->endpoint(0), tls("other-ca.pem")},
+      {"a CA that did not sign the server's certificate", cluster_->endpoint(0),
+       tls("other-ca.pem")},
       {"no client certificate", cluster_->endpoint(0), {"--cacert", file("ca.pem")}},
       {"a host name the certificate does not name", cluster_->endpoint(0, "127.0.0.2"), tls()},
   };
@@ -123,17 +123,17 @@ TEST_F(CommandTls, EachTlsFailureIsExit78AtOnce) {
   // case is tried several times, so that a refusal taken for a broken connection would show.
   for (const auto& c : cases) {
     for (int attempt = 0; attempt < 8; ++attempt) {
-    const auto r = refused(run_args(c.endpoint, c.options, unique("tls-refused"), {"true"}));
-    EXPECT_EQ(r.result.code, 78) << c.why << ": " << r.result.err;
-    EXPECT_LT(r.took, 10s) << c.why << ": waited, as if it could pass";
-    EXPECT_TRUE(r.result.err.starts_with("pidlock: ")) << c.why << ": " << r.result.err;
-    EXPECT_FALSE(contains(r.result.err, "is running")) << c.why << ": " << r.result.err;
-    // Without a wait, nothing is retried: the first answer must be the right one.
-    std::vector<std::string> status{pidlock_binary(), "status", "--etcd", c.endpoint};
-    status.insert(status.end(), c.options.begin(), c.options.end());
-    status.push_back(unique("tls-status"));
-    const auto s = run(status);
-    EXPECT_EQ(s.code, 78) << c.why << ": " << s.err;
+      const auto r = refused(run_args(c.endpoint, c.options, unique("tls-refused"), {"true"}));
+      EXPECT_EQ(r.result.code, 78) << c.why << ": " << r.result.err;
+      EXPECT_LT(r.took, 10s) << c.why << ": waited, as if it could pass";
+      EXPECT_TRUE(r.result.err.starts_with("pidlock: ")) << c.why << ": " << r.result.err;
+      EXPECT_FALSE(contains(r.result.err, "is running")) << c.why << ": " << r.result.err;
+      // Without a wait, nothing is retried: the first answer must be the right one.
+      std::vector<std::string> status{pidlock_binary(), "status", "--etcd", c.endpoint};
+      status.insert(status.end(), c.options.begin(), c.options.end());
+      status.push_back(unique("tls-status"));
+      const auto s = run(status);
+      EXPECT_EQ(s.code, 78) << c.why << ": " << s.err;
     }
   }
 }
@@ -144,8 +144,8 @@ TEST_F(CommandTls, TheEnvironmentConfiguresAndOptionsWin) {
       "PIDLOCK_ETCD_CACERT=" + file("other-ca.pem"),  // wrong: --cacert below wins
       "PIDLOCK_ETCD_CERT=" + file("client.pem"), "PIDLOCK_ETCD_KEY=" + file("client-key.pem")};
   const auto name = unique("env");
-  auto r = run(with_environment(shared, {"run", "--fleet", "--cacert", file("ca.pem"), name, "--",
-                                         "true"}));
+  auto r = run(
+      with_environment(shared, {"run", "--fleet", "--cacert", file("ca.pem"), name, "--", "true"}));
   EXPECT_EQ(r.code, 0) << r.err;
   r = run(with_environment(shared, {"run", "--fleet", name, "--", "true"}));
   EXPECT_EQ(r.code, 78) << "the environment's CA was not used: " << r.err;
@@ -171,8 +171,8 @@ TEST_F(CommandTls, AnUnreadableCertificateFileIsATlsFailure) {
 TEST_F(CommandTls, InsecureSkipVerifyIsExplicitAndWarns) {
   auto options = tls("other-ca.pem");
   options.push_back("--insecure-skip-verify");
-  const auto r = run(run_args(cluster_->endpoint(0, "127.0.0.2"), options, unique("insecure"),
-                              {"true"}));
+  const auto r =
+      run(run_args(cluster_->endpoint(0, "127.0.0.2"), options, unique("insecure"), {"true"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "warning: --insecure-skip-verify")) << r.err;
 }
@@ -232,7 +232,7 @@ class CommandAuth : public testing::Test {
   static std::vector<std::string> run_args(const std::vector<std::string>& options,
                                            const std::string& name,
                                            const std::vector<std::string>& command) {
-    std::vector<std::string> argv{pidlock_binary(), "run", "-w", "30", "--etcd",
+    std::vector<std::string> argv{pidlock_binary(),     "run", "-w", "30", "--etcd",
                                   cluster_->endpoint(0)};
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back(name);
@@ -250,19 +250,19 @@ int CommandAuth::files_ = 0;
 
 TEST_F(CommandAuth, APasswordFileWorksAndThePasswordIsInNoCommandLineOrEnvironment) {
   // The command prints its parent's (pidlock's) command line and its own environment.
-  const auto r = run(run_args({"--user", "alice", "--password-file", password_file("alice-pw")},
-                              unique("auth-file"),
-                              {"sh", "-c", "tr '\\0' ' ' < /proc/$PPID/cmdline; env"}));
+  const auto r =
+      run(run_args({"--user", "alice", "--password-file", password_file("alice-pw")},
+                   unique("auth-file"), {"sh", "-c", "tr '\\0' ' ' < /proc/$PPID/cmdline; env"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "--password-file")) << r.out;
   EXPECT_FALSE(contains(r.out, "alice-pw")) << r.out;
 }
 
 TEST_F(CommandAuth, ThePasswordFromTheEnvironmentWorksAndIsNotInherited) {
-  const auto r = run(with_environment(
-      {"PIDLOCK_ETCD_PASSWORD=alice-pw", "PIDLOCK_ETCD_USER=alice"},
-      {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--", "sh", "-c",
-       "echo \"${PIDLOCK_ETCD_PASSWORD-unset}\""}));
+  const auto r =
+      run(with_environment({"PIDLOCK_ETCD_PASSWORD=alice-pw", "PIDLOCK_ETCD_USER=alice"},
+                           {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--", "sh",
+                            "-c", "echo \"${PIDLOCK_ETCD_PASSWORD-unset}\""}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "unset\n");
 }
@@ -291,9 +291,9 @@ TEST_F(CommandAuth, APasswordOnTheCommandLineIsRefused) {
   auto r = run(run_args({"--user", "alice:alice-pw"}, unique("auth-argv"), {"true"}));
   EXPECT_EQ(r.code, 64) << r.err;
   EXPECT_TRUE(contains(r.err, "--password-file")) << r.err;
-  r = run(with_environment({"PIDLOCK_ETCD_USER=alice:alice-pw"},
-                           {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--",
-                            "true"}));
+  r = run(
+      with_environment({"PIDLOCK_ETCD_USER=alice:alice-pw"},
+                       {"run", "--etcd", cluster_->endpoint(0), unique("auth-env"), "--", "true"}));
   EXPECT_EQ(r.code, 64) << r.err;
   EXPECT_FALSE(contains(r.err, "alice-pw")) << r.err;
   auto with_credentials = cluster_->endpoint(0);
@@ -306,10 +306,10 @@ TEST_F(CommandAuth, APasswordOnTheCommandLineIsRefused) {
 TEST_F(CommandAuth, APasswordFileThatCannotBeReadIsSaidSoAtOnce) {
   const auto fifo = dir_.path() / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  for (const auto& bad : {(dir_.path() / "missing").string(), dir_.path().string(),
-                          fifo.string()}) {
-    const auto r = refused(run_args({"--user", "alice", "--password-file", bad},
-                                    unique("auth-unreadable"), {"true"}));
+  for (const auto& bad :
+       {(dir_.path() / "missing").string(), dir_.path().string(), fifo.string()}) {
+    const auto r = refused(
+        run_args({"--user", "alice", "--password-file", bad}, unique("auth-unreadable"), {"true"}));
     EXPECT_EQ(r.result.code, 66) << bad << ": " << r.result.err;
     EXPECT_TRUE(r.result.err.starts_with("pidlock: --password-file " + bad + ": ")) << r.result.err;
     EXPECT_LT(r.took, 10s);
@@ -323,9 +323,9 @@ TEST_F(CommandAuth, APasswordFileThatCannotBeReadIsSaidSoAtOnce) {
 // etcd's tokens expire after a second unused here. With a 9 s TTL the holder renews every 1.5 s,
 // so each renewal finds its token gone: it logs in again, and the hold goes on.
 TEST_F(CommandAuth, TheHoldOutlivesTokenExpiries) {
-  const auto r = run(run_args({"--user", "alice", "--password-file", password_file("alice-pw"),
-                               "--ttl", "9"},
-                              unique("auth-expiry"), {"sleep", "3.5"}));
+  const auto r =
+      run(run_args({"--user", "alice", "--password-file", password_file("alice-pw"), "--ttl", "9"},
+                   unique("auth-expiry"), {"sleep", "3.5"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_FALSE(contains(r.err, "lost")) << r.err;
 }
@@ -360,8 +360,8 @@ TEST_F(CommandNames, NamesBuiltToCollideStayApart) {
     holders.push_back(hold(name));
     EXPECT_FALSE(holders.back().read_line().empty()) << name << " was not granted";
   }
-  const auto busy = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0),
-                         base + "/slots/0", "--", "true"});
+  const auto busy = run(
+      {pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), base + "/slots/0", "--", "true"});
   EXPECT_EQ(busy.code, 75) << busy.err;
   EXPECT_TRUE(contains(busy.err, "fleet lock: " + base + "/slots/0,")) << busy.err;
   for (auto& holder : holders) {
@@ -374,8 +374,8 @@ TEST_F(CommandNames, FencesIncreaseAcrossSuccessiveHolders) {
   const auto name = unique("fences");
   long long last = 0;
   for (int i = 0; i < 5; ++i) {
-    const auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), name, "--",
-                        "sh", "-c", "echo $PIDLOCK_FENCE"});
+    const auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), name, "--", "sh",
+                        "-c", "echo $PIDLOCK_FENCE"});
     ASSERT_EQ(r.code, 0) << r.err;
     const long long fence = std::stoll(r.out);
     EXPECT_GT(fence, last);
@@ -419,8 +419,9 @@ TEST_F(CommandNames, ASlotCountThatDisagreesIsExit78) {
   const auto r = run({pidlock_binary(), "run", "--etcd", cluster_->endpoint(0), "--slots", "2",
                       name, "--", "true"});
   EXPECT_EQ(r.code, 78) << r.err;
-  EXPECT_TRUE(contains(r.err, "the fleet lock has 3 slots, as its holders were started with; "
-                              "this one asked for 2"))
+  EXPECT_TRUE(contains(r.err,
+                       "the fleet lock has 3 slots, as its holders were started with; "
+                       "this one asked for 2"))
       << r.err;
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);

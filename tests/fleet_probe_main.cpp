@@ -28,7 +28,9 @@ int read_number(const std::string& path) {
   return value;
 }
 
-void write_number(const std::string& path, int value) { std::ofstream(path, std::ios::trunc) << value; }
+void write_number(const std::string& path, int value) {
+  std::ofstream(path, std::ios::trunc) << value;
+}
 
 void adjust(const std::string& dir, int delta) {
   const int fd = ::open((dir + "/count.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -210,8 +210,8 @@ TEST_F(Fleet, UsageErrors) {
 TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
   const auto plain = unique("bytes");
   const auto name = plain + "\x1b[2J\xff";
-  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "sh", "-c",
-                               "echo $$; read _ || :", "x\x1b]0;t\a\nforged", "\xe5\xae"});
+  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "sh",
+                               "-c", "echo $$; read _ || :", "x\x1b]0;t\a\nforged", "\xe5\xae"});
   ASSERT_FALSE(holder.read_line().empty());
   auto no_controls = [](const std::string& text) {
     return std::none_of(text.begin(), text.end(), [](char c) {
@@ -226,7 +226,8 @@ TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
   EXPECT_EQ(std::count(human.out.begin(), human.out.end(), '\n'), 2) << human.out;
   EXPECT_EQ(human.out.rfind("fleet lock " + plain + "\\e[2J\\xff: 1 of 1 slots held", 0), 0u)
       << human.out;
-  EXPECT_NE(human.out.find(", running sh -c echo $$; read _ || : x\\e]0;t\\a\\nforged \xef\xbf\xbd, for "),
+  EXPECT_NE(human.out.find(
+                ", running sh -c echo $$; read _ || : x\\e]0;t\\a\\nforged \xef\xbf\xbd, for "),
             std::string::npos)
       << human.out;
 
@@ -236,13 +237,15 @@ TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
   ASSERT_TRUE(json.is_object()) << r.out;
   EXPECT_EQ(json["name"], plain + "\x1b[2J\xef\xbf\xbd");
   ASSERT_EQ(json["holders"].size(), 1u);
-  EXPECT_EQ(json["holders"][0]["command"], "sh -c echo $$; read _ || : x\x1b]0;t\a\nforged \xef\xbf\xbd");
+  EXPECT_EQ(json["holders"][0]["command"],
+            "sh -c echo $$; read _ || : x\x1b]0;t\a\nforged \xef\xbf\xbd");
   TempDir dir;
   test::write_text(dir / "status.json", r.out);
-  const auto decoded = run({"python3", "-c",
-                            "import base64, json, sys; "
-                            "print(base64.b64decode(json.load(open(sys.argv[1]))['name_base64']).hex())",
-                            (dir / "status.json").string()});
+  const auto decoded =
+      run({"python3", "-c",
+           "import base64, json, sys; "
+           "print(base64.b64decode(json.load(open(sys.argv[1]))['name_base64']).hex())",
+           (dir / "status.json").string()});
   std::string name_hex;
   for (const char c : name) name_hex += fmt_hex(static_cast<unsigned char>(c));
   EXPECT_EQ(decoded.out, name_hex + "\n") << decoded.err;
@@ -251,7 +254,8 @@ TEST_F(Fleet, HostileBytesAreEscapedAndTheJsonStaysValid) {
   EXPECT_EQ(busy.code, 75);
   EXPECT_TRUE(no_controls(busy.err)) << busy.err;
   EXPECT_EQ(std::count(busy.err.begin(), busy.err.end(), '\n'), 1) << busy.err;
-  EXPECT_NE(busy.err.find("— fleet lock: " + plain + "\\e[2J\\xff, 1 of 1 slots held"), std::string::npos)
+  EXPECT_NE(busy.err.find("— fleet lock: " + plain + "\\e[2J\\xff, 1 of 1 slots held"),
+            std::string::npos)
       << busy.err;
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
@@ -705,9 +709,9 @@ TEST(FleetFailure, LosingEtcdPastTheTtlTerminatesTheCommand) {
 TEST(FleetFailure, ACommandIgnoringSigtermIsKilledBeforeTheLeaseCouldExpire) {
   REQUIRE_ETCD();
   Cluster cluster(1);
-  Child holder = Child::spawn(
-      {pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "4", "stubborn", "--",
-       "sh", "-c", "trap '' TERM; echo $$; while :; do sleep 0.05; done"});
+  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "4",
+                               "stubborn", "--", "sh", "-c",
+                               "trap '' TERM; echo $$; while :; do sleep 0.05; done"});
   const pid_t command = std::stoi(holder.read_line());
   const auto paused_at = Clock::now();
   cluster.pause(0);
@@ -726,8 +730,8 @@ TEST(FleetFailure, ACommandIgnoringSigtermIsKilledBeforeTheLeaseCouldExpire) {
 TEST(FleetFailure, KillAfterSetsTheGracePeriod) {
   REQUIRE_ETCD();
   Cluster cluster(1);
-  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl",
-                               "1", "--kill-after", "0", "graceless", "--", "sh", "-c",
+  Child holder = Child::spawn({pidlock_binary(), "run", "--etcd", cluster.endpoint(0), "--ttl", "1",
+                               "--kill-after", "0", "graceless", "--", "sh", "-c",
                                "trap '' TERM; echo ready; while :; do sleep 0.05; done"});
   ASSERT_EQ(holder.read_line(), "ready");
   cluster.pause(0);
@@ -831,8 +835,8 @@ TEST_F(Fleet, FencesStrictlyIncreaseAcrossSuccessiveHoldersOfSeveralProcesses) {
   constexpr int each = 10;
   std::vector<Child> takers;
   for (int i = 0; i < processes; ++i) {
-    takers.push_back(Child::spawn({PIDLOCK_FLEET_PROBE, "fence", endpoint(), name, file,
-                                   std::to_string(each)}));
+    takers.push_back(
+        Child::spawn({PIDLOCK_FLEET_PROBE, "fence", endpoint(), name, file, std::to_string(each)}));
   }
   for (auto& taker : takers) EXPECT_EQ(taker.wait(60s), 0) << taker.drain_stderr();
   std::istringstream lines(test::read_text(file));
@@ -872,8 +876,9 @@ TEST_F(Fleet, NamesWithSlashesTakeTheirOwnKeys) {
   const auto options = library_options(endpoint());
   // Built to collide, were the name written into the key as it is: "B/slots/0" would own
   // B's slot 0 key's subtree, and "B%2Fslots%2F0" its encoding.
-  const std::vector<std::string> names = {base, base + "/slots/0", base + "/slots", base + "/",
-                                          "/" + base, base + "%2Fslots%2F0", base + "%"};
+  const std::vector<std::string> names = {base,       base + "/slots/0", base + "/slots",
+                                          base + "/", "/" + base,        base + "%2Fslots%2F0",
+                                          base + "%"};
   std::vector<fleet::Slot> held;
   for (const auto& name : names) {
     auto slot = fleet::Slot::acquire(name, options);
@@ -927,7 +932,8 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
     EXPECT_EQ(refused.error().message(),
               "pidlock: acquire " + name +
                   ": the fleet lock has 3 slots, as its holders were started with; this one asked "
-                  "for " + std::to_string(asked))
+                  "for " +
+                  std::to_string(asked))
         << refused.error().message();
   }
   options.slots = 3;
@@ -939,8 +945,9 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
 TEST_F(Fleet, AHolderWithoutARecordedCountBeyondOursIsAMismatch) {
   REQUIRE_ETCDCTL();
   const auto name = unique("count-old");
-  ASSERT_EQ(cluster_->etcdctl({"put", "pidlock/" + name + "/slots/4",
-                               R"({"host":"old","pid":1,"command":"x"})"})
+  ASSERT_EQ(cluster_
+                ->etcdctl({"put", "pidlock/" + name + "/slots/4",
+                           R"({"host":"old","pid":1,"command":"x"})"})
                 .code,
             0);
   auto options = library_options(endpoint());

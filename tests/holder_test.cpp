@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,10 +70,10 @@ TEST(Holder, AFlockCommandWithAnEmptyFile) {
 
   auto busy = Lock::acquire(dir / "l");
   ASSERT_FALSE(busy);
-  EXPECT_EQ(busy.error().message().rfind("another installer is running (pid " +
-                                             std::to_string(flock.pid()) + ", flock, for ",
-                                         0),
-            0u)
+  EXPECT_EQ(
+      busy.error().message().rfind(
+          "another installer is running (pid " + std::to_string(flock.pid()) + ", flock, for ", 0),
+      0u)
       << busy.error().message();
 }
 
@@ -125,8 +125,9 @@ TEST(Holder, AKilledLockerWhoseForkedChildStillHoldsIt) {
 
   auto busy = Lock::acquire(dir / "l");
   ASSERT_FALSE(busy);
-  EXPECT_EQ(busy.error().message().rfind("another installer is running (pid " + std::to_string(heir), 0),
-            0u)
+  EXPECT_EQ(
+      busy.error().message().rfind("another installer is running (pid " + std::to_string(heir), 0),
+      0u)
       << busy.error().message();
   ::kill(heir, SIGKILL);
   EXPECT_TRUE(test::eventually([&] { return static_cast<bool>(Lock::acquire(dir / "l")); }));
@@ -285,7 +286,8 @@ TEST(Holder, ProcessesWhoseDescriptorsWeMayNotReadAreReportedUnverified) {
     if (!status || !status->holder) return 3;
     std::printf("%d %s %d %s\n", status->holder->pid,
                 std::string(to_string(status->holder->verification)).c_str(),
-                status->holder->record_agrees ? 1 : 0, std::string(to_string(status->record)).c_str());
+                status->holder->record_agrees ? 1 : 0,
+                std::string(to_string(status->record)).c_str());
     return 0;
   });
   EXPECT_EQ(viewer.read_line(), std::to_string(holder.pid()) + " other_user 0 unverified");

@@ -66,10 +66,11 @@ TEST(Acquire, SecondAcquireInTheSameProcessFailsSayingItIsThisProcess) {
   ASSERT_TRUE(second.error().holder());
   EXPECT_EQ(second.error().holder()->pid, ::getpid());
   EXPECT_TRUE(second.error().holder()->is_caller);
-  const std::string expected =
-      "the lock is already held by this process (pid " + std::to_string(::getpid()) + ", this process";
+  const std::string expected = "the lock is already held by this process (pid " +
+                               std::to_string(::getpid()) + ", this process";
   EXPECT_EQ(second.error().message().rfind(expected, 0), 0u) << second.error().message();
-  EXPECT_NE(second.error().message().find("— lock file: " + (dir / "l").string()), std::string::npos);
+  EXPECT_NE(second.error().message().find("— lock file: " + (dir / "l").string()),
+            std::string::npos);
   EXPECT_EQ(second.error().code(), std::errc::resource_unavailable_try_again);
 }
 
@@ -127,9 +128,11 @@ TEST_P(JunkRecord, IsReclaimedAndOverwritten) {
 
 INSTANTIATE_TEST_SUITE_P(Records, JunkRecord,
                          testing::Values("", "   \n\t ", "junk\n", "-42\n", "0\n",
-                                         "99999999999999999999999999\n",
-                                         std::string(4096, '7'), "12 34\n",
-                                         std::string("4\0" "2\n", 4)));
+                                         "99999999999999999999999999\n", std::string(4096, '7'),
+                                         "12 34\n",
+                                         std::string("4\0"
+                                                     "2\n",
+                                                     4)));
 
 TEST(Release, ThenReacquire) {
   TempDir dir;
@@ -315,8 +318,8 @@ TEST(Acquire, WithoutCreateParentsAMissingDirectoryIsAnError) {
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
   EXPECT_EQ(lock.error().code(), std::errc::no_such_file_or_directory);
-  EXPECT_EQ(lock.error().message(),
-            "pidlock: open " + (dir.path() / "missing" / "l").string() + ": No such file or directory");
+  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir.path() / "missing" / "l").string() +
+                                        ": No such file or directory");
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "missing"));
 }
 
@@ -393,8 +396,8 @@ TEST(Hostile, SymlinkToAFileIsRefusedAndTheTargetIsUntouched) {
   auto lock = Lock::acquire(dir / "l");
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
-  EXPECT_EQ(lock.error().message(),
-            "pidlock: open " + (dir / "l").string() + ": is a symbolic link; refusing to follow it");
+  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir / "l").string() +
+                                        ": is a symbolic link; refusing to follow it");
   expect_unchanged(dir / "precious", before);
 }
 
@@ -424,7 +427,8 @@ TEST(Hostile, DirectoryIsRefused) {
   auto lock = Lock::acquire(dir / "l");
   ASSERT_FALSE(lock);
   EXPECT_FALSE(lock.error().held());
-  EXPECT_EQ(lock.error().message(), "pidlock: open " + (dir / "l").string() + ": refusing a lock file that is a directory");
+  EXPECT_EQ(lock.error().message(),
+            "pidlock: open " + (dir / "l").string() + ": refusing a lock file that is a directory");
 }
 
 TEST(Hostile, FifoIsRefusedWithoutBlocking) {

@@ -1,9 +1,8 @@
 // The record and /proc parsers, on captured and hostile samples.
 #include <gtest/gtest.h>
 
-#include "pidlock/pidlock.hpp"
-
 #include "fstype.hpp"
+#include "pidlock/pidlock.hpp"
 #include "proc_parse.hpp"
 #include "record.hpp"
 
@@ -38,7 +37,10 @@ TEST(Record, RejectsWhatNamesNoProcess) {
                                 "12 34", "0x10", "42abc", "\n42", "1e3"}) {
     EXPECT_FALSE(record::parse(junk)) << '"' << junk << '"';
   }
-  EXPECT_FALSE(record::parse(std::string_view("4\0" "2", 3)));
+  EXPECT_FALSE(
+      record::parse(std::string_view("4\0"
+                                     "2",
+                                     3)));
 }
 
 TEST(Record, Blank) {
@@ -80,9 +82,10 @@ TEST(ProcLocks, ParsesOtherKinds) {
 }
 
 TEST(ProcLocks, RejectsMalformedLines) {
-  for (std::string_view bad : {"", "1:", "1: FLOCK", "1: FLOCK ADVISORY WRITE x fe:00:1 0 EOF",
-                               "1: FLOCK ADVISORY WRITE 5 fe:00 0 EOF", "FLOCK ADVISORY WRITE 5 fe:00:1",
-                               "1: FLOCK ADVISORY WRITE 5 zz:00:1 0 EOF", "1: -> "}) {
+  for (std::string_view bad :
+       {"", "1:", "1: FLOCK", "1: FLOCK ADVISORY WRITE x fe:00:1 0 EOF",
+        "1: FLOCK ADVISORY WRITE 5 fe:00 0 EOF", "FLOCK ADVISORY WRITE 5 fe:00:1",
+        "1: FLOCK ADVISORY WRITE 5 zz:00:1 0 EOF", "1: -> "}) {
     EXPECT_FALSE(proc::parse_lock_line(bad)) << bad;
   }
 }
@@ -90,7 +93,8 @@ TEST(ProcLocks, RejectsMalformedLines) {
 TEST(ProcLocks, ForEachSkipsJunkLines) {
   int count = 0;
   proc::for_each_lock_line(
-      "1: FLOCK  ADVISORY  WRITE 1 fe:00:1 0 EOF\ngarbage\n2: -> FLOCK  ADVISORY  WRITE 2 fe:00:1 0 EOF",
+      "1: FLOCK  ADVISORY  WRITE 1 fe:00:1 0 EOF\ngarbage\n2: -> FLOCK  ADVISORY  WRITE 2 fe:00:1 "
+      "0 EOF",
       [&](const proc::LockLine&) { ++count; });
   EXPECT_EQ(count, 2);
 }
@@ -123,8 +127,8 @@ TEST(Stat, ParsesCommandParentAndStartTime) {
 }
 
 TEST(Stat, CommandMayHoldParenthesesAndSpaces) {
-  const auto stat = proc::parse_stat(
-      "7 (a) b (c)) R 5 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 123 0 0");
+  const auto stat =
+      proc::parse_stat("7 (a) b (c)) R 5 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 123 0 0");
   ASSERT_TRUE(stat);
   EXPECT_EQ(stat->command, "a) b (c)");
   EXPECT_EQ(stat->parent, 5);

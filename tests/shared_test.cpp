@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "pidlock/pidlock.hpp"
@@ -81,7 +80,9 @@ TEST(Shared, AWriterExcludesReadersAndIsNamedWithTheSeedsPhrase) {
   auto lock = Lock::acquire(dir / "l", reader());
   ASSERT_FALSE(lock);
   EXPECT_TRUE(lock.error().held());
-  EXPECT_EQ(lock.error().message().rfind("another installer is running (pid " + std::to_string(writer.pid()), 0), 0u)
+  EXPECT_EQ(lock.error().message().rfind(
+                "another installer is running (pid " + std::to_string(writer.pid()), 0),
+            0u)
       << lock.error().message();
   writer.close_stdin();
   EXPECT_EQ(writer.wait(), 0);
@@ -110,7 +111,9 @@ TEST(Shared, OneReaderIsSaidToBeOne) {
   ASSERT_EQ(one.read_line(), "in");
   auto lock = Lock::acquire(dir / "l");
   ASSERT_FALSE(lock);
-  EXPECT_EQ(lock.error().message().rfind("a reader holds the lock (pid " + std::to_string(one.pid()), 0), 0u)
+  EXPECT_EQ(
+      lock.error().message().rfind("a reader holds the lock (pid " + std::to_string(one.pid()), 0),
+      0u)
       << lock.error().message();
   one.close_stdin();
   EXPECT_EQ(one.wait(), 0);
@@ -268,7 +271,9 @@ TEST(SharedCli, AFlockWriterExcludesPidlockReadersAndAPidlockWriterExcludesFlock
   ASSERT_EQ(flock_writer.read_line(), "in");
   const auto refused = run({pidlock_binary(), "run", "-s", file, "true"});
   EXPECT_EQ(refused.code, 75);
-  EXPECT_EQ(refused.err.rfind("another installer is running (pid " + std::to_string(flock_writer.pid()), 0), 0u)
+  EXPECT_EQ(refused.err.rfind(
+                "another installer is running (pid " + std::to_string(flock_writer.pid()), 0),
+            0u)
       << refused.err;
   flock_writer.close_stdin();
   EXPECT_EQ(flock_writer.wait(), 0);
@@ -285,7 +290,8 @@ TEST(SharedCli, AFlockWriterExcludesPidlockReadersAndAPidlockWriterExcludesFlock
 TEST(SharedCli, SharedAndExclusiveTogetherIsAUsageError) {
   TempDir dir;
   EXPECT_EQ(run({pidlock_binary(), "run", "-s", "-x", (dir / "l").string(), "true"}).code, 64);
-  EXPECT_EQ(run({pidlock_binary(), "run", "-s", "--etcd", "http://127.0.0.1:1", "n", "true"}).code, 64);
+  EXPECT_EQ(run({pidlock_binary(), "run", "-s", "--etcd", "http://127.0.0.1:1", "n", "true"}).code,
+            64);
   EXPECT_EQ(run({pidlock_binary(), "run", "-e", (dir / "l").string(), "true"}).code, 0);
   EXPECT_EQ(run({pidlock_binary(), "run", "--defer-to-writers", (dir / "l").string(), "true"}).code,
             64);

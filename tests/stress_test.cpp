@@ -56,8 +56,8 @@ int worker(const std::filesystem::path& dir, Through through, int index, int cou
   for (int i = 0; i < count; ++i) {
     if (through == Through::command) {
       // A place in a queue of 64 slow-starting (sanitized) processes can take minutes.
-      const auto r = test::run({test::pidlock_binary(), "run", "-w", "600", (dir / "lock").string(), "--",
-                                PIDLOCK_STRESS_CRITICAL, dir.string()},
+      const auto r = test::run({test::pidlock_binary(), "run", "-w", "600", (dir / "lock").string(),
+                                "--", PIDLOCK_STRESS_CRITICAL, dir.string()},
                                std::chrono::minutes(10));
       if (r.code != 0) ++overlaps;
       continue;
@@ -114,9 +114,10 @@ TEST_P(MutualExclusion, NoLostUpdatesAndNoOverlap) {
   EXPECT_EQ(sections, static_cast<long>(writers) * count);
   EXPECT_EQ(test::read_counter(dir.path()), static_cast<long>(writers) * count) << "lost updates";
   RecordProperty("critical_sections", static_cast<int>(sections));
-  std::printf("%d processes (%d writers) x %d critical sections: %ld writer sections, 0 overlaps, "
-              "0 lost updates\n",
-              processes, writers, count, sections);
+  std::printf(
+      "%d processes (%d writers) x %d critical sections: %ld writer sections, 0 overlaps, "
+      "0 lost updates\n",
+      processes, writers, count, sections);
 }
 
 std::string name(const testing::TestParamInfo<std::tuple<Through, int>>& info) {
@@ -129,8 +130,9 @@ std::string name(const testing::TestParamInfo<std::tuple<Through, int>>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Load, MutualExclusion,
-                         testing::Combine(testing::Values(Through::library_blocking, Through::library_timed,
-                                                          Through::command, Through::mixed),
+                         testing::Combine(testing::Values(Through::library_blocking,
+                                                          Through::library_timed, Through::command,
+                                                          Through::mixed),
                                           testing::Values(4, 16, 64)),
                          name);
 

@@ -143,7 +143,8 @@ std::string Child::read_line(std::chrono::milliseconds timeout) {
       out_buffer_.erase(0, nl + 1);
       return line;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) {
       ADD_FAILURE() << "no line from child " << pid_ << " in time; got: " << out_buffer_;
       return {};
@@ -200,7 +201,8 @@ std::string Child::drain_stderr() { return std::exchange(err_buffer_, {}) + drai
 bool Child::stderr_shows(const std::string& needle, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (err_buffer_.find(needle) == std::string::npos) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
     pollfd pfd{err_, POLLIN, 0};
     if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;

@@ -54,7 +54,8 @@ class Child {
   std::string drain_stderr();
   // Reads stderr until it contains `needle`; false if it does not within `timeout`. What was
   // read stays available to drain_stderr().
-  bool stderr_shows(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  bool stderr_shows(const std::string& needle,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
  private:
   Child() = default;

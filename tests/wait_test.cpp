@@ -6,9 +6,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -123,7 +123,8 @@ TEST(Wait, ForeverIsHandedTheLockToo) {
   TempDir dir;
   Child holder = holder_child(dir / "l");
   std::atomic<bool> acquired{false};
-  std::thread waiter([&] { acquired = static_cast<bool>(Lock::acquire(dir / "l", waiting(wait_forever))); });
+  std::thread waiter(
+      [&] { acquired = static_cast<bool>(Lock::acquire(dir / "l", waiting(wait_forever))); });
   ASSERT_TRUE(test::someone_waits(dir / "l"));
   holder.close_stdin();
   waiter.join();
@@ -159,7 +160,8 @@ TEST(Wait, InstallsNoHandlerAndSendsTheCallerNoSigchld) {
   sigchld_count = 0;
 
   std::vector<struct sigaction> before(NSIG);
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, nullptr, &before[static_cast<std::size_t>(sig)]);
+  for (int sig = 1; sig < NSIG; ++sig)
+    ::sigaction(sig, nullptr, &before[static_cast<std::size_t>(sig)]);
   EXPECT_FALSE(Lock::acquire(dir / "l", waiting(100ms)));
   for (int sig = 1; sig < NSIG; ++sig) {
     struct sigaction now {};

@@ -65,18 +65,18 @@ struct Holder {
   // False when /proc would not tell us about this process. Only `pid` is then known; the rest is
   // empty rather than guessed.
   bool inspectable = false;
-  std::string command;                 // the kernel's short name (/proc/<pid>/comm), e.g. "apt-get"
-  std::vector<std::string> cmdline;    // argv as the process sees it now
+  std::string command;               // the kernel's short name (/proc/<pid>/comm), e.g. "apt-get"
+  std::vector<std::string> cmdline;  // argv as the process sees it now
   // When the holder is `pidlock run`, the command it runs (its child's argv): what an operator
   // wants to see.
   std::vector<std::string> runs;
-  std::optional<uid_t> uid;            // effective uid
-  std::string user;                    // its name, or empty when the uid has no passwd entry
+  std::optional<uid_t> uid;  // effective uid
+  std::string user;          // its name, or empty when the uid has no passwd entry
   // Its uid is not the lock file's owner's. flock works on a read-only descriptor, so anyone who
   // may open the file can hold the lock; this says someone other than the owner does.
   bool foreign_user = false;
-  bool is_caller = false;              // the calling process itself (another of its descriptors)
-  bool shared = false;                 // holds a shared (reader) lock, not the exclusive one
+  bool is_caller = false;  // the calling process itself (another of its descriptors)
+  bool shared = false;     // holds a shared (reader) lock, not the exclusive one
   // When the process started, since boot (CLOCK_BOOTTIME). Together with `pid` it names the
   // process uniquely: a recycled PID has a later start time.
   std::chrono::nanoseconds started_since_boot{0};
@@ -94,7 +94,7 @@ struct Waiter {
   pid_t pid = 0;
   bool inspectable = false;
   std::string command;
-  pid_t parent = 0;  // pidlock's own timed waits block in a helper child: this is who it serves
+  pid_t parent = 0;     // pidlock's own timed waits block in a helper child: this is who it serves
   bool shared = false;  // waits for a shared (reader) lock
 };
 
@@ -132,17 +132,17 @@ struct Status {
   bool held = false;
   Evidence evidence = Evidence::kernel;
   bool known() const noexcept { return evidence != Evidence::none; }
-  std::optional<Holder> holder;        // the primary holder: the kernel's locker while it lives
-  std::vector<Holder> holders;         // every live process sharing the locked description
-  std::optional<pid_t> recorded_pid;   // what the file says, parsed
+  std::optional<Holder> holder;       // the primary holder: the kernel's locker while it lives
+  std::vector<Holder> holders;        // every live process sharing the locked description
+  std::optional<pid_t> recorded_pid;  // what the file says, parsed
   Record record = Record::absent;
   std::vector<Waiter> waiters;
   // Held by readers (shared locks) rather than by one exclusive holder.
   bool shared = false;
-  std::size_t readers = 0;             // how many shared locks hold it, as the kernel lists them
-  std::string filesystem;              // e.g. "ext4", "tmpfs", "nfs"
-  std::optional<uid_t> owner;          // the file's owner
-  mode_t mode = 0;                     // the file's permission bits
+  std::size_t readers = 0;     // how many shared locks hold it, as the kernel lists them
+  std::string filesystem;      // e.g. "ext4", "tmpfs", "nfs"
+  std::optional<uid_t> owner;  // the file's owner
+  mode_t mode = 0;             // the file's permission bits
   // Conditions an operator should know about: a network or FUSE filesystem (flock is not
   // reliable across hosts there), a lock file or directory that others may open or write to,
   // holders hidden from us.
@@ -152,8 +152,8 @@ struct Status {
 // What kind of failure an Error is: what a caller acts on. pidlock(1) maps each to one exit
 // code (its EXIT STATUS table); to_string() gives the JSON and test spelling.
 enum class ErrorKind {
-  busy,               // the lock is held by someone else: Error::held() is true
-  invalid_argument,   // refused before anything was tried: Options, a fleet name or endpoint
+  busy,              // the lock is held by someone else: Error::held() is true
+  invalid_argument,  // refused before anything was tried: Options, a fleet name or endpoint
   // The lock file cannot be used (each names the path):
   not_found,          // a directory on the path is missing and not to be made, or not a directory
   symlink,            // the lock file is a symbolic link: never followed
@@ -165,11 +165,11 @@ enum class ErrorKind {
   system,             // any other system call failed (flock, clone, fcntl…): see operation()
   cancelled,          // Options::on_wait threw: the wait was stopped, the lock not taken
   // Fleet mode (pidlock/fleet.hpp):
-  unreachable,        // no etcd endpoint answered in time, or each said it cannot serve now
-  etcd_error,         // etcd refused the request, or something that is not etcd answered
-  lease_lost,         // a held slot is gone: its lease expired or its key was deleted
-  tls,                // no TLS session: a certificate not trusted, for another host, or missing
-  authentication,     // etcd did not accept the user and password, or wants them
+  unreachable,     // no etcd endpoint answered in time, or each said it cannot serve now
+  etcd_error,      // etcd refused the request, or something that is not etcd answered
+  lease_lost,      // a held slot is gone: its lease expired or its key was deleted
+  tls,             // no TLS session: a certificate not trusted, for another host, or missing
+  authentication,  // etcd did not accept the user and password, or wants them
   // (permission_denied, too: an etcd user whose roles do not cover the key prefix)
   slot_count_mismatch,  // the fleet lock's holders were started with another slot count
 };
@@ -251,9 +251,9 @@ struct Options {
   // A timed wait (or any wait with on_wait) blocks in a helper process that shares this process's
   // memory: it costs the same in a process of any size, sends no SIGCHLD, is invisible to
   // waitpid(-1), and never outlives acquire. When the helper cannot be started (RLIMIT_NPROC, say)
-  // acquire fails with kind system, operation "clone" and its errno, never as busy. wait_forever without
-  // on_wait needs no helper: it blocks in flock(2) itself, through signals (EINTR is retried),
-  // and is then not a cancellation point.
+  // acquire fails with kind system, operation "clone" and its errno, never as busy. wait_forever
+  // without on_wait needs no helper: it blocks in flock(2) itself, through signals (EINTR is
+  // retried), and is then not a cancellation point.
   std::chrono::nanoseconds wait{0};
   // fdatasync the record after writing it. Off by default: the record is informational and
   // flocks do not survive a reboot anyway.
@@ -264,14 +264,15 @@ struct Options {
   // Called while waiting: once when the wait starts and then every progress_interval, with the
   // time waited so far and the current holder (if one can be named). Runs on the calling thread.
   // It should not throw. If it does, the wait stops, the helper is killed and reaped, the lock is
-  // not taken, and acquire returns an Error of kind cancelled (operation "on_wait", ECANCELED) whose message
-  // names what was thrown; the exception itself goes no further. A pthread_cancel() of the
-  // waiting thread, acted on in the wait or in on_wait, unwinds through acquire as glibc unwinds
-  // any cancelled thread, with the same cleanup: no helper remains and the lock is not taken.
-  std::function<void(std::chrono::nanoseconds waited, const std::optional<Holder>& holder)>
-      on_wait;
+  // not taken, and acquire returns an Error of kind cancelled (operation "on_wait", ECANCELED)
+  // whose message names what was thrown; the exception itself goes no further. A pthread_cancel()
+  // of the waiting thread, acted on in the wait or in on_wait, unwinds through acquire as glibc
+  // unwinds any cancelled thread, with the same cleanup: no helper remains and the lock is not
+  // taken.
+  std::function<void(std::chrono::nanoseconds waited, const std::optional<Holder>& holder)> on_wait;
   // Must be positive: zero or less is refused by acquire, before it tries the lock, with an Error
-  // of kind invalid_argument (operation "options", EINVAL). nanoseconds::max() calls on_wait only once.
+  // of kind invalid_argument (operation "options", EINVAL). nanoseconds::max() calls on_wait only
+  // once.
   std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 

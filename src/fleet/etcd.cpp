@@ -392,9 +392,8 @@ struct Client::Transport {
          curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write),
          curl_easy_setopt(curl, CURLOPT_WRITEDATA, user),
          curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https"), set_tls(request.tls),
-         versions == TlsVersions::any
-             ? CURLE_OK
-             : curl_easy_setopt(curl, CURLOPT_SSLVERSION, tls_1_2_at_most),
+         versions == TlsVersions::any ? CURLE_OK
+                                      : curl_easy_setopt(curl, CURLOPT_SSLVERSION, tls_1_2_at_most),
          versions == TlsVersions::any ? CURLE_OK
                                       : curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L)});
     if (set != CURLE_OK) return {set, 0, curl_easy_strerror(set)};

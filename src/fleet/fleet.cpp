@@ -165,7 +165,8 @@ std::string hint(const Failure& failure, const Options& options) {
 // "pidlock: lease grant http://10.0.0.1:2379: etcd: Couldn't connect to server".
 Error error_of(const Failure& failure, const Options& options) {
   return Error::fleet_failure(kind_of(failure), failure.operation, failure.endpoint,
-                              make_error_code(code_of(failure)), failure.cause() + hint(failure, options));
+                              make_error_code(code_of(failure)),
+                              failure.cause() + hint(failure, options));
 }
 
 Error invalid_options(std::string_view operation, std::string_view name, std::string_view why) {
@@ -178,7 +179,7 @@ etcd::Settings settings_of(const Options& options) {
   // As etcdctl: an endpoint without a scheme is http.
   for (const auto& endpoint : options.endpoints) {
     settings.endpoints.push_back(endpoint.find("://") == std::string::npos ? "http://" + endpoint
-                                                                          : endpoint);
+                                                                           : endpoint);
   }
   settings.timeout = options.request_timeout;
   settings.tls = options.tls;
@@ -226,7 +227,6 @@ Holder as_holder(const SlotHolder& slot) {
   return holder;
 }
 
-
 // Everything in it that holders wrote into etcd is escaped for a terminal, as in every message.
 Error busy(const Options& options, std::string_view name, const std::vector<SlotHolder>& holders) {
   std::string described;
@@ -236,11 +236,11 @@ Error busy(const Options& options, std::string_view name, const std::vector<Slot
                  (h.malformed ? "slot " + std::to_string(h.slot) + ": " : "") + describe(h);
     if (!first && !h.malformed) first = as_holder(h);
   }
-  return Error::busy_with_message(
-      "another " + text::for_terminal(options.role) + " is running (" + described +
-          ") — fleet lock: " + text::for_terminal(name) + ", " + std::to_string(holders.size()) +
-          " of " + std::to_string(options.slots) + " slots held",
-      std::move(first));
+  return Error::busy_with_message("another " + text::for_terminal(options.role) + " is running (" +
+                                      described + ") — fleet lock: " + text::for_terminal(name) +
+                                      ", " + std::to_string(holders.size()) + " of " +
+                                      std::to_string(options.slots) + " slots held",
+                                  std::move(first));
 }
 
 // A part of a TTL, in the clock's units: seconds would round 5 s / 3 down to 1 s.
@@ -534,8 +534,7 @@ class Acquirer {
   std::expected<Taken, Error> give_up(Error error) {
     // Revoking frees our waiter key at once; when etcd does not answer, the lease will expire
     // by itself, and asking again would only hold the caller past its deadline.
-    const bool etcd_answers =
-        error.held() || error.kind() != ErrorKind::unreachable;
+    const bool etcd_answers = error.held() || error.kind() != ErrorKind::unreachable;
     if (lease_.id != 0 && etcd_answers) (void)client_.revoke(lease_.id);
     return std::unexpected(std::move(error));
   }
@@ -567,7 +566,9 @@ std::string unreadable(std::string_view what, const std::string& path) {
 // Empty when `endpoint` is a URL the client may be given, else why not. Credentials in it
 // (user:password@) would sit in every message and, from a command line, in /proc/PID/cmdline.
 std::string bad_endpoint(const std::string& endpoint) {
-  const auto shown = [&endpoint] { return "etcd endpoint '" + etcd::wire::printable(endpoint) + "'"; };
+  const auto shown = [&endpoint] {
+    return "etcd endpoint '" + etcd::wire::printable(endpoint) + "'";
+  };
   if (endpoint.empty()) return "an empty etcd endpoint";
   for (const char c : endpoint) {
     if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
@@ -586,8 +587,9 @@ std::string bad_endpoint(const std::string& endpoint) {
   authority = authority.substr(0, authority.find('/'));
   if (authority.empty()) return shown() + ": no host";
   if (authority.find('@') != std::string_view::npos) {
-    return shown() + ": no credentials in the URL; use a user and password (--user, "
-                     "--password-file)";
+    return shown() +
+           ": no credentials in the URL; use a user and password (--user, "
+           "--password-file)";
   }
   return {};
 }
@@ -711,8 +713,9 @@ std::expected<void, Error> Slot::keep_alive() {
   if (!state_) return {};
   if (const auto& loss = state_->loss) return std::unexpected(*loss);
   auto lose = [this](std::string_view operation, std::string_view why) {
-    Error loss = Error::fleet_failure(ErrorKind::lease_lost, operation, state_->client.endpoint(),
-                                      make_error_code(errc::slot_lost), "etcd: " + std::string(why));
+    Error loss =
+        Error::fleet_failure(ErrorKind::lease_lost, operation, state_->client.endpoint(),
+                             make_error_code(errc::slot_lost), "etcd: " + std::string(why));
     state_->loss = loss;
     return std::unexpected(std::move(loss));
   };

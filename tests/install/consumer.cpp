@@ -1,6 +1,5 @@
-#include <pidlock/pidlock.hpp>
-
 #include <cstdio>
+#include <pidlock/pidlock.hpp>
 #include <string>
 
 // Takes the lock on argv[1] and prints the library's version.

@@ -1,6 +1,5 @@
-#include <pidlock/fleet.hpp>
-
 #include <cstdio>
+#include <pidlock/fleet.hpp>
 #include <string>
 
 // Links the fleet library (and so libcurl) and asks an etcd at argv[1], if given, for a slot of
