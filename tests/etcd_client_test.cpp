@@ -426,10 +426,7 @@ class EtcdClient : public testing::Test {
     EXPECT_TRUE(opened);
     return std::move(*opened);
   }
-  static std::string unique(const std::string& base) {
-    static int counter = 0;
-    return "test/" + base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-  }
+  static std::string unique(const std::string& base) { return "test/" + test::unique_name(base); }
   static Cluster* cluster_;
 };
 Cluster* EtcdClient::cluster_ = nullptr;

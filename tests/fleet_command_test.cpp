@@ -24,14 +24,9 @@ using test::pidlock_binary;
 using test::run;
 using Clock = std::chrono::steady_clock;
 
-std::string unique(const std::string& base) {
-  static int counter = 0;
-  return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
+using test::contains;
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+std::string unique(const std::string& base) { return test::unique_name(base); }
 
 // `env NAME=VALUE… pidlock ARGS…`: the environment a fleet's hosts would share.
 std::vector<std::string> with_environment(const std::vector<std::string>& variables,

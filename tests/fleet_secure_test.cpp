@@ -20,14 +20,9 @@ using test::Cluster;
 using test::ClusterConfig;
 using Clock = std::chrono::steady_clock;
 
-std::string unique(const std::string& base) {
-  static int counter = 0;
-  return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
+using test::contains;
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+std::string unique(const std::string& base) { return test::unique_name(base); }
 
 // A refusal that no waiting fixes: the error, and how long acquire took to give it, with a
 // wait long enough that retrying would show.

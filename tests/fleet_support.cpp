@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+
 namespace pidlock::test {
 
 using namespace std::chrono_literals;
@@ -27,6 +29,15 @@ int free_port() {
 
 bool etcd_available() { return run({"sh", "-c", "command -v etcd"}).code == 0; }
 bool etcdctl_available() { return run({"sh", "-c", "command -v etcdctl"}).code == 0; }
+std::string unique_name(const std::string& base) {
+  static std::atomic<int> counter{0};
+  return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
 bool openssl_available() { return run({"sh", "-c", "command -v openssl"}).code == 0; }
 
 Cluster::Cluster(int size) : Cluster(ClusterConfig{size, false, {}}) {}

@@ -24,6 +24,11 @@ bool etcdctl_available();
 
 bool openssl_available();
 
+// "BASE-PID-N": a fleet lock name no other test, here or in another test process, uses.
+std::string unique_name(const std::string& base);
+
+bool contains(const std::string& text, const std::string& part);
+
 struct ClusterConfig {
   int size = 1;
   // Clients over TLS, with a client certificate required: certificates made by the test with

@@ -62,10 +62,7 @@ class Fleet : public testing::Test {
   }
   void SetUp() override { REQUIRE_ETCD(); }
   static std::string endpoint() { return cluster_->endpoint(0); }
-  static std::string unique(const std::string& base) {
-    static int counter = 0;
-    return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-  }
+  static std::string unique(const std::string& base) { return test::unique_name(base); }
   static Cluster* cluster_;
 };
 Cluster* Fleet::cluster_ = nullptr;
