@@ -33,7 +33,8 @@ std::expected<std::string, Error> read_password(const std::string& file) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return refused(sys::last_error());
   if (!S_ISREG(st.st_mode)) return refused(sys::errno_code(EINVAL), "not a regular file");
-  auto text = sys::read_fd(fd.get(), 64 * 1024);
+  constexpr std::size_t password_limit = std::size_t{64} * 1024;  // a line, not a file
+  auto text = sys::read_fd(fd.get(), password_limit);
   if (!text) return refused(text.error());
   std::string password = text->substr(0, text->find('\n'));
   if (!password.empty() && password.back() == '\r') password.pop_back();
