@@ -408,17 +408,11 @@ TEST(Timing, BackoffDoublesUpToItsCap) {
 
 // --- The client against a real etcd ---
 
-class EtcdClient : public testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (test::etcd_available()) cluster_ = new Cluster(1);
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override { REQUIRE_ETCD(); }
+class EtcdClient : public test::SharedCluster<EtcdClient> {
+ public:
+  static test::ClusterConfig config() { return {}; }
 
+ protected:
   static etcd::Client client(std::vector<std::string> endpoints = {},
                              std::chrono::milliseconds timeout = 2s) {
     if (endpoints.empty()) endpoints = {cluster_->endpoint(0)};
@@ -427,9 +421,7 @@ class EtcdClient : public testing::Test {
     return std::move(*opened);
   }
   static std::string unique(const std::string& base) { return "test/" + test::unique_name(base); }
-  static Cluster* cluster_;
 };
-Cluster* EtcdClient::cluster_ = nullptr;
 
 TEST_F(EtcdClient, GrantsRenewsAndRevokesALease) {
   auto etcd = client();

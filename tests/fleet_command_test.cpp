@@ -51,22 +51,15 @@ Refusal refused(std::vector<std::string> argv) {
 
 // --- TLS ---
 
-class CommandTls : public testing::Test {
+class CommandTls : public test::SharedCluster<CommandTls> {
+ public:
+  static ClusterConfig config() {
+    ClusterConfig tls;
+    tls.tls = true;
+    return tls;
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    if (test::etcd_available() && test::etcdctl_available() && test::openssl_available()) {
-      cluster_ = new Cluster(ClusterConfig{1, true, {}});
-    }
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override {
-    REQUIRE_ETCD();
-    REQUIRE_ETCDCTL();
-    if (!test::openssl_available()) GTEST_SKIP() << "openssl is not installed";
-  }
   static std::string file(const std::string& name) { return cluster_->file(name); }
   // Everything right: the CA that signed the server's certificate, and a client certificate.
   static std::vector<std::string> tls(const std::string& ca = "ca.pem") {
@@ -83,9 +76,7 @@ class CommandTls : public testing::Test {
     argv.insert(argv.end(), command.begin(), command.end());
     return argv;
   }
-  static Cluster* cluster_;
 };
-Cluster* CommandTls::cluster_ = nullptr;
 
 TEST_F(CommandTls, RunsWithTheRightCaAndClientCertificateAndHandsOnTheFence) {
   const auto name = unique("prod/web/tls");
@@ -199,26 +190,16 @@ TEST_F(CommandTls, StatusShowsTheFenceTheCommandGot) {
 
 // --- Authentication ---
 
-class CommandAuth : public testing::Test {
+class CommandAuth : public test::SharedCluster<CommandAuth> {
+ public:
+  static ClusterConfig config() {
+    ClusterConfig auth;
+    auth.flags = {"--auth-token-ttl", "1"};
+    auth.auth = true;
+    return auth;
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    if (test::etcd_available() && test::etcdctl_available()) {
-      cluster_ = new Cluster(ClusterConfig{1, false, {"--auth-token-ttl", "1"}});
-      if (!cluster_->enable_auth()) {
-        delete cluster_;
-        cluster_ = nullptr;
-      }
-    }
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override {
-    REQUIRE_ETCD();
-    REQUIRE_ETCDCTL();
-    ASSERT_NE(cluster_, nullptr) << "etcd with authentication could not be set up";
-  }
   static std::string password_file(const std::string& password) {
     const auto path = dir_.path() / ("password-" + std::to_string(++files_));
     std::ofstream(path) << password << "\n";
@@ -235,11 +216,9 @@ class CommandAuth : public testing::Test {
     argv.insert(argv.end(), command.begin(), command.end());
     return argv;
   }
-  static Cluster* cluster_;
   static test::TempDir dir_;
   static int files_;
 };
-Cluster* CommandAuth::cluster_ = nullptr;
 test::TempDir CommandAuth::dir_;
 int CommandAuth::files_ = 0;
 
@@ -327,16 +306,11 @@ TEST_F(CommandAuth, TheHoldOutlivesTokenExpiries) {
 
 // --- Names, fences and slot counts (plain etcd) ---
 
-class CommandNames : public testing::Test {
+class CommandNames : public test::SharedCluster<CommandNames> {
+ public:
+  static ClusterConfig config() { return {}; }
+
  protected:
-  static void SetUpTestSuite() {
-    if (test::etcd_available()) cluster_ = new Cluster(1);
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override { REQUIRE_ETCD(); }
   static Child hold(const std::string& name, const std::vector<std::string>& options = {}) {
     std::vector<std::string> argv{pidlock_binary(), "run", "--etcd", cluster_->endpoint(0)};
     argv.insert(argv.end(), options.begin(), options.end());
@@ -344,9 +318,7 @@ class CommandNames : public testing::Test {
     Child child = Child::spawn(argv);
     return child;
   }
-  static Cluster* cluster_;
 };
-Cluster* CommandNames::cluster_ = nullptr;
 
 TEST_F(CommandNames, NamesBuiltToCollideStayApart) {
   const auto base = unique("n");

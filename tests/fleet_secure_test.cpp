@@ -41,22 +41,15 @@ std::optional<Refusal> refused(const std::string& name, fleet::Options options) 
 
 // --- TLS ---
 
-class FleetTls : public testing::Test {
+class FleetTls : public test::SharedCluster<FleetTls> {
+ public:
+  static ClusterConfig config() {
+    ClusterConfig tls;
+    tls.tls = true;
+    return tls;
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    if (test::etcd_available() && test::etcdctl_available() && test::openssl_available()) {
-      cluster_ = new Cluster(ClusterConfig{1, true, {}});
-    }
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override {
-    REQUIRE_ETCD();
-    REQUIRE_ETCDCTL();
-    if (!test::openssl_available()) GTEST_SKIP() << "openssl is not installed";
-  }
   // Everything right: the CA that signed the server's certificate, and a client certificate.
   static fleet::Options options(const std::string& endpoint = cluster_->endpoint(0)) {
     fleet::Options o;
@@ -77,9 +70,7 @@ class FleetTls : public testing::Test {
     EXPECT_TRUE(contains(error.message(), says)) << error.message();
     EXPECT_LT(refusal->took, 5s) << "a TLS failure was retried";
   }
-  static Cluster* cluster_;
 };
-Cluster* FleetTls::cluster_ = nullptr;
 
 TEST_F(FleetTls, WorksWithTheRightCaAndClientCertificate) {
   const auto name = unique("tls-ok");
@@ -161,23 +152,17 @@ TEST_F(FleetTls, InsecureSkipVerifyIsAnExplicitChoice) {
 
 // --- Authentication ---
 
-class FleetAuth : public testing::Test {
+class FleetAuth : public test::SharedCluster<FleetAuth> {
+ public:
+  // Simple tokens that expire after a second unused: every test here outlives a few.
+  static ClusterConfig config() {
+    ClusterConfig auth;
+    auth.flags = {"--auth-token simple", "--auth-token-ttl 1"};
+    auth.auth = true;
+    return auth;
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    if (!test::etcd_available() || !test::etcdctl_available()) return;
-    // Simple tokens that expire after a second unused: every test here outlives a few.
-    cluster_ = new Cluster(ClusterConfig{1, false, {"--auth-token simple", "--auth-token-ttl 1"}});
-    enabled_ = cluster_->enable_auth();
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override {
-    REQUIRE_ETCD();
-    REQUIRE_ETCDCTL();
-    ASSERT_TRUE(enabled_) << "could not set up users and roles";
-  }
   static fleet::Options as(const std::string& user, const std::string& password) {
     fleet::Options o;
     o.endpoints = {cluster_->endpoint(0)};
@@ -185,11 +170,7 @@ class FleetAuth : public testing::Test {
     o.password = password;
     return o;
   }
-  static Cluster* cluster_;
-  static bool enabled_;
 };
-Cluster* FleetAuth::cluster_ = nullptr;
-bool FleetAuth::enabled_ = false;
 
 TEST_F(FleetAuth, WorksWithTheRightPassword) {
   const auto name = unique("auth-ok");

@@ -29,6 +29,15 @@ int free_port() {
 
 bool etcd_available() { return run({"sh", "-c", "command -v etcd"}).code == 0; }
 bool etcdctl_available() { return run({"sh", "-c", "command -v etcdctl"}).code == 0; }
+std::string missing_for(const ClusterConfig& config) {
+  if (!etcd_available()) return "etcd is not installed (Debian: etcd-server)";
+  if ((config.tls || config.auth) && !etcdctl_available()) {
+    return "etcdctl is not installed (Debian: etcd-client)";
+  }
+  if (config.tls && !openssl_available()) return "openssl is not installed";
+  return {};
+}
+
 std::string unique_name(const std::string& base) {
   static std::atomic<int> counter{0};
   return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);

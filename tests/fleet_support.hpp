@@ -1,6 +1,8 @@
 // Fleet test support: a real etcd on loopback ports, and fake endpoints that are not etcd.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <optional>
 #include <string>
@@ -36,7 +38,13 @@ struct ClusterConfig {
   // the server certificate is not valid.
   bool tls = false;
   std::vector<std::string> flags;  // more etcd flags, e.g. {"--auth-token-ttl", "1"}
+  // Users and roles, then authentication on: see Cluster::enable_auth().
+  bool auth = false;
 };
+
+// What a cluster so configured needs that is not installed ("etcd is not installed (Debian:
+// etcd-server)"), or empty.
+std::string missing_for(const ClusterConfig& config);
 
 // A real etcd cluster of `size` members on 127.0.0.1, each in its own data directory.
 class Cluster {
@@ -77,6 +85,34 @@ class Cluster {
   ClusterConfig config_;
   std::vector<Member> members_;
   bool auth_ = false;
+};
+
+// A test suite whose tests share one cluster, started before the first and stopped after the
+// last: `Suite::config()` says which (plain, TLS, with users and roles). A test skips when etcd,
+// or what the configuration needs besides (etcdctl, openssl), is not installed.
+template <class Suite>
+class SharedCluster : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const ClusterConfig config = Suite::config();
+    if (!missing_for(config).empty()) return;
+    cluster_ = new Cluster(config);
+    if (config.auth) auth_enabled_ = cluster_->enable_auth();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    if (const auto missing = missing_for(Suite::config()); !missing.empty()) {
+      GTEST_SKIP() << missing;
+    }
+    if (Suite::config().auth) {
+      ASSERT_TRUE(auth_enabled_) << "could not set up users and roles";
+    }
+  }
+  static inline Cluster* cluster_ = nullptr;
+  static inline bool auth_enabled_ = false;
 };
 
 // Something on 127.0.0.1 that speaks HTTP but is not etcd: it gives every request the same

@@ -51,21 +51,14 @@ std::string host() {
   return name;
 }
 
-class Fleet : public testing::Test {
+class Fleet : public test::SharedCluster<Fleet> {
+ public:
+  static test::ClusterConfig config() { return {}; }
+
  protected:
-  static void SetUpTestSuite() {
-    if (etcd_available()) cluster_ = new Cluster(1);
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  void SetUp() override { REQUIRE_ETCD(); }
   static std::string endpoint() { return cluster_->endpoint(0); }
   static std::string unique(const std::string& base) { return test::unique_name(base); }
-  static Cluster* cluster_;
 };
-Cluster* Fleet::cluster_ = nullptr;
 
 TEST_F(Fleet, SecondRunIsBusyAndNamesTheHolder) {
   const auto name = unique("busy");
