@@ -86,6 +86,9 @@ Child Child::spawn(const std::vector<std::string>& argv) {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // Default dispositions, however this test binary was started: a shell runs `tests &` with
+    // SIGINT and SIGQUIT ignored, which exec would pass on to pidlock and its command.
+    for (int signal = 1; signal < NSIG; ++signal) ::signal(signal, SIG_DFL);
     ::execvp(args[0], args.data());
     std::perror(args[0]);
     return 127;
