@@ -1,10 +1,14 @@
 // Shared (reader) locks: many readers or one writer, across the library, `pidlock run -s` and
 // flock(1) -s, and what messages and status say of them.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
+#include <csignal>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "pidlock/pidlock.hpp"
 #include "support.hpp"
@@ -138,33 +142,56 @@ TEST(Shared, AWaitingWriterGetsTheLockWhenTheLastReaderLeaves) {
   EXPECT_EQ(writer.wait(), 0);
 }
 
-// flock(2) grants a shared lock whenever no exclusive one is *held*: a writer that waits does not
-// hold new readers back. Two readers whose holds overlap (each 30 ms, the second 15 ms behind)
-// keep a waiting writer out for as long as they go on; it gets the lock the moment they stop.
-// This is the kernel's behaviour, documented in docs/guarantees.md with the figures printed here.
-// Readers that each hold 30 ms, the second 15 ms behind the first, for 1.5 s from now; the
-// writer asks once they hold. Returns how long before (negative) or after the readers stopped
-// the writer was granted, having printed the figures.
+// Two readers pass the shared lock between them as a relay, for 1.5 s from now: each takes it,
+// tells the other, and lets go only once the other says it holds it too, so that no instant passes
+// without a reader (no timing involved). Readers that defer to writers queue behind a waiting
+// writer and so can never say "I hold it": their partner waits 30 ms for the word, then lets go
+// anyway. The writer asks once they hold. Returns how long before (negative) or after the readers
+// stopped the writer was granted, having printed the figures.
 double writer_against_overlapping_readers(bool defer) {
   using namespace std::chrono;
   TempDir dir;
   const auto readers_stop = steady_clock::now() + milliseconds(1500);
-  auto reader_loop = [&](milliseconds offset) {
-    return Child::fork([&, offset] {
-      ::usleep(static_cast<useconds_t>(duration_cast<microseconds>(offset).count()));
+  std::array<int, 2> a_to_b{};
+  std::array<int, 2> b_to_a{};
+  EXPECT_EQ(::pipe(a_to_b.data()), 0);
+  EXPECT_EQ(::pipe(b_to_a.data()), 0);
+  // Reads the partner's word "I hold it"; false at end of file (the partner stopped).
+  auto partner_holds = [defer](int from) {
+    pollfd readable{from, POLLIN, 0};
+    if (::poll(&readable, 1, defer ? 30 : -1) != 1) return true;  // deferring: let go anyway
+    char word = 0;
+    return ::read(from, &word, 1) == 1;
+  };
+  auto relay_runner = [&](bool starts, int from, int to, int unused_read, int unused_write) {
+    return Child::fork([&, starts, from, to, unused_read, unused_write] {
+      ::close(unused_read);
+      ::close(unused_write);
+      ::signal(SIGPIPE, SIG_IGN);  // the partner may have stopped already: nobody to tell
       Options options = reader();
       options.wait = wait_forever;
       options.defer_to_writers = defer;
-      while (steady_clock::now() < readers_stop) {
+      std::optional<Lock> held;
+      auto take = [&] {
         auto lock = Lock::acquire(dir / "l", options);
-        if (!lock) return 1;
-        ::usleep(30000);  // the reader's work
+        if (!lock) return false;
+        held = std::move(*lock);
+        [[maybe_unused]] auto told = ::write(to, "h", 1);
+        return true;
+      };
+      if (starts && !take()) return 1;
+      while (partner_holds(from)) {
+        if (held) held->release();
+        held.reset();
+        if (steady_clock::now() >= readers_stop) return 0;
+        if (!take()) return 1;
       }
-      return 0;
+      return 0;  // the partner stopped; let go (by exiting) too
     });
   };
-  Child a = reader_loop(milliseconds(0));
-  Child b = reader_loop(milliseconds(15));
+  Child a = relay_runner(true, b_to_a[0], a_to_b[1], a_to_b[0], b_to_a[1]);
+  Child b = relay_runner(false, a_to_b[0], b_to_a[1], b_to_a[0], a_to_b[1]);
+  for (int fd : {a_to_b[0], a_to_b[1], b_to_a[0], b_to_a[1]}) ::close(fd);
   EXPECT_TRUE(test::eventually([&] {
     auto st = inspect(dir / "l");
     return st && st->held && st->shared;
