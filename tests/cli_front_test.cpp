@@ -507,22 +507,40 @@ TEST(CliSignals, TimeoutsSignalReachesTheCommandOnce) {
   EXPECT_EQ(deliveries(dir / "log"), (std::vector<Delivery>{{SIGINT, pidlock, SI_USER}}));
 }
 
+// pidlock takes a repeat for the same signal when it comes within a second of the one it passed
+// on: the test may insist on one delivery only when pidlock cannot have taken the two a second or
+// more apart, that is when all of it, from the first send until pidlock has dealt with the
+// second, took less than a second. An attempt that a loaded machine made slower tells nothing
+// either way, and is made again with a new pidlock.
 TEST(CliSignals, ARepeatFromTheSameSenderWithinASecondIsPassedOnOnce) {
-  TempDir dir;
-  Child pidlock = detached(run_counter(dir / "l"), dir / "log");
-  const Counter counter = parse_ready(pidlock.read_line());
-  ASSERT_EQ(::kill(pidlock.pid(), SIGTERM), 0);
-  // Taken and relayed, and taken by the counter, before the second is sent: neither pidlock nor
-  // the counter can find both pending at once and merge them.
-  // Taken and relayed, and taken by the counter, before the second is sent: neither pidlock nor
-  // the counter can find both pending at once and merge them.
-  ASSERT_TRUE(eventually([&] { return pidlock_has_relayed(pidlock.pid(), {SIGTERM}); }));
-  ASSERT_TRUE(eventually([&] { return deliveries(dir / "log").size() == 1; }));
-  ASSERT_TRUE(eventually([&] { return deliveries(dir / "log").size() == 1; }));
-  ASSERT_EQ(::kill(pidlock.pid(), SIGTERM), 0);
-  finish(counter, pidlock.pid(), {SIGTERM});
-  EXPECT_EQ(pidlock.wait(), 0);
-  EXPECT_EQ(deliveries(dir / "log"), (std::vector<Delivery>{{SIGTERM, pidlock.pid(), SI_USER}}));
+  using Clock = std::chrono::steady_clock;
+  constexpr int attempts = 5;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    TempDir dir;
+    Child pidlock = detached(run_counter(dir / "l"), dir / "log");
+    const Counter counter = parse_ready(pidlock.read_line());
+    const auto first_sent = Clock::now();  // pidlock takes the first one after this
+    ASSERT_EQ(::kill(pidlock.pid(), SIGTERM), 0);
+    // Taken and relayed, and taken by the counter, before the second is sent: neither pidlock nor
+    // the counter can find both pending at once and merge them.
+    ASSERT_TRUE(eventually([&] { return pidlock_has_relayed(pidlock.pid(), {SIGTERM}); }));
+    ASSERT_TRUE(eventually([&] { return deliveries(dir / "log").size() == 1; }));
+    ASSERT_EQ(::kill(pidlock.pid(), SIGTERM), 0);
+    // Taken too, and passed on or not, before this:
+    ASSERT_TRUE(eventually([&] { return pidlock_has_relayed(pidlock.pid(), {SIGTERM}); }));
+    const auto both_taken_within = Clock::now() - first_sent;
+    finish(counter, pidlock.pid(), {SIGTERM});
+    EXPECT_EQ(pidlock.wait(), 0);
+    if (both_taken_within < std::chrono::seconds(1)) {
+      EXPECT_EQ(deliveries(dir / "log"),
+                (std::vector<Delivery>{{SIGTERM, pidlock.pid(), SI_USER}}));
+      return;
+    }
+    std::printf("attempt %d: pidlock took the two signals within %.2f s, not surely within 1 s\n",
+                attempt, std::chrono::duration<double>(both_taken_within).count());
+  }
+  ADD_FAILURE() << "in " << attempts
+                << " attempts, pidlock never surely took both signals within a second";
 }
 
 TEST(CliSignals, TheSameSignalFromAnotherSenderIsPassedOnAgain) {
