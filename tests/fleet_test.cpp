@@ -596,12 +596,15 @@ TEST_F(Fleet, ADeletedSlotKeyStopsTheCommandWithinARenewal) {
   Child holder = Child::spawn(
       {pidlock_binary(), "run", "--etcd", endpoint(), "--ttl", "3", name, "--", "sh", "-c",
        // Ends with pidlock, should a failing test kill it: nothing may keep the pipes open.
-       "trap '' TERM; echo ready; while kill -0 $PPID; do sleep 0.05; done"});
-  ASSERT_EQ(holder.read_line(), "ready");
-  const auto deleted_at = Clock::now();
+       "trap '' TERM; echo $$; while kill -0 $PPID; do sleep 0.05; done"});
+  const pid_t command = std::stoi(holder.read_line());
   ASSERT_EQ(cluster_->etcdctl({"del", "pidlock/" + name + "/slots/0"}).code, 0);
-  EXPECT_EQ(holder.wait(10s), 76);
+  // Timed from the deletion done to the command's end: not etcdctl's start-up, nor pidlock's
+  // revoking of the lease after the command has gone (two more round trips to etcd).
+  const auto deleted_at = Clock::now();
+  EXPECT_TRUE(test::eventually([&] { return ::kill(command, 0) != 0; }, 10s));
   const double seconds = std::chrono::duration<double>(Clock::now() - deleted_at).count();
+  EXPECT_EQ(holder.wait(10s), 76);
   const std::string err = holder.drain_stderr();
   EXPECT_NE(err.find("was deleted; the slot is lost"), std::string::npos) << err;
   EXPECT_NE(err.find("sending SIGKILL"), std::string::npos) << err;
