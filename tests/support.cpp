@@ -125,7 +125,8 @@ Child::Child(Child&& other) noexcept
       out_(std::exchange(other.out_, -1)),
       err_(std::exchange(other.err_, -1)),
       status_(other.status_),
-      out_buffer_(std::move(other.out_buffer_)) {}
+      out_buffer_(std::move(other.out_buffer_)),
+      err_buffer_(std::move(other.err_buffer_)) {}
 
 Child::~Child() {
   if (pid_ > 0 && !status_) {
