@@ -27,6 +27,11 @@ inline const char* fs_name(int filesystem) { return filesystem == 0 ? "tmpfs" : 
 // A unique path in `dir` for this benchmark run.
 std::filesystem::path scratch(const std::filesystem::path& dir, const std::string& name);
 
+// How many processes the kernel lists as blocked on a flock of the inode `ino` ("->" lines of
+// /proc/locks). (The inode number alone: the scratch files live on two filesystems, and a
+// stray match only makes a benchmark wait a little longer, never measure wrong.)
+int blocked_on(ino_t ino);
+
 // A child process holding an exclusive flock on `path` (and, when `unrelated` > 0, that many
 // locks on other files), until destroyed.
 class HeldElsewhere {

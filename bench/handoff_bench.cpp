@@ -60,21 +60,6 @@ void futex_wake_all(std::atomic<std::uint32_t>& word) {
             nullptr, 0);
 }
 
-// How many processes the kernel lists as blocked on a flock of the inode `ino` ("->" lines of
-// /proc/locks). (The inode number alone: the scratch files live on two filesystems, and a
-// stray match only makes a benchmark wait a little longer, never measure wrong.)
-int blocked_on(ino_t ino) {
-  std::ifstream locks("/proc/locks");
-  std::string inode = std::to_string(ino);  // built in place: GCC 12 warns falsely on ":" + s
-  inode.insert(inode.begin(), ':');
-  inode.push_back(' ');
-  int blocked = 0;
-  for (std::string line; std::getline(locks, line);) {
-    if (line.find("->") != std::string::npos && line.find(inode) != std::string::npos) ++blocked;
-  }
-  return blocked;
-}
-
 // How the contenders wait: the limit, a process blocked in flock(LOCK_EX) on a descriptor it
 // keeps open; pidlock waiting forever (it blocks in flock itself); pidlock with a deadline (its
 // helper process blocks in flock).
