@@ -46,14 +46,14 @@ constexpr int rounds = 1000;  // each: one hand-off of each kind
 enum Kind { bare = 0, helper = 1, unreaped = 2, kinds = 3 };
 
 struct Sample {
-  std::int64_t bare;              // unlock → the bare waiter's flock returned
-  std::int64_t to_helper;         // unlock → the helper's flock returned
-  std::int64_t to_caller;         // the helper's flock returned → the caller's ppoll returned
-  std::int64_t reap;              // the caller's ppoll returned → the helper reaped
-  std::int64_t unreaped;          // unlock → the caller woke, its helper stepping aside
-  bool bare_on_releasers_cpu;     // the bare waiter ran where the unlock was made
-  bool helper_on_releasers_cpu;   // so did the helper
-  bool caller_on_helpers_cpu;     // the caller woke where the helper ran
+  std::int64_t bare;             // unlock → the bare waiter's flock returned
+  std::int64_t to_helper;        // unlock → the helper's flock returned
+  std::int64_t to_caller;        // the helper's flock returned → the caller's ppoll returned
+  std::int64_t reap;             // the caller's ppoll returned → the helper reaped
+  std::int64_t unreaped;         // unlock → the caller woke, its helper stepping aside
+  bool bare_on_releasers_cpu;    // the bare waiter ran where the unlock was made
+  bool helper_on_releasers_cpu;  // so did the helper
+  bool caller_on_helpers_cpu;    // the caller woke where the helper ran
 };
 
 struct Shared {
@@ -257,6 +257,11 @@ void BM_HandoffStages(benchmark::State& state) {
   ::close(fd);
   std::filesystem::remove(path);
 }
-BENCHMARK(BM_HandoffStages)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_HandoffStages)
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace

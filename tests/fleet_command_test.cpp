@@ -294,6 +294,18 @@ TEST_F(CommandAuth, APasswordFileThatCannotBeReadIsSaidSoAtOnce) {
   EXPECT_TRUE(contains(empty.err, "etcd user alice needs a password")) << empty.err;
 }
 
+// etcd's API is JSON: a password that is not UTF-8 would be sent altered, and refused as wrong.
+TEST_F(CommandAuth, APasswordThatIsNotUtf8IsRefusedAsSuchNotSentAltered) {
+  const auto r =
+      refused(run_args({"--user", "alice", "--password-file", password_file("pw\xff\xfe")},
+                       unique("auth-not-utf8"), {"true"}));
+  EXPECT_EQ(r.result.code, 64) << r.result.err;
+  EXPECT_TRUE(contains(r.result.err, "the password of etcd user alice is not UTF-8 text"))
+      << r.result.err;
+  EXPECT_FALSE(contains(r.result.err, "wrong")) << r.result.err;
+  EXPECT_LT(r.took, 10s);
+}
+
 // etcd's tokens expire after a second unused here. With a 9 s TTL the holder renews every 1.5 s,
 // so each renewal finds its token gone: it logs in again, and the hold goes on.
 TEST_F(CommandAuth, TheHoldOutlivesTokenExpiries) {

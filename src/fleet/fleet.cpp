@@ -622,6 +622,18 @@ std::optional<Unusable> check_connection(std::string_view name, const Options& o
     return Unusable{ErrorKind::invalid_argument,
                     "etcd user " + etcd::wire::printable(options.user) + " needs a password"};
   }
+  // etcd's API carries them as JSON text: other bytes would reach it altered, and a password
+  // altered on the way comes back as the wrong password.
+  if (!text::valid_utf8(options.user)) {
+    return Unusable{ErrorKind::invalid_argument,
+                    "etcd user " + etcd::wire::printable(options.user) +
+                        ": not UTF-8 text, which etcd's API cannot carry"};
+  }
+  if (!text::valid_utf8(options.password)) {
+    return Unusable{ErrorKind::invalid_argument,
+                    "the password of etcd user " + etcd::wire::printable(options.user) +
+                        " is not UTF-8 text, which etcd's API cannot carry"};
+  }
   const Tls& tls = options.tls;
   if (!tls.key_file.empty() && tls.cert_file.empty()) {
     return Unusable{ErrorKind::invalid_argument, "a client key file needs its certificate file"};
