@@ -616,9 +616,10 @@ std::expected<void, Failure> Client::revoke(LeaseId lease) {
   return {};
 }
 
-std::expected<Created, Failure> Client::create_if_absent(std::string_view key,
-                                                         std::string_view value, LeaseId lease) {
-  return unary("txn", "kv/txn", wire::create_if_absent_request(key, value, lease),
+std::expected<Created, Failure> Client::create_if_absent(
+    std::string_view key, std::string_view value, LeaseId lease,
+    const std::optional<Unchanged>& unchanged) {
+  return unary("txn", "kv/txn", wire::create_if_absent_request(key, value, lease, unchanged),
                wire::parse_create_if_absent);
 }
 

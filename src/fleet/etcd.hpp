@@ -92,9 +92,11 @@ class Client {
   std::expected<std::chrono::seconds, Failure> keep_alive(LeaseId lease);
   // A lease etcd does not know counts as revoked.
   std::expected<void, Failure> revoke(LeaseId lease);
-  // Puts `key` bound to `lease` only if it does not exist; otherwise says who has it.
-  std::expected<Created, Failure> create_if_absent(std::string_view key, std::string_view value,
-                                                   LeaseId lease);
+  // Puts `key` bound to `lease` only if it does not exist (and, given `unchanged`, only if
+  // nothing under its prefix changed since its revision); otherwise says who has it, if anyone.
+  std::expected<Created, Failure> create_if_absent(
+      std::string_view key, std::string_view value, LeaseId lease,
+      const std::optional<Unchanged>& unchanged = std::nullopt);
   std::expected<Revision, Failure> put(std::string_view key, std::string_view value, LeaseId lease);
   std::expected<std::optional<KeyValue>, Failure> get(std::string_view key, bool keys_only = false);
   std::expected<Range, Failure> range_prefix(std::string_view prefix);

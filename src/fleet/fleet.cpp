@@ -443,22 +443,37 @@ class Acquirer {
     return outcome;
   }
 
+  // Each slot is created on the condition that no holder came since the holders were read, so
+  // that two starting at once with different slot counts cannot both get in: the later one's
+  // transaction fails, and it reads again.
   std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots() {
-    Busy busy_now;
     const std::string prefix = slots_prefix(options_, name_);
+    for (;;) {
+      auto pass = try_slots_since_read(prefix);
+      if (!pass) return std::unexpected(pass.error());
+      if (*pass) return std::move(**pass);
+    }
+  }
+
+  // One read of the holders, then the slots in order; nothing when a holder came in between.
+  std::expected<std::optional<std::variant<Taken, Busy, Mismatch>>, Failure> try_slots_since_read(
+      const std::string& prefix) {
+    Busy busy_now;
     // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
     // stop us, started with 2, as much as one holding slot 0.
-    auto others = other_count(prefix);
+    auto others = read_holders(prefix);
     if (!others) return std::unexpected(others.error());
-    if (const std::optional<Mismatch>& mismatch = *others) return *mismatch;
+    if (others->mismatch) return *others->mismatch;
+    const etcd::Unchanged since_read{prefix, others->revision};
     const std::string mine = record_now();
     for (int slot = 0; slot < options_.slots; ++slot) {
-      auto created = client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id);
+      auto created =
+          client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id, since_read);
       if (!created) return std::unexpected(created.error());
       busy_now.revision = std::max(busy_now.revision, created->revision);
       if (created->created) return Taken{slot, created->revision};
       const auto& existing = created->existing;
-      if (!existing) continue;  // deleted between compare and read: cannot happen in a txn
+      if (!existing) return std::nullopt;  // free, but a holder came since the read
       // Ours already: an earlier try reached etcd but its answer did not reach us.
       if (existing->lease == lease_.id) return Taken{slot, existing->create_revision};
       busy_now.holders.push_back(holder_from(*existing, slot));
@@ -468,15 +483,25 @@ class Acquirer {
     return busy_now;
   }
 
-  std::expected<std::optional<Mismatch>, Failure> other_count(const std::string& prefix) {
+  struct Holders {
+    std::optional<Mismatch> mismatch;  // the first holder started with another slot count
+    etcd::Revision revision = 0;       // of the read
+  };
+
+  std::expected<Holders, Failure> read_holders(const std::string& prefix) {
     auto held = client_.range_prefix(prefix);
     if (!held) return std::unexpected(held.error());
+    Holders holders;
+    holders.revision = held->revision;
     for (const auto& kv : held->kvs) {
       const auto slot = record::slot_index(kv.key, prefix);
       if (!slot) continue;
-      if (auto other = disagreement(holder_from(kv, *slot), options_.slots)) return other;
+      if (auto other = disagreement(holder_from(kv, *slot), options_.slots)) {
+        holders.mismatch = other;
+        break;
+      }
     }
-    return std::nullopt;
+    return holders;
   }
 
   // Who we are, for status; started now, so that "held for" does not count the wait. The slot

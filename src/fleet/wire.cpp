@@ -217,17 +217,27 @@ std::string grant_request(std::chrono::seconds ttl) {
 
 std::string lease_request(LeaseId lease) { return dumped({{"ID", std::to_string(lease)}}); }
 
-std::string create_if_absent_request(std::string_view key, std::string_view value, LeaseId lease) {
+std::string create_if_absent_request(std::string_view key, std::string_view value, LeaseId lease,
+                                     const std::optional<Unchanged>& unchanged) {
   const std::string encoded_key = base64::encode(key);
   const json put = {
       {"request_put",
        {{"key", encoded_key}, {"value", base64::encode(value)}, {"lease", std::to_string(lease)}}}};
   const json range = {{"request_range", {{"key", encoded_key}}}};
-  return dumped(
-      {{"compare",
-        json::array({{{"target", "CREATE"}, {"key", encoded_key}, {"create_revision", "0"}}})},
-       {"success", json::array({put})},
-       {"failure", json::array({range})}});
+  json compare =
+      json::array({{{"target", "CREATE"}, {"key", encoded_key}, {"create_revision", "0"}}});
+  if (unchanged) {
+    // Every key in the range last changed before revision + 1 (an empty range passes: etcd
+    // compares a missing key as revision 0).
+    compare.push_back({{"target", "MOD"},
+                       {"key", base64::encode(unchanged->prefix)},
+                       {"range_end", base64::encode(prefix_end(unchanged->prefix))},
+                       {"result", "LESS"},
+                       {"mod_revision", std::to_string(unchanged->revision + 1)}});
+  }
+  return dumped({{"compare", std::move(compare)},
+                 {"success", json::array({put})},
+                 {"failure", json::array({range})}});
 }
 
 std::string put_request(std::string_view key, std::string_view value, LeaseId lease) {

@@ -31,11 +31,19 @@ struct Lease {
   std::chrono::seconds ttl{0};
 };
 
+// A condition on a create-if-absent: no key under `prefix` was created or changed after
+// `revision` (keys deleted since do not count).
+struct Unchanged {
+  std::string prefix;
+  Revision revision = 0;
+};
+
 // What a create-if-absent transaction did.
 struct Created {
   bool created = false;
   Revision revision = 0;             // the store's, after the transaction: our key's creation
-  std::optional<KeyValue> existing;  // when not created: the key that was there
+  std::optional<KeyValue> existing;  // when not created: the key that was there, if any (none:
+                                     // the Unchanged condition failed)
 };
 
 struct Range {
@@ -105,7 +113,8 @@ std::string grant_request(std::chrono::seconds ttl);
 std::string lease_request(LeaseId lease);  // keep-alive and revoke
 // A transaction that puts `key` only if it has never been created (create_revision == 0), and
 // otherwise reads it.
-std::string create_if_absent_request(std::string_view key, std::string_view value, LeaseId lease);
+std::string create_if_absent_request(std::string_view key, std::string_view value, LeaseId lease,
+                                     const std::optional<Unchanged>& unchanged = std::nullopt);
 std::string put_request(std::string_view key, std::string_view value, LeaseId lease);
 std::string range_request(std::string_view key, std::string_view range_end, bool keys_only);
 std::string delete_request(std::string_view key);
