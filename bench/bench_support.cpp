@@ -1,12 +1,15 @@
 #include "bench_support.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <string>
 
@@ -14,6 +17,23 @@ namespace pidlock::bench {
 
 std::filesystem::path scratch(const std::filesystem::path& dir, const std::string& name) {
   return dir / ("pidlock-bench-" + std::to_string(::getpid()) + "-" + name);
+}
+
+std::int64_t now_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return std::int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t value) {
+  timespec timeout{0, 50'000'000};
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, value, &timeout,
+            nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1 << 30, nullptr,
+            nullptr, 0);
 }
 
 int blocked_on(ino_t ino) {

@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -26,6 +28,14 @@ inline const char* fs_name(int filesystem) { return filesystem == 0 ? "tmpfs" : 
 
 // A unique path in `dir` for this benchmark run.
 std::filesystem::path scratch(const std::filesystem::path& dir, const std::string& name);
+
+// Now on the monotonic clock (steady_clock's), in nanoseconds: a plain number for shared memory.
+std::int64_t now_ns();
+
+// Sleeps while `word` holds `value`, 50 ms at most (a missed wake-up costs a benchmark time, never
+// a hang); and wakes every process that sleeps on `word`. For words in shared memory.
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t value);
+void futex_wake_all(std::atomic<std::uint32_t>& word);
 
 // How many processes the kernel lists as blocked on a flock of the inode `ino` ("->" lines of
 // /proc/locks). (The inode number alone: the scratch files live on two filesystems, and a

@@ -124,11 +124,6 @@ struct ReleaseTimes {
   std::atomic<std::int64_t> released_at{0};
 };
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
 // A small process that takes the lock, and each time it is told to, waits until someone is
 // blocked on it, notes the time and lets go; then takes it back when told to. Forked before the
 // caller grows, so that forking it costs nothing that is measured.

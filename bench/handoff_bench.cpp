@@ -5,14 +5,12 @@
 // `pidlock run F -- true` against `flock F true`.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <sched.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,22 +41,6 @@ struct Shared {
   std::atomic<int> taken{0};
   std::int64_t samples[handoffs];
 };
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t value) {
-  timespec timeout{0, 50'000'000};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, value, &timeout,
-            nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1 << 30, nullptr,
-            nullptr, 0);
-}
 
 // How the contenders wait: the limit, a process blocked in flock(LOCK_EX) on a descriptor it
 // keeps open; pidlock waiting forever (it blocks in flock itself); pidlock with a deadline (its

@@ -12,7 +12,6 @@
 // so that all see the same machine.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -65,27 +64,10 @@ struct Shared {
   Sample samples[rounds];
 };
 
-std::int64_t now_ns() {
-  timespec t{};
-  ::clock_gettime(CLOCK_MONOTONIC, &t);
-  return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
-}
-
 int current_cpu() {
   unsigned cpu = 0;
   ::syscall(SYS_getcpu, &cpu, nullptr, nullptr);
   return static_cast<int>(cpu);
-}
-
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t value) {
-  timespec timeout{0, 50'000'000};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, value, &timeout,
-            nullptr, 0);
-}
-
-void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1 << 30, nullptr,
-            nullptr, 0);
 }
 
 void await_turn(Shared& shared, std::uint32_t turn) {
