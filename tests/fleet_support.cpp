@@ -243,6 +243,7 @@ void FakeEndpoint::answer(int connection) {
         length = std::stoul(request.substr(header + 16));
     }
   }
+  if (answer_.relay_to_port != 0) return relay(connection, std::move(request));
   if (answer_.hang) {
     (void)wait_readable(stop_[0]);  // until the test ends
     return;
@@ -252,6 +253,31 @@ void FakeEndpoint::answer(int connection) {
                                "\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
                                answer_.body;
   (void)::send(connection, response.data(), response.size(), MSG_NOSIGNAL);
+}
+
+void FakeEndpoint::relay(int connection, std::string request) {
+  const auto path_starts = request.find(' ') + 1;
+  const std::string path =
+      request.substr(path_starts, request.find(' ', path_starts) - path_starts);
+  if (answer_.before_relaying) answer_.before_relaying(path);
+  // One request per connection both ways: etcd closes after answering, and so do we.
+  request.insert(request.find("\r\n") + 2, "Connection: close\r\n");
+  const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(answer_.relay_to_port));
+  if (::connect(upstream, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::send(upstream, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    while (wait_readable(upstream)) {
+      const ssize_t n = ::read(upstream, buffer, sizeof buffer);
+      if (n <= 0) break;
+      (void)::send(connection, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL);
+    }
+  }
+  ::close(upstream);
 }
 
 }  // namespace pidlock::test

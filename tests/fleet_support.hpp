@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -116,7 +117,9 @@ class SharedCluster : public testing::Test {
 };
 
 // Something on 127.0.0.1 that speaks HTTP but is not etcd: it gives every request the same
-// answer, from a thread of the test process.
+// answer, from a thread of the test process. Or, given a port to relay to, a go-between that
+// passes each request on to the etcd there (one connection per request) after calling
+// `before_relaying` with its path: a test's way to act between two requests of a client.
 class FakeEndpoint {
  public:
   struct Answer {
@@ -124,6 +127,8 @@ class FakeEndpoint {
     std::string body;
     bool hang = false;   // read the request, never answer
     bool close = false;  // close the connection without a word
+    int relay_to_port = 0;
+    std::function<void(const std::string& path)> before_relaying = nullptr;
   };
   explicit FakeEndpoint(Answer answer);
   ~FakeEndpoint();
@@ -136,6 +141,7 @@ class FakeEndpoint {
  private:
   void serve();
   void answer(int connection);
+  void relay(int connection, std::string request);
   bool wait_readable(int fd) const;  // false once stopping
 
   Answer answer_;

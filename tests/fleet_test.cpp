@@ -935,6 +935,37 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
   EXPECT_TRUE(agreeing) << agreeing.error().message();
 }
 
+// A holder started with another slot count that comes between an asker's read of the holders
+// and its create, in a slot the asker does not ask for: the create is refused (a holder came since
+// the read), the asker reads again, and finds the mismatch. Without that condition the asker would
+// take slot 0 beside a holder of slot 1 while believing the lock has one slot.
+TEST_F(Fleet, AHolderThatComesBetweenTheReadAndTheCreateIsSeen) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("count-between");
+  const std::string member = endpoint();
+  bool put = false;
+  test::FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = std::stoi(member.substr(member.rfind(':') + 1));
+  relaying.before_relaying = [&](const std::string& path) {
+    if (path != "/v3/kv/txn" || put) return;
+    put = true;
+    EXPECT_EQ(cluster_
+                  ->etcdctl({"put", "pidlock/" + name + "/slots/1",
+                             R"({"host":"other","pid":1,"command":"x","slots":2})"})
+                  .code,
+              0);
+  };
+  test::FakeEndpoint between(relaying);
+  auto options = library_options(between.url());
+  options.slots = 1;
+  const auto refused = fleet::Slot::acquire(name, options);
+  EXPECT_TRUE(put) << "the create was never relayed";
+  ASSERT_FALSE(refused) << "took slot 0 beside a holder started with 2 slots";
+  EXPECT_EQ(refused.error().kind(), ErrorKind::slot_count_mismatch) << refused.error().message();
+  EXPECT_NE(refused.error().message().find("the fleet lock has 2 slots"), std::string::npos)
+      << refused.error().message();
+}
+
 TEST_F(Fleet, AHolderWithoutARecordedCountBeyondOursIsAMismatch) {
   REQUIRE_ETCDCTL();
   const auto name = unique("count-old");
