@@ -464,15 +464,16 @@ TEST_F(EtcdClient, CreatesAKeyOnlyIfAbsent) {
   EXPECT_FALSE(*after) << "the key went with its lease";
 }
 
-// The condition a slot is created on: nothing under the prefix created or changed since a read.
-// A key deleted since does not count.
+// The condition a slot is created on: nothing in a range created or changed since a read. A key
+// deleted since does not count.
 TEST_F(EtcdClient, CreatesAKeyOnlyIfNothingUnderItsPrefixChangedSinceARead) {
   auto etcd = client();
   const auto prefix = unique("guarded") + "/";
   const auto empty = etcd.range_prefix(prefix);
   ASSERT_TRUE(empty) << empty.error().cause();
   ASSERT_TRUE(etcd.put(prefix + "other", "came since", 0));
-  const etcd::Unchanged since_empty{prefix, empty->revision};
+  const auto end = etcd::wire::prefix_end(prefix);
+  const etcd::Unchanged since_empty{prefix, end, empty->revision};
   const auto refused = etcd.create_if_absent(prefix + "mine", "v", 0, since_empty);
   ASSERT_TRUE(refused) << refused.error().cause();
   EXPECT_FALSE(refused->created);
@@ -481,7 +482,7 @@ TEST_F(EtcdClient, CreatesAKeyOnlyIfNothingUnderItsPrefixChangedSinceARead) {
   const auto reread = etcd.range_prefix(prefix);
   ASSERT_TRUE(reread);
   ASSERT_TRUE(etcd.delete_key(prefix + "other"));
-  const etcd::Unchanged since_reread{prefix, reread->revision};
+  const etcd::Unchanged since_reread{prefix, end, reread->revision};
   const auto created = etcd.create_if_absent(prefix + "mine", "v", 0, since_reread);
   ASSERT_TRUE(created) << created.error().cause();
   EXPECT_TRUE(created->created);
@@ -490,7 +491,7 @@ TEST_F(EtcdClient, CreatesAKeyOnlyIfNothingUnderItsPrefixChangedSinceARead) {
   ASSERT_TRUE(again);
   ASSERT_TRUE(etcd.put(prefix.substr(0, prefix.size() - 1) + "x", "outside", 0));
   const auto beside =
-      etcd.create_if_absent(prefix + "also", "v", 0, etcd::Unchanged{prefix, again->revision});
+      etcd.create_if_absent(prefix + "also", "v", 0, etcd::Unchanged{prefix, end, again->revision});
   ASSERT_TRUE(beside);
   EXPECT_TRUE(beside->created);
 }

@@ -270,8 +270,13 @@ void FakeEndpoint::relay(int connection, std::string request) {
   if (::connect(upstream, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
       ::send(upstream, request.data(), request.size(), MSG_NOSIGNAL) ==
           static_cast<ssize_t>(request.size())) {
+    // Until etcd has answered and closed, the client has gone (a watch it gave up), or the
+    // test ends.
     char buffer[4096];
-    while (wait_readable(upstream)) {
+    for (;;) {
+      pollfd fds[3] = {{upstream, POLLIN, 0}, {connection, POLLIN, 0}, {stop_[0], POLLIN, 0}};
+      if (::poll(fds, 3, -1) < 0) continue;
+      if ((fds[1].revents | fds[2].revents) != 0) break;
       const ssize_t n = ::read(upstream, buffer, sizeof buffer);
       if (n <= 0) break;
       (void)::send(connection, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL);

@@ -935,6 +935,31 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
   EXPECT_TRUE(agreeing) << agreeing.error().message();
 }
 
+// An asker for a fresh lock NAME, with `slots` slots, through a relay that puts `key` = `value`
+// into etcd just before it passes each of the asker's creates on: between its read of the holders
+// and its create, every time.
+std::expected<fleet::Slot, Error> acquire_with_a_put_between(test::Cluster& cluster,
+                                                             const std::string& member,
+                                                             const std::string& name, int slots,
+                                                             const std::string& key,
+                                                             const std::string& value) {
+  bool put = false;
+  test::FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = std::stoi(member.substr(member.rfind(':') + 1));
+  relaying.before_relaying = [&](const std::string& path) {
+    if (path != "/v3/kv/txn") return;
+    put = true;
+    EXPECT_EQ(cluster.etcdctl({"put", key, value}).code, 0);
+  };
+  test::FakeEndpoint between(relaying);
+  auto options = library_options(between.url());
+  options.slots = slots;
+  options.request_timeout = 30s;  // etcdctl runs while the create waits
+  auto outcome = fleet::Slot::acquire(name, options);
+  EXPECT_TRUE(put) << "the create was never relayed";
+  return outcome;
+}
+
 // A holder started with another slot count that comes between an asker's read of the holders
 // and its create, in a slot the asker does not ask for: the create is refused (a holder came since
 // the read), the asker reads again, and finds the mismatch. Without that condition the asker would
@@ -942,28 +967,38 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
 TEST_F(Fleet, AHolderThatComesBetweenTheReadAndTheCreateIsSeen) {
   REQUIRE_ETCDCTL();
   const auto name = unique("count-between");
-  const std::string member = endpoint();
-  bool put = false;
-  test::FakeEndpoint::Answer relaying;
-  relaying.relay_to_port = std::stoi(member.substr(member.rfind(':') + 1));
-  relaying.before_relaying = [&](const std::string& path) {
-    if (path != "/v3/kv/txn" || put) return;
-    put = true;
-    EXPECT_EQ(cluster_
-                  ->etcdctl({"put", "pidlock/" + name + "/slots/1",
-                             R"({"host":"other","pid":1,"command":"x","slots":2})"})
-                  .code,
-              0);
-  };
-  test::FakeEndpoint between(relaying);
-  auto options = library_options(between.url());
-  options.slots = 1;
-  const auto refused = fleet::Slot::acquire(name, options);
-  EXPECT_TRUE(put) << "the create was never relayed";
+  const auto refused =
+      acquire_with_a_put_between(*cluster_, endpoint(), name, 1, "pidlock/" + name + "/slots/1",
+                                 R"({"host":"other","pid":1,"command":"x","slots":2})");
   ASSERT_FALSE(refused) << "took slot 0 beside a holder started with 2 slots";
   EXPECT_EQ(refused.error().kind(), ErrorKind::slot_count_mismatch) << refused.error().message();
   EXPECT_NE(refused.error().message().find("the fleet lock has 2 slots"), std::string::npos)
       << refused.error().message();
+}
+
+// Keys under slots/ that are not slots hold nothing, and one rewritten between every read and
+// create does not stand in the asker's way either: the condition covers slot keys only.
+TEST_F(Fleet, AKeyThatIsNotASlotWrittenBetweenTheReadAndTheCreateChangesNothing) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("count-foreign");
+  const auto slot = acquire_with_a_put_between(*cluster_, endpoint(), name, 1,
+                                               "pidlock/" + name + "/slots/x", "not a slot");
+  ASSERT_TRUE(slot) << slot.error().message();
+  EXPECT_EQ(slot->index(), 0);
+}
+
+// Holders that keep coming between every read and create (here one rewritten each time) make
+// the lock busy after a few reads: the asker is told so, or waits it out, never loops on etcd.
+TEST_F(Fleet, AnAskerThatKeepsLosingTheRaceIsToldBusyNotHeldInALoop) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("count-churn");
+  const auto busy =
+      acquire_with_a_put_between(*cluster_, endpoint(), name, 3, "pidlock/" + name + "/slots/2",
+                                 R"({"host":"other","pid":1,"command":"x","slots":3})");
+  ASSERT_FALSE(busy);
+  EXPECT_TRUE(busy.error().held()) << busy.error().message();
+  EXPECT_NE(busy.error().message().find("(pid 1 on other, running x"), std::string::npos)
+      << "names the holder it last read: " << busy.error().message();
 }
 
 TEST_F(Fleet, AHolderWithoutARecordedCountBeyondOursIsAMismatch) {

@@ -93,7 +93,7 @@ class Client {
   // A lease etcd does not know counts as revoked.
   std::expected<void, Failure> revoke(LeaseId lease);
   // Puts `key` bound to `lease` only if it does not exist (and, given `unchanged`, only if
-  // nothing under its prefix changed since its revision); otherwise says who has it, if anyone.
+  // nothing in its range changed since its revision); otherwise says who has it, if anyone.
   std::expected<Created, Failure> create_if_absent(
       std::string_view key, std::string_view value, LeaseId lease,
       const std::optional<Unchanged>& unchanged = std::nullopt);

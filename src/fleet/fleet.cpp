@@ -248,7 +248,8 @@ Clock::duration part_of(std::chrono::seconds ttl, int parts) {
   return std::chrono::duration_cast<Clock::duration>(ttl) / parts;
 }
 
-// How often a lease is renewed: a third of its TTL, as the command's watchdog does.
+// How often a waiter's lease is renewed: a third of its TTL. (The command renews the lease of a
+// slot it holds every sixth, cli/fleet.cpp.)
 Clock::duration renewal_period(std::chrono::seconds ttl) {
   return std::max<Clock::duration>(part_of(ttl, 3), std::chrono::milliseconds(200));
 }
@@ -285,6 +286,7 @@ struct Taken {
 struct Busy {
   std::vector<SlotHolder> holders;
   etcd::Revision revision = 0;  // of the last read: watch from the next one
+  bool raced = false;           // a holder came between the read and a create: read again
 };
 // Holders that were started with another slot count.
 struct Mismatch {
@@ -445,18 +447,21 @@ class Acquirer {
 
   // Each slot is created on the condition that no holder came since the holders were read, so
   // that two starting at once with different slot counts cannot both get in: the later one's
-  // transaction fails, and it reads again.
+  // transaction fails, and it reads again. A few times: holders coming that fast make the lock
+  // busy, which the caller waits out (a watch, its deadline) as any other.
   std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots() {
+    constexpr int passes = 4;
     const std::string prefix = slots_prefix(options_, name_);
-    for (;;) {
-      auto pass = try_slots_since_read(prefix);
-      if (!pass) return std::unexpected(pass.error());
-      if (*pass) return std::move(**pass);
+    for (int pass = 1;; ++pass) {
+      auto outcome = try_slots_since_read(prefix);
+      if (!outcome) return std::unexpected(outcome.error());
+      const auto* busy = std::get_if<Busy>(&*outcome);
+      if (busy == nullptr || !busy->raced || pass == passes) return outcome;
     }
   }
 
-  // One read of the holders, then the slots in order; nothing when a holder came in between.
-  std::expected<std::optional<std::variant<Taken, Busy, Mismatch>>, Failure> try_slots_since_read(
+  // One read of the holders, then the slots in order.
+  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots_since_read(
       const std::string& prefix) {
     Busy busy_now;
     // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
@@ -464,7 +469,9 @@ class Acquirer {
     auto others = read_holders(prefix);
     if (!others) return std::unexpected(others.error());
     if (others->mismatch) return *others->mismatch;
-    const etcd::Unchanged since_read{prefix, others->revision};
+    // Slot keys only (a decimal index after the prefix): another key there holds nothing, and
+    // whatever rewrites it must not hold askers up.
+    const etcd::Unchanged since_read{prefix + "0", prefix + ":", others->revision};
     const std::string mine = record_now();
     for (int slot = 0; slot < options_.slots; ++slot) {
       auto created =
@@ -473,7 +480,11 @@ class Acquirer {
       busy_now.revision = std::max(busy_now.revision, created->revision);
       if (created->created) return Taken{slot, created->revision};
       const auto& existing = created->existing;
-      if (!existing) return std::nullopt;  // free, but a holder came since the read
+      if (!existing) {  // free, but a holder came since the read: say who was there then
+        busy_now.holders = std::move(others->holders);
+        busy_now.raced = true;
+        return busy_now;
+      }
       // Ours already: an earlier try reached etcd but its answer did not reach us.
       if (existing->lease == lease_.id) return Taken{slot, existing->create_revision};
       busy_now.holders.push_back(holder_from(*existing, slot));
@@ -484,6 +495,7 @@ class Acquirer {
   }
 
   struct Holders {
+    std::vector<SlotHolder> holders;
     std::optional<Mismatch> mismatch;  // the first holder started with another slot count
     etcd::Revision revision = 0;       // of the read
   };
@@ -496,7 +508,8 @@ class Acquirer {
     for (const auto& kv : held->kvs) {
       const auto slot = record::slot_index(kv.key, prefix);
       if (!slot) continue;
-      if (auto other = disagreement(holder_from(kv, *slot), options_.slots)) {
+      holders.holders.push_back(holder_from(kv, *slot));
+      if (auto other = disagreement(holders.holders.back(), options_.slots)) {
         holders.mismatch = other;
         break;
       }

@@ -230,8 +230,8 @@ std::string create_if_absent_request(std::string_view key, std::string_view valu
     // Every key in the range last changed before revision + 1 (an empty range passes: etcd
     // compares a missing key as revision 0).
     compare.push_back({{"target", "MOD"},
-                       {"key", base64::encode(unchanged->prefix)},
-                       {"range_end", base64::encode(prefix_end(unchanged->prefix))},
+                       {"key", base64::encode(unchanged->key)},
+                       {"range_end", base64::encode(unchanged->range_end)},
                        {"result", "LESS"},
                        {"mod_revision", std::to_string(unchanged->revision + 1)}});
   }

@@ -31,10 +31,11 @@ struct Lease {
   std::chrono::seconds ttl{0};
 };
 
-// A condition on a create-if-absent: no key under `prefix` was created or changed after
+// A condition on a create-if-absent: no key in [key, range_end) was created or changed after
 // `revision` (keys deleted since do not count).
 struct Unchanged {
-  std::string prefix;
+  std::string key;
+  std::string range_end;
   Revision revision = 0;
 };
 
