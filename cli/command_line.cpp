@@ -171,14 +171,24 @@ Words split_words(const CLI::App& root, const std::vector<std::string>& args) {
 // the operands.
 class CommandLine {
  public:
+  // Everything: both subcommands with all their options, fleet mode's included.
   CommandLine() {
-    app.formatter(formatter_);
-    app.set_version_flag("-V,--version", "pidlock " + std::string(pidlock::version()));
-    app.require_subcommand(1);
-    // An option given twice means its last value, as in most commands (and in flock(1)).
-    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    add_run();
-    add_status();
+    set_up_app();
+    add_run(true);
+    add_status(true);
+  }
+
+  // One subcommand and its local options only. CLI11 builds every option declared before it
+  // parses, and declaring all of them was a fifth of a whole `pidlock run F -- true`; this is
+  // what most runs need. Whatever it cannot parse (an option it lacks: fleet mode's, a mistake)
+  // is parsed again with everything declared.
+  explicit CommandLine(Subcommand only) {
+    set_up_app();
+    if (only == Subcommand::run) {
+      add_run(false);
+    } else {
+      add_status(false);
+    }
   }
   CommandLine(const CommandLine&) = delete;
   CommandLine& operator=(const CommandLine&) = delete;
@@ -187,6 +197,7 @@ class CommandLine {
   std::string synopsis() const {
     std::string text;
     for (const CLI::App* sub : {run, status}) {
+      if (sub == nullptr) continue;
       text += text.empty() ? "usage: " : "       ";
       text += "pidlock " + sub->get_name() + " [OPTIONS]";
       for (const CLI::Option* operand : operands(*sub)) {
@@ -216,7 +227,7 @@ class CommandLine {
 
   // Whether the option named `name` (of the subcommand parsed) was given on the command line.
   bool given(const std::string& name) const {
-    const CLI::App* sub = run->parsed() ? run : status;
+    const CLI::App* sub = run != nullptr && run->parsed() ? run : status;
     const CLI::Option* option = sub->get_option_no_throw(name);
     return option != nullptr && option->count() > 0;
   }
@@ -251,6 +262,14 @@ class CommandLine {
   const CLI::Option* exec_ = nullptr;
   bool nonblock_ = false;   // the default anyway; given only to be refused with -w
   bool exclusive_ = false;  // the default anyway; given only to be refused with -s
+
+  void set_up_app() {
+    app.formatter(formatter_);
+    app.set_version_flag("-V,--version", "pidlock " + std::string(pidlock::version()));
+    app.require_subcommand(1);
+    // An option given twice means its last value, as in most commands (and in flock(1)).
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
 
   static std::vector<const CLI::Option*> operands(const CLI::App& sub) {
     return sub.get_options([](const CLI::Option* option) { return option->get_positional(); });
@@ -296,7 +315,7 @@ class CommandLine {
                      ->type_name("FILE"));
   }
 
-  void add_run() {
+  void add_run(bool with_fleet_options) {
     RunRequest& request = invocation_.run;
     run = app.add_subcommand("run", "Hold the lock on FILE while COMMAND runs");
     auto* nonblock =
@@ -321,7 +340,7 @@ class CommandLine {
     run->add_option("--role", request.role, "Noun in the busy message (default: installer)")
         ->type_name("NAME");
     run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");
-    add_fleet_options(*run, "How many holders at once (default 1)");
+    if (with_fleet_options) add_fleet_options(*run, "How many holders at once (default 1)");
     FleetRequest& fleet = invocation_.fleet;
     fleet_options_.push_back(add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600,
                                        "whole seconds", "Lease TTL in seconds (default 5)",
@@ -356,10 +375,12 @@ class CommandLine {
     exec_ = exec;
   }
 
-  void add_status() {
+  void add_status(bool with_fleet_options) {
     status = app.add_subcommand("status", "Report who holds the lock on FILE");
     status->add_flag("--json", invocation_.status.json, "Print one JSON object");
-    add_fleet_options(*status, "The lock's slot count (default: as its holders recorded)");
+    if (with_fleet_options) {
+      add_fleet_options(*status, "The lock's slot count (default: as its holders recorded)");
+    }
     status
         ->add_option("FILE", invocation_.status.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
@@ -447,9 +468,30 @@ std::optional<std::string> take_environment(const CommandLine& cli, FleetRequest
 
 }  // namespace
 
+// The invoked subcommand's local options only, saying nothing: an invocation when that is all
+// the command line needs, nothing when it needs more (or is wrong), to be parsed in full.
+std::optional<Invocation> parse_locally(const std::vector<std::string>& args) {
+  if (args.empty() || (args.front() != "run" && args.front() != "status")) return std::nullopt;
+  const Subcommand subcommand = args.front() == "run" ? Subcommand::run : Subcommand::status;
+  CommandLine cli(subcommand);
+  Words words = split_words(cli.app, args);
+  if (words.unknown_subcommand || operand_problem(subcommand, words)) return std::nullopt;
+  std::reverse(words.for_cli11.begin(), words.for_cli11.end());  // CLI11 takes them reversed
+  try {
+    cli.app.parse(words.for_cli11);
+  } catch (const CLI::ParseError&) {  // help and the version too: they list everything
+    return std::nullopt;
+  }
+  return cli.invocation(subcommand, words);
+}
+
 std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
-  CommandLine cli;
   const std::vector<std::string> args(argv + 1, argv + argc);
+  if (auto invocation = parse_locally(args)) {
+    invocation->fleet.argv.assign(argv, argv + argc);
+    return std::move(*invocation);
+  }
+  CommandLine cli;
   Words words = split_words(cli.app, args);
   if (words.unknown_subcommand) {
     return usage_error(cli, fmt::format("unknown command '{}'", *words.unknown_subcommand));
