@@ -466,12 +466,13 @@ class Acquirer {
     Busy busy_now;
     // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
     // stop us, started with 2, as much as one holding slot 0.
-    auto others = read_holders(prefix);
-    if (!others) return std::unexpected(others.error());
-    if (others->mismatch) return *others->mismatch;
+    auto read = read_holders(prefix);
+    if (!read) return std::unexpected(read.error());
+    Holders& others = *read;
+    if (const auto& mismatch = others.mismatch) return *mismatch;
     // Slot keys only (a decimal index after the prefix): another key there holds nothing, and
     // whatever rewrites it must not hold askers up.
-    const etcd::Unchanged since_read{prefix + "0", prefix + ":", others->revision};
+    const etcd::Unchanged since_read{prefix + "0", prefix + ":", others.revision};
     const std::string mine = record_now();
     for (int slot = 0; slot < options_.slots; ++slot) {
       auto created =
@@ -481,7 +482,7 @@ class Acquirer {
       if (created->created) return Taken{slot, created->revision};
       const auto& existing = created->existing;
       if (!existing) {  // free, but a holder came since the read: say who was there then
-        busy_now.holders = std::move(others->holders);
+        busy_now.holders = std::move(others.holders);
         busy_now.raced = true;
         return busy_now;
       }
