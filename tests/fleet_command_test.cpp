@@ -306,6 +306,15 @@ TEST_F(CommandAuth, APasswordThatIsNotUtf8IsRefusedAsSuchNotSentAltered) {
   EXPECT_LT(r.took, 10s);
 }
 
+TEST_F(CommandAuth, AUserNameThatIsNotUtf8IsRefusedAsSuch) {
+  const std::string not_utf8 = "al\xff" + std::string("ice");
+  const auto r = refused(run_args({"--user", not_utf8, "--password-file", password_file("pw")},
+                                  unique("auth-user-not-utf8"), {"true"}));
+  EXPECT_EQ(r.result.code, 64) << r.result.err;
+  EXPECT_TRUE(contains(r.result.err, "etcd user al\\xffice: not UTF-8 text")) << r.result.err;
+  EXPECT_LT(r.took, 10s);
+}
+
 // etcd's tokens expire after a second unused here. With a 9 s TTL the holder renews every 1.5 s,
 // so each renewal finds its token gone: it logs in again, and the hold goes on.
 TEST_F(CommandAuth, TheHoldOutlivesTokenExpiries) {
