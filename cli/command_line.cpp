@@ -334,9 +334,9 @@ class CommandLine {
     auto* exclusive = run->add_flag("-x,-e,--exclusive", exclusive_,
                                     "Take the exclusive (writer) lock (the default)");
     auto* close = run->add_flag("-o,--close", close_mode_,
-                                "Do not pass the lock on to COMMAND; only pidlock holds it");
+                                "Do not pass the lock on to COMMAND: pidlock stays and holds it");
     auto* exec = run->add_flag("--exec", exec_mode_,
-                               "Replace pidlock with COMMAND, which then holds the lock");
+                               "pidlock becomes COMMAND, which holds the lock (the default)");
     run->add_option("--role", request.role, "Noun in the busy message (default: installer)")
         ->type_name("NAME");
     run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");

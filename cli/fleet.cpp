@@ -81,6 +81,8 @@ std::expected<fleet::Options, int> connection(const FleetRequest& fleet) {
 }  // namespace
 
 int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
+  // Before anything is opened: the command inherits these, and no connection to etcd.
+  const auto inherited = InheritedDescriptors::now();
   auto connected = connection(fleet);
   if (!connected) return connected.error();
   fleet::Options& options = *connected;
@@ -155,14 +157,24 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
             text::for_terminal(request.file), renewed.error().message());
         return false;
       },
+      [&]() {
+        // Known held: renewed (or granted) within two thirds of the TTL, and not found gone.
+        if (!slot->expired() && !slot->lost()) return true;
+        say(stderr,
+            "pidlock: {}the fleet lock {} is no longer known to be held (no renewal for two "
+            "thirds of the TTL) as the command starts{}\n",
+            fleet.warn_on_lease_loss ? "warning: " : "", text::for_terminal(request.file),
+            fleet.warn_on_lease_loss ? "; it goes on (--on-lease-loss warn)" : "");
+        return fleet.warn_on_lease_loss;
+      },
       exit_code_for(ErrorKind::lease_lost, FileUse::lock),
       [&]() -> std::chrono::nanoseconds {
         if (fleet.kill_after_seconds >= 0) return to_wait(fleet.kill_after_seconds);
         return slot->kill_after();
       }};
-  const int code = fork_and_supervise(request.command, &watchdog);
+  const Ending ending = supervise(request.command, inherited, &watchdog);
   slot->release();
-  return code;
+  return end_as(ending);
 }
 
 namespace {

@@ -1,20 +1,25 @@
 #include "process.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>  // environ (_GNU_SOURCE)
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <optional>
 #include <system_error>
 
 #include "commands.hpp"
-#include "pidlock/pidlock.hpp"
+#include "group_witness.hpp"
 #include "sys.hpp"
 
 namespace pidlock::cli {
@@ -22,19 +27,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// What an operator, a service manager or timeout(1) sends to stop or to poke a job: all but
-// SIGCONT would end pidlock by default and leave the command running with the lock. SIGCONT
-// because a stopped command acts on no signal until continued: timeout(1) follows its signal with
-// SIGCONT to its group, which a command in a group of its own would otherwise miss.
-constexpr std::array forwarded_signals{SIGHUP,  SIGINT,  SIGQUIT, SIGTERM,
-                                       SIGUSR1, SIGUSR2, SIGALRM, SIGCONT};
-
-// The same signal from the same process this soon after one pidlock passed on is taken for the
-// same signal sent twice, as timeout(1) does (to its child, then to its process group), and is not
-// passed on again. The two sends are back-to-back system calls; a second covers any scheduling
-// delay between them, and a deliberate repeat this close is rare and changes nothing: the command
-// has the signal already.
-constexpr auto repeat_window = std::chrono::seconds(1);
+// What an operator, a service manager or timeout(1) sends to stop or to poke a job. A supervising
+// pidlock takes them (it would end by most of them and leave the command without its lock) and
+// passes on those that were sent to it alone. Stop signals are left alone: they stop pidlock as
+// they stop any member of the job, and a stop sent to pidlock alone stops it alone, as with
+// flock(1). SIGCONT too: the command, in the job's group, is continued with the job.
+constexpr std::array relayed_signals{SIGHUP,  SIGINT,  SIGQUIT, SIGTERM,
+                                     SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH};
 
 std::vector<char*> to_argv(const std::vector<std::string>& command) {
   std::vector<char*> argv;
@@ -48,158 +47,332 @@ int exec_failure_code(int error) {
   return error == ENOENT || error == ENOTDIR ? exit_code::not_found : exit_code::cannot_execute;
 }
 
-int status_to_exit_code(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return exit_code::software;
+Ending ending_from(int status) {
+  if (WIFEXITED(status)) return {WEXITSTATUS(status), 0};
+  if (WIFSIGNALED(status)) return {128 + WTERMSIG(status), WTERMSIG(status)};
+  return {exit_code::software, 0};
 }
 
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
 
-// Where the command runs relative to pidlock's process group.
-enum class Group {
-  // pidlock is the foreground job of its terminal: the command joins it, so that it may read the
-  // terminal, and the terminal's ^C, ^\ and hangup reach it directly.
-  shared,
-  // Anywhere else (no terminal, a background job: scripts, cron, service managers, timeout(1)):
-  // the command leads a group of its own, so a signal sent to pidlock's group reaches pidlock
-  // alone, and pidlock passes it on to the command's group.
-  own,
-};
+timespec until(Clock::time_point deadline) { return sys::to_timespec(deadline - Clock::now()); }
 
-Group group_for_command() {
-  // Failing to open /dev/tty is the answer, not an error: there is no controlling terminal.
-  const int tty = ::open("/dev/tty", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-  if (tty < 0) return Group::own;
-  const pid_t foreground = ::tcgetpgrp(tty);
-  ::close(tty);
-  return foreground == ::getpgrp() ? Group::shared : Group::own;
+// --- The command's side of the fork: async-signal-safe calls only ----------------------------
+
+// close_range(2) where the kernel has it (5.9+), close(2) in a loop up to the limit where not.
+void close_from_to(unsigned first, unsigned last) noexcept {
+  if (first > last) return;
+  if (::syscall(SYS_close_range, first, last, 0U) == 0) return;
+  rlimit limit{};
+  const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+                         ? limit.rlim_cur
+                         : 65536;
+  for (rlim_t fd = first; fd <= last && fd < end; ++fd) ::close(static_cast<int>(fd));
 }
 
-// Passes on the signals pidlock receives while the command runs, each exactly once.
+// Everything the child needs, prepared before the fork.
+struct Launch {
+  std::vector<char*> argv;
+  std::vector<int> keep;  // ascending, all above 2: the inherited descriptors and the two below
+  int go = -1;            // read end: pidlock says "go" once it has settled the signals
+  int exec_error = -1;    // write end, close-on-exec: the errno of a failed exec, else EOF
+  pid_t parent = -1;
+  sigset_t mask{};  // pidlock's signal mask before it blocked the relayed signals
+};
+
+[[noreturn]] void start_command(const Launch& launch) {
+  // Tied to pidlock: if pidlock dies, the command must not run on without the lock (or the
+  // lease) it was started under. A pidlock that died before this line is no longer the parent.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != launch.parent) ::_exit(127);
+  unsigned next = 3;
+  for (const int fd : launch.keep) {
+    close_from_to(next, static_cast<unsigned>(fd) - 1);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  close_from_to(next, ~0U);
+  char go = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(launch.go, &go, 1);
+  } while (got < 0 && errno == EINTR);
+  if (got != 1) ::_exit(127);  // pidlock gave up on starting it
+  ::close(launch.go);
+  ::sigprocmask(SIG_SETMASK, &launch.mask, nullptr);
+  ::execvp(launch.argv[0], launch.argv.data());
+  const int error = errno;
+  (void)::write(launch.exec_error, &error, sizeof error);
+  ::_exit(127);
+}
+
+// --- pidlock's side -----------------------------------------------------------------------------
+
+// The command and the processes it started, as /proc shows them now (children files, Linux 3.5+
+// with CONFIG_PROC_CHILDREN, as Debian's kernels have): those a lost lease must stop.
+std::vector<pid_t> process_tree(pid_t root) {
+  std::vector<pid_t> tree{root};
+  for (std::size_t i = 0; i < tree.size(); ++i) {
+    const std::string tasks = "/proc/" + std::to_string(tree[i]) + "/task";
+    DIR* dir = ::opendir(tasks.c_str());
+    if (dir == nullptr) continue;
+    while (const dirent* task = ::readdir(dir)) {
+      if (task->d_name[0] == '.') continue;
+      const std::string children = tasks + "/" + task->d_name + "/children";
+      auto text = sys::read_file_at(AT_FDCWD, children.c_str(), std::size_t{1} << 20);
+      if (!text) continue;
+      const char* at = text->data();
+      const char* end = at + text->size();
+      while (at < end) {
+        pid_t pid = 0;
+        const auto parsed = std::from_chars(at, end, pid);
+        if (parsed.ec != std::errc()) break;
+        if (std::find(tree.begin(), tree.end(), pid) == tree.end()) tree.push_back(pid);
+        at = parsed.ptr;
+        while (at < end && *at == ' ') ++at;
+      }
+    }
+    ::closedir(dir);
+  }
+  return tree;
+}
+
+// Passes on the signals sent to pidlock alone, each once; see group_witness.hpp for how the
+// signals sent to the whole group, which reach the command directly, are told apart.
 class Relay {
  public:
-  Relay(pid_t command, Group group) : command_(command), group_(group) {}
+  explicit Relay(pid_t command) : command_(command), witness_(GroupWitness::start()) {}
 
   void pass_on(const siginfo_t& info) {
-    if (reached_command_directly(info) || repeats_last(info)) return;
-    send(info.si_signo);
+    // Asked first in every case: the witness's copy of a group signal must not outlive this one.
+    const bool through_group = reached_command_through_group(info.si_signo);
+    // The command signalling its own group (kill(0, SIG)) or pidlock: not to be sent back.
+    const bool from_command = info.si_code <= 0 && info.si_pid == command_;
+    if (!through_group && !from_command) send(info.si_signo);
+  }
+
+  // Signals taken before the command could run: it has them blocked until it starts, so one it
+  // also got through the group merges with the one passed on here; each reaches it once.
+  void pass_on_pending(const sigset_t& relayed) {
+    const timespec now{};
+    for (;;) {
+      const int sig = ::sigtimedwait(&relayed, nullptr, &now);
+      if (sig < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (witness_) (void)witness_->also_sent_to_group(sig);
+      send(sig);
+    }
   }
 
   void send(int sig) const {
-    // The command's whole group, as a signal to pidlock's group would have reached it had it
-    // stayed there; the group's ID cannot be reused while the command is unreaped. A command
-    // that has moved to another group (setpgid) is signalled alone.
-    if (group_ == Group::own && ::kill(-command_, sig) == 0) return;
-    if (::kill(command_, sig) != 0) {
+    if (::kill(command_, sig) != 0 && errno != ESRCH) {
       say(stderr, "pidlock: kill -{} {}: {}\n", sig, command_, errno_text(errno));
     }
   }
 
  private:
-  // The terminal signals its whole foreground group, which the command shares with us then.
-  bool reached_command_directly(const siginfo_t& info) const {
-    return group_ == Group::shared && info.si_code == SI_KERNEL;
-  }
-
-  bool repeats_last(const siginfo_t& info) {
-    const bool from_a_process = info.si_code <= 0;  // SI_USER, SI_QUEUE, SI_TKILL...
-    if (!from_a_process) return false;
-    auto& last = last_passed_[static_cast<std::size_t>(info.si_signo)];
-    const auto now = Clock::now();
-    if (last && last->sender == info.si_pid && last->uid == info.si_uid &&
-        now - last->at < repeat_window) {
-      return true;
+  bool reached_command_through_group(int sig) {
+    if (!witness_) witness_ = GroupWitness::start();  // it was killed: a new one
+    const auto to_group = witness_ ? witness_->also_sent_to_group(sig) : std::nullopt;
+    if (!to_group) {
+      witness_.reset();
+      return false;  // cannot tell: losing a signal is worse than repeating one
     }
-    last = Passed{info.si_pid, info.si_uid, now};
-    return false;
+    // A command that moved to a group of its own is not reached by a signal to ours.
+    return *to_group && ::getpgid(command_) == ::getpgrp();
   }
 
-  struct Passed {
-    pid_t sender;
-    uid_t uid;
-    Clock::time_point at;
-  };
   pid_t command_;
-  Group group_;
-  std::array<std::optional<Passed>, NSIG> last_passed_{};
+  std::optional<GroupWitness> witness_;
 };
 
-timespec until(Clock::time_point deadline) { return sys::to_timespec(deadline - Clock::now()); }
+// The command's ending, if it has ended (reaped then); nullopt while it runs.
+std::optional<Ending> reap_if_ended(pid_t child) {
+  int status = 0;
+  pid_t done = 0;
+  do {
+    done = ::waitpid(child, &status, WNOHANG);
+  } while (done < 0 && errno == EINTR);
+  if (done == child) return ending_from(status);
+  if (done < 0) {
+    say(stderr, "pidlock: waitpid {}: {}\n", child, errno_text(errno));
+    return Ending{exit_code::os_error, 0};
+  }
+  return std::nullopt;
+}
 
-// Waits for the command, relaying signals and running the watchdog, if any, on its schedule.
-int supervise(pid_t child, const sigset_t& watched, Relay& relay, const Watchdog* watchdog) {
-  auto next_tick = watchdog != nullptr ? Clock::now() + watchdog->every : Clock::time_point::max();
-  bool failed = false;
-  auto kill_at = Clock::time_point::max();  // after a failed tick: SIGKILL if still running then
+Ending wait_for(pid_t child) {
   for (;;) {
-    siginfo_t info{};
-    int sig = 0;
-    if (failed && kill_at != Clock::time_point::max()) {
-      const timespec timeout = until(kill_at);
-      sig = ::sigtimedwait(&watched, &info, &timeout);
-      if (sig < 0 && errno == EAGAIN) {
-        say(stderr, "pidlock: the command outlived its grace period; sending SIGKILL\n");
-        relay.send(SIGKILL);
-        kill_at = Clock::time_point::max();
-        continue;
-      }
-    } else if (watchdog != nullptr && !failed) {
-      const timespec timeout = until(next_tick);
-      sig = ::sigtimedwait(&watched, &info, &timeout);
-      if (sig < 0 && errno == EAGAIN) {
-        if (!watchdog->tick()) {
-          failed = true;
-          relay.send(SIGTERM);
-          if (watchdog->kill_after) {
-            kill_at =
-                Clock::now() + std::chrono::duration_cast<Clock::duration>(watchdog->kill_after());
-          }
-        }
-        next_tick = Clock::now() + watchdog->every;
-        continue;
-      }
-    } else {
-      sig = ::sigwaitinfo(&watched, &info);
-    }
-    if (sig < 0) {
-      if (errno == EINTR) continue;
-      say(stderr, "pidlock: sigwaitinfo: {}\n", errno_text(errno));
-      return exit_code::os_error;
-    }
-    if (sig == SIGCHLD) {
-      int status = 0;
-      const pid_t done = ::waitpid(child, &status, WNOHANG);
-      if (done == child) return failed ? watchdog->failure_code : status_to_exit_code(status);
-      if (done < 0 && errno != EINTR) {
-        say(stderr, "pidlock: waitpid: {}\n", errno_text(errno));
-        return exit_code::os_error;
-      }
-      continue;
-    }
-    relay.pass_on(info);
+    int status = 0;
+    const pid_t done = ::waitpid(child, &status, 0);
+    if (done == child) return ending_from(status);
+    if (done < 0 && errno != EINTR) return {exit_code::os_error, 0};
   }
 }
 
-// posix_spawn (vfork-like in glibc) rather than fork: no page tables to copy, and an exec failure
-// comes back as an error number instead of from a child. Returns 0 or the error number.
-int spawn(const std::vector<std::string>& command, const sigset_t& mask, Group group,
-          pid_t& child) {
-  posix_spawnattr_t attributes;
-  if (const int error = ::posix_spawnattr_init(&attributes); error != 0) return error;
-  short flags = POSIX_SPAWN_SETSIGMASK;
-  if (group == Group::own) flags |= POSIX_SPAWN_SETPGROUP;  // pgroup 0: its own PID
-  int error = ::posix_spawnattr_setsigmask(&attributes, &mask);
-  if (error == 0) error = ::posix_spawnattr_setflags(&attributes, flags);
-  if (error == 0) error = ::posix_spawnattr_setpgroup(&attributes, 0);
-  const auto argv = to_argv(command);
-  if (error == 0)
-    error = ::posix_spawnp(&child, argv[0], nullptr, &attributes, argv.data(), environ);
-  ::posix_spawnattr_destroy(&attributes);
-  return error;
+// Waits for the command, relaying signals and keeping the watchdog's schedule, if any.
+class Supervision {
+ public:
+  Supervision(pid_t child, const sigset_t& watched, Relay& relay, const Watchdog* watchdog)
+      : child_(child), watched_(watched), relay_(relay), watchdog_(watchdog) {
+    if (watchdog_ != nullptr) next_tick_ = Clock::now() + watchdog_->every;
+  }
+
+  // The lock was lost (or not known valid when the command started): SIGTERM to the command, and
+  // SIGKILL to it and its processes if they are still there when the grace period ends.
+  void stop_command() {
+    stopping_ = true;
+    relay_.send(SIGTERM);
+    if (watchdog_->kill_after) {
+      kill_at_ =
+          Clock::now() + std::chrono::duration_cast<Clock::duration>(watchdog_->kill_after());
+    }
+  }
+
+  Ending until_the_command_ends() {
+    for (;;) {
+      siginfo_t info{};
+      const auto deadline = next_deadline();
+      int sig = 0;
+      if (deadline == Clock::time_point::max()) {
+        sig = ::sigwaitinfo(&watched_, &info);
+      } else {
+        const timespec timeout = until(deadline);
+        sig = ::sigtimedwait(&watched_, &info, &timeout);
+      }
+      if (sig < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) {
+          say(stderr, "pidlock: sigwaitinfo: {}\n", errno_text(errno));
+          return {exit_code::os_error, 0};
+        }
+        if (auto ended = on_time()) return *ended;
+        continue;
+      }
+      if (sig == SIGCHLD) {
+        if (auto ended = reap_if_ended(child_)) return verdict(*ended);
+        continue;
+      }
+      relay_.pass_on(info);
+    }
+  }
+
+ private:
+  Clock::time_point next_deadline() const {
+    if (stopping_) return kill_at_;
+    return watchdog_ != nullptr ? next_tick_ : Clock::time_point::max();
+  }
+
+  // The command's own status, unless pidlock had to stop it.
+  Ending verdict(const Ending& ended) const {
+    return stopping_ ? Ending{watchdog_->failure_code, 0} : ended;
+  }
+
+  std::optional<Ending> on_time() {
+    if (stopping_) {
+      say(stderr, "pidlock: the command outlived its grace period; sending SIGKILL\n");
+      for (const pid_t pid : process_tree(child_)) ::kill(pid, SIGKILL);
+      kill_at_ = Clock::time_point::max();
+      return std::nullopt;
+    }
+    // A command that has ended did so on its own, whatever the renewal would say next.
+    if (auto ended = reap_if_ended(child_)) return *ended;
+    if (!watchdog_->tick()) {
+      if (auto ended = reap_if_ended(child_)) return *ended;
+      stop_command();
+    }
+    next_tick_ = Clock::now() + watchdog_->every;
+    return std::nullopt;
+  }
+
+  pid_t child_;
+  sigset_t watched_;
+  Relay& relay_;
+  const Watchdog* watchdog_;
+  Clock::time_point next_tick_ = Clock::time_point::max();
+  bool stopping_ = false;
+  Clock::time_point kill_at_ = Clock::time_point::max();
+};
+
+// Waits for the command's exec: the errno if it failed, 0 once it succeeded (the close-on-exec
+// pipe closed without a word), or if the child ended before it.
+int exec_result(int exec_error) {
+  int error = 0;
+  ssize_t got = 0;
+  do {
+    got = ::read(exec_error, &error, sizeof error);
+  } while (got < 0 && errno == EINTR);
+  return got == static_cast<ssize_t>(sizeof error) ? error : 0;
 }
 
+struct Pipe {
+  sys::UniqueFd read;
+  sys::UniqueFd write;
+};
+
+std::optional<Pipe> make_pipe(const char* what) {
+  int ends[2] = {-1, -1};
+  if (::pipe2(ends, O_CLOEXEC) != 0) {
+    say(stderr, "pidlock: pipe for {}: {}\n", what, errno_text(errno));
+    return std::nullopt;
+  }
+  return Pipe{sys::UniqueFd(ends[0]), sys::UniqueFd(ends[1])};
+}
+
+class SignalMask {
+ public:
+  SignalMask() {
+    ::sigemptyset(&relayed_);
+    for (const int sig : relayed_signals) ::sigaddset(&relayed_, sig);
+    watched_ = relayed_;
+    ::sigaddset(&watched_, SIGCHLD);
+    error_ = ::pthread_sigmask(SIG_BLOCK, &watched_, &original_);
+  }
+  SignalMask(const SignalMask&) = delete;
+  SignalMask& operator=(const SignalMask&) = delete;
+  ~SignalMask() {
+    if (error_ == 0) (void)::pthread_sigmask(SIG_SETMASK, &original_, nullptr);
+  }
+  int error() const { return error_; }
+  const sigset_t& relayed() const { return relayed_; }
+  const sigset_t& watched() const { return watched_; }
+  const sigset_t& original() const { return original_; }
+
+ private:
+  sigset_t relayed_{};
+  sigset_t watched_{};
+  sigset_t original_{};
+  int error_ = 0;
+};
+
 }  // namespace
+
+InheritedDescriptors InheritedDescriptors::now() {
+  InheritedDescriptors inherited;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    const int own = ::dirfd(dir);
+    while (const dirent* entry = ::readdir(dir)) {
+      int fd = -1;
+      const char* end = entry->d_name + std::strlen(entry->d_name);
+      if (std::from_chars(entry->d_name, end, fd).ptr == end && fd > 2 && fd != own) {
+        inherited.fds_.push_back(fd);
+      }
+    }
+    ::closedir(dir);
+  } else {
+    // No /proc: ask each descriptor number up to the limit (capped: a limit of millions is rare
+    // and only descriptors a parent left open count).
+    rlimit limit{};
+    const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0
+                           ? std::min<rlim_t>(limit.rlim_cur, rlim_t{1} << 16)
+                           : rlim_t{1024};
+    for (int fd = 3; static_cast<rlim_t>(fd) < end; ++fd) {
+      if (::fcntl(fd, F_GETFD) != -1) inherited.fds_.push_back(fd);
+    }
+  }
+  std::sort(inherited.fds_.begin(), inherited.fds_.end());
+  return inherited;
+}
 
 bool fill_closed_standard_descriptors() {
   for (int fd = 0; fd <= 2; ++fd) {
@@ -224,33 +397,94 @@ bool fill_closed_standard_descriptors() {
   return true;
 }
 
-int fork_and_supervise(const std::vector<std::string>& command, const Watchdog* watchdog) {
-  const Group group = group_for_command();
-  sigset_t watched{};
-  sigset_t original{};
-  ::sigemptyset(&watched);
-  for (const int sig : forwarded_signals) ::sigaddset(&watched, sig);
-  ::sigaddset(&watched, SIGCHLD);
-  if (const int error = ::pthread_sigmask(SIG_BLOCK, &watched, &original); error != 0) {
-    say(stderr, "pidlock: pthread_sigmask: {}\n", errno_text(error));
-    return exit_code::os_error;
-  }
-  pid_t child = -1;
-  if (const int error = spawn(command, original, group, child); error != 0) {
-    say(stderr, "pidlock: {}: {}\n", command.front(), errno_text(error));
-    (void)::pthread_sigmask(SIG_SETMASK, &original, nullptr);
-    return exec_failure_code(error);
-  }
-  Relay relay(child, group);
-  return supervise(child, watched, relay, watchdog);
-}
-
-int exec_in_place(const std::vector<std::string>& command) {
+int become(const std::vector<std::string>& command) {
   const auto argv = to_argv(command);
   ::execvp(argv[0], argv.data());
   const int error = errno;
   say(stderr, "pidlock: {}: {}\n", command.front(), errno_text(error));
   return exec_failure_code(error);
+}
+
+Ending supervise(const std::vector<std::string>& command, const InheritedDescriptors& inherited,
+                 const Watchdog* watchdog) {
+  const SignalMask mask;
+  if (mask.error() != 0) {
+    say(stderr, "pidlock: pthread_sigmask: {}\n", errno_text(mask.error()));
+    return {exit_code::os_error, 0};
+  }
+  auto go = make_pipe("starting the command");
+  auto exec_error = make_pipe("the command's exec");
+  if (!go || !exec_error) return {exit_code::os_error, 0};
+  Launch launch;
+  launch.argv = to_argv(command);
+  launch.keep = inherited.list();
+  launch.keep.push_back(go->read.get());
+  launch.keep.push_back(exec_error->write.get());
+  std::sort(launch.keep.begin(), launch.keep.end());
+  launch.go = go->read.get();
+  launch.exec_error = exec_error->write.get();
+  launch.parent = ::getpid();
+  launch.mask = mask.original();
+
+  const pid_t child = ::fork();
+  if (child < 0) {
+    say(stderr, "pidlock: fork: {}\n", errno_text(errno));
+    return {exit_code::os_error, 0};
+  }
+  if (child == 0) start_command(launch);
+  go->read.reset();
+  exec_error->write.reset();
+
+  // The witness joins the group after the command: a signal to the group that comes before the
+  // witness exists reaches the command (still blocked, waiting for "go") and pidlock only, and is
+  // passed on here, where it merges with the command's own copy.
+  Relay relay(child);
+  relay.pass_on_pending(mask.relayed());
+  if (watchdog != nullptr && !watchdog->still_valid()) {
+    say(stderr, "pidlock: the command was not started\n");
+    ::kill(child, SIGKILL);  // it has not run anything of its own yet
+    (void)wait_for(child);
+    return {watchdog->failure_code, 0};
+  }
+  const char start = 'g';
+  if (::write(go->write.get(), &start, 1) != 1) {
+    say(stderr, "pidlock: starting the command: {}\n", errno_text(errno));
+    ::kill(child, SIGKILL);
+    (void)wait_for(child);
+    return {exit_code::os_error, 0};
+  }
+  go->write.reset();
+  if (const int error = exec_result(exec_error->read.get()); error != 0) {
+    say(stderr, "pidlock: {}: {}\n", command.front(), errno_text(error));
+    (void)wait_for(child);
+    return {exec_failure_code(error), 0};
+  }
+  Supervision supervision(child, mask.watched(), relay, watchdog);
+  // Started while the lock was known valid; if it was lost while the command was being started
+  // (a stall between the check and the exec), the command is stopped as for any loss.
+  if (watchdog != nullptr && !watchdog->still_valid()) {
+    say(stderr, "pidlock: sending SIGTERM to the command\n");
+    supervision.stop_command();
+  }
+  return supervision.until_the_command_ends();
+}
+
+int end_as(const Ending& ending) {
+  if (ending.signal == 0) return ending.code;
+  // Ended like the command, without leaving a core dump of pidlock's own behind.
+  (void)::prctl(PR_SET_DUMPABLE, 0);
+  const rlimit no_core{0, 0};
+  (void)::setrlimit(RLIMIT_CORE, &no_core);
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  ::sigemptyset(&default_action.sa_mask);
+  (void)::sigaction(ending.signal, &default_action, nullptr);
+  sigset_t only{};
+  ::sigemptyset(&only);
+  ::sigaddset(&only, ending.signal);
+  (void)::pthread_sigmask(SIG_UNBLOCK, &only, nullptr);
+  (void)::raise(ending.signal);
+  return ending.code;  // a signal that does not end a process by default (it ended the command)
 }
 
 // The errno text, without strerror()'s shared buffer.

@@ -1,5 +1,7 @@
-// Running the command: descriptors, spawn and exec, signal forwarding, exit statuses, and output
-// that cannot fail. Shared by the local and the fleet modes of `pidlock run`.
+// Running the command under the lock: in place of pidlock (the local lock's default), or as
+// pidlock's child, tied to it, where pidlock must stay to hold the lock alone (-o) or to renew a
+// fleet lease. Also the descriptors and output that every mode shares. The model is written down
+// in pidlock(1), "The command and its job".
 #pragma once
 
 #include <fmt/core.h>
@@ -14,13 +16,36 @@
 namespace pidlock::cli {
 
 // Something to do every so often while the command runs (renew the fleet lease). When `tick`
-// returns false the command is sent SIGTERM and pidlock exits with `failure_code` once it ends;
-// if it has not ended `kill_after()` later (asked at that moment), it is sent SIGKILL.
+// returns false the lock is lost: the command is sent SIGTERM and pidlock exits with
+// `failure_code` once it ends; if it has not ended `kill_after()` later (asked at that moment), it
+// and its descendants are sent SIGKILL. `still_valid` says whether the lock is known to be held at
+// this moment, without asking anyone: the command starts only if it is, and is stopped as above if
+// it was not by the time it started.
 struct Watchdog {
   std::chrono::milliseconds every;
   std::function<bool()> tick;
+  std::function<bool()> still_valid;
   int failure_code;
   std::function<std::chrono::nanoseconds()> kill_after;  // empty: SIGTERM only
+};
+
+// How the command ended: its exit status, or the signal that killed it (then `code` is 128+N), or
+// the code pidlock chose (126/127: it could not be run; the watchdog's failure code; 71).
+struct Ending {
+  int code = 0;
+  int signal = 0;
+};
+
+// The descriptors pidlock was started with, above stderr: those, and only those, a supervised
+// command inherits (besides 0, 1 and 2), whatever pidlock or a library it uses opened since.
+class InheritedDescriptors {
+ public:
+  // Lists them now: call before opening anything that must not reach the command.
+  static InheritedDescriptors now();
+  const std::vector<int>& list() const { return fds_; }
+
+ private:
+  std::vector<int> fds_;  // ascending
 };
 
 // Puts /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file pidlock opens
@@ -28,13 +53,20 @@ struct Watchdog {
 // false, having said why, if it cannot.
 bool fill_closed_standard_descriptors();
 
-// Spawns `command` and waits for it, passing on the signals pidlock receives so that each reaches
-// the command once (see pidlock(1), NOTES); returns its exit status (128+N for signal N, 127/126
-// when it cannot be run).
-int fork_and_supervise(const std::vector<std::string>& command, const Watchdog* watchdog = nullptr);
+// Replaces this process with `command`, which thereby keeps pidlock's PID, process group, terminal
+// and every inheritable descriptor (the lock's among them). Returns only on failure, having said
+// why, with 127 (not found) or 126 (cannot be executed).
+int become(const std::vector<std::string>& command);
 
-// Replaces this process with `command`; returns only on failure, with 127 or 126.
-int exec_in_place(const std::vector<std::string>& command);
+// Runs `command` as pidlock's child in pidlock's process group, tied to pidlock: it gets SIGKILL if
+// pidlock dies, inherits only `inherited`, and gets each signal sent to pidlock alone, once.
+// Returns how it ended once it has.
+Ending supervise(const std::vector<std::string>& command, const InheritedDescriptors& inherited,
+                 const Watchdog* watchdog = nullptr);
+
+// Ends pidlock the way the command ended: killed by the same signal (so that a shell sees a job
+// interrupted by ^C as interrupted), or returns the code for main() to exit with.
+int end_as(const Ending& ending);
 
 // Puts NAME=VALUE in the environment the command will get (PIDLOCK_FILE, PIDLOCK_FENCE…). Says
 // why and returns false if it cannot (out of memory).

@@ -50,6 +50,9 @@ class Progress {
 }  // namespace
 
 int run(const RunRequest& request) {
+  // With -o, the command inherits what pidlock was started with and nothing pidlock opens.
+  const bool supervised = request.inheritance == Inheritance::close;
+  const auto inherited = supervised ? InheritedDescriptors::now() : InheritedDescriptors();
   Progress progress(request.file);
   Options options;
   options.role = request.role;
@@ -57,7 +60,7 @@ int run(const RunRequest& request) {
   options.shared = request.shared;
   options.defer_to_writers = request.defer_to_writers;
   options.wait = to_wait(request.wait_seconds);
-  options.inheritable = request.inheritance != Inheritance::close;
+  options.inheritable = !supervised;
   options.on_wait = [&progress](std::chrono::nanoseconds waited,
                                 const std::optional<Holder>& holder) {
     progress.show(waited, holder);
@@ -84,19 +87,15 @@ int run(const RunRequest& request) {
   if (!export_to_command("PIDLOCK_FILE", ignored ? request.file : absolute.string())) {
     return exit_code::os_error;
   }
-  switch (request.inheritance) {
-    case Inheritance::exec:
-      return exec_in_place(request.command);
-    case Inheritance::inherit:
-      // pidlock's own descriptor closes when it exits; the command's copy keeps the lock.
-      return fork_and_supervise(request.command);
-    case Inheritance::close: {
-      const int code = fork_and_supervise(request.command);
-      lock->release();
-      return code;
-    }
+  if (!supervised) {
+    // Nothing needs to stay between the kernel's lock and the command: it becomes pidlock, with
+    // pidlock's PID (the one recorded), group, terminal and the lock's descriptor. Signals, job
+    // control and supervisors then see the command exactly as if it had been started directly.
+    return become(request.command);
   }
-  return exit_code::software;
+  const Ending ending = supervise(request.command, inherited);
+  lock->release();
+  return end_as(ending);
 }
 
 }  // namespace pidlock::cli

@@ -43,14 +43,26 @@ TEST(Cli, BusyExits75NamingTheHolder) {
   Held held = hold(dir / "l");
   const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
   EXPECT_EQ(r.code, 75);
-  // The holder is `pidlock run`: the message names the command it runs.
+  // pidlock became its command, which holds the lock under pidlock's PID.
   EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(held.child.pid()) +
-                            ", pidlock running sh -c echo $$; read _ || :, for ",
+                            ", sh, for ",
                         0),
             0u)
       << r.err;
   EXPECT_NE(r.err.find("— lock file: " + (dir / "l").string() + "\n"), std::string::npos);
   EXPECT_EQ(r.out, "");
+}
+
+TEST(Cli, BusyNamesASupervisingPidlockWithTheCommandItRuns) {
+  TempDir dir;
+  Held held = hold(dir / "l", {"-o"});
+  const auto r = run({pidlock_binary(), "run", (dir / "l").string(), "--", "true"});
+  EXPECT_EQ(r.code, 75);
+  EXPECT_EQ(r.err.rfind("another installer is running (pid " + std::to_string(held.child.pid()) +
+                            ", pidlock running sh -c echo $$; read _ || :, for ",
+                        0),
+            0u)
+      << r.err;
 }
 
 TEST(Cli, RunsTheCommandAndReturnsItsStatus) {
@@ -184,17 +196,21 @@ TEST(Cli, InteropPidlockHolderMakesFlockBusy) {
   EXPECT_TRUE(flock_free(dir / "l"));
 }
 
-TEST(Cli, TheCommandInheritsTheLockAndKeepsItIfPidlockIsKilled) {
+// As with flock(1): whatever the command started inherits the lock, and keeps it held after the
+// command itself is gone.
+TEST(Cli, TheCommandsChildrenInheritTheLockAndKeepItAfterTheCommandIsKilled) {
   TempDir dir;
-  Held held = hold(dir / "l");
-  held.child.signal(SIGKILL);
-  EXPECT_EQ(held.child.wait(), 128 + SIGKILL);
-  EXPECT_FALSE(flock_free(dir / "l"));  // sh still runs, and still holds it
+  Child child = Child::spawn({pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c",
+                              "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; read _ || :"});
+  const pid_t sleeper = std::stoi(child.read_line());
+  child.signal(SIGKILL);
+  EXPECT_EQ(child.wait(), 128 + SIGKILL);
+  EXPECT_FALSE(flock_free(dir / "l"));  // sleep still runs, and still holds it
   const auto status = run({pidlock_binary(), "status", "--json", (dir / "l").string()});
   const auto json = nlohmann::json::parse(status.out);
-  EXPECT_EQ(json["holder"]["pid"], held.command_pid);
-  EXPECT_EQ(json["record"], "stale");  // the record names the killed pidlock
-  ::kill(held.command_pid, SIGKILL);
+  EXPECT_EQ(json["holder"]["pid"], sleeper);
+  EXPECT_EQ(json["record"], "stale");  // the record names the killed command
+  ::kill(sleeper, SIGKILL);
   EXPECT_TRUE(test::eventually([&] { return flock_free(dir / "l"); }));
 }
 
@@ -202,25 +218,24 @@ TEST(Cli, CloseKeepsTheLockInPidlockAlone) {
   TempDir dir;
   Held held = hold(dir / "l", {"-o"});
   EXPECT_FALSE(flock_free(dir / "l"));
-  held.child.signal(SIGKILL);
-  EXPECT_EQ(held.child.wait(), 128 + SIGKILL);
-  EXPECT_TRUE(flock_free(dir / "l"));  // the command runs on, without the lock
-  ::kill(held.command_pid, SIGKILL);
-}
-
-TEST(Cli, ExecReplacesPidlockSoTheRecordIsTheCommandsPid) {
-  TempDir dir;
-  Held held = hold(dir / "l", {"--exec"});
-  EXPECT_EQ(held.command_pid, held.child.pid());
-  EXPECT_EQ(test::read_text(dir / "l"), std::to_string(held.command_pid) + "\n");
-  EXPECT_FALSE(flock_free(dir / "l"));
-}
-
-TEST(Cli, DefaultModeRecordsPidlocksOwnPid) {
-  TempDir dir;
-  Held held = hold(dir / "l");
   EXPECT_NE(held.command_pid, held.child.pid());
   EXPECT_EQ(test::read_text(dir / "l"), std::to_string(held.child.pid()) + "\n");
+  held.child.close_stdin();  // the command ends; pidlock lets go
+  EXPECT_EQ(held.child.wait(), 0);
+  EXPECT_TRUE(flock_free(dir / "l"));
+}
+
+// The default since 0.4; --exec is kept for the command lines that say it.
+TEST(Cli, PidlockBecomesTheCommandSoTheRecordIsTheCommandsPid) {
+  TempDir dir;
+  for (const auto& options : {std::vector<std::string>{}, std::vector<std::string>{"--exec"}}) {
+    Held held = hold(dir / "l", options);
+    EXPECT_EQ(held.command_pid, held.child.pid());
+    EXPECT_EQ(test::read_text(dir / "l"), std::to_string(held.command_pid) + "\n");
+    EXPECT_FALSE(flock_free(dir / "l"));
+    held.child.close_stdin();
+    EXPECT_EQ(held.child.wait(), 0);
+  }
 }
 
 class ForwardedSignal : public testing::TestWithParam<int> {};
@@ -260,7 +275,7 @@ TEST(Cli, StatusOfAFreeOrMissingFile) {
 
 TEST(Cli, StatusOfAHeldFile) {
   TempDir dir;
-  Held held = hold(dir / "l");
+  Held held = hold(dir / "l", {"-o"});  // a supervising pidlock: named with its command
   const auto human = run({pidlock_binary(), "status", (dir / "l").string()});
   EXPECT_EQ(human.code, 75);
   EXPECT_NE(
@@ -378,7 +393,7 @@ TEST(Cli, ProgressLineOnATerminalWhileWaiting) {
   while ((n = ::read(master, buf, sizeof buf)) > 0) screen.append(buf, static_cast<std::size_t>(n));
   ::close(master);
   EXPECT_NE(screen.find("waiting for pid " + std::to_string(held.child.pid()) +
-                        " (pidlock) to release " + (dir / "l").string() + " — "),
+                        " (sh) to release " + (dir / "l").string() + " — "),
             std::string::npos)
       << screen;
   EXPECT_NE(screen.find("another installer is running"), std::string::npos);

@@ -166,9 +166,11 @@ struct Held {
   pid_t command_pid;
 };
 
+// `pidlock run PATH -- sh -c 'sh -c …'`: pidlock becomes the outer shell (its PID recorded), whose
+// child, the inner shell, inherits the lock: two processes that share it.
 Held hold_with_pidlock(const fs::path& path) {
   Child child = Child::spawn(
-      {pidlock_binary(), "run", path.string(), "--", "sh", "-c", "echo $$; read _ || :"});
+      {pidlock_binary(), "run", path.string(), "--", "sh", "-c", "sh -c 'echo $$; read _ || :'"});
   const std::string line = child.read_line();
   return {std::move(child), line.empty() ? -1 : std::stoi(line)};
 }
@@ -197,10 +199,10 @@ TEST_P(Filesystems, StatusNamesTheVerifiedHolderAndASecondLockerIsRefused) {
 
   const auto second = run({pidlock_binary(), "run", "-n", s.view.string(), "--", "true"});
   EXPECT_EQ(second.code, 75);
-  EXPECT_EQ(second.err.rfind("another installer is running (pid " +
-                                 std::to_string(held.child.pid()) + ", pidlock running sh",
-                             0),
-            0u)
+  EXPECT_EQ(
+      second.err.rfind(
+          "another installer is running (pid " + std::to_string(held.child.pid()) + ", sh, for", 0),
+      0u)
       << second.err;
 
   held.child.close_stdin();
@@ -330,9 +332,10 @@ TEST_F(Namespaces, AnUnprivilegedViewerInARootlessContainerWhoCannotOpenTheFileC
 }
 
 TEST_F(Namespaces, AHolderInAChildNamespaceIsShownWithOurPidAndItsRecordAgrees) {
-  Child held = Child::spawn(
-      inside({pidlock_binary(), "run", path_.string(), "--", "sh", "-c", "echo $$; read _ || :"}));
-  ASSERT_EQ(held.read_line(), "2") << "the command is pid 2 in its namespace, pidlock pid 1";
+  Child held = Child::spawn(inside(
+      {pidlock_binary(), "run", path_.string(), "--", "sh", "-c", "sh -c 'echo $$; read _ || :'"}));
+  ASSERT_EQ(held.read_line(), "2") << "the inner shell is pid 2 in its namespace, pidlock (which "
+                                      "became the outer one) pid 1";
   const json st = status_json(path_, 75);
   EXPECT_EQ(st["evidence"], "kernel");
   EXPECT_EQ(st["holder"]["verified"], true);
@@ -340,7 +343,7 @@ TEST_F(Namespaces, AHolderInAChildNamespaceIsShownWithOurPidAndItsRecordAgrees) 
   EXPECT_EQ(st["record"], "agrees") << st.dump();
   const pid_t outer = st["holder"]["pid"].get<pid_t>();
   EXPECT_NE(outer, 1);
-  EXPECT_EQ(st["holder"]["command"], "pidlock");
+  EXPECT_EQ(st["holder"]["command"], "sh");
   // Our PID for it: its parent is the unshare(1) we started.
   std::ifstream stat("/proc/" + std::to_string(outer) + "/stat");
   std::string pid, comm, state;

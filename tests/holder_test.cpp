@@ -294,8 +294,9 @@ TEST(Holder, ProcessesWhoseDescriptorsWeMayNotReadAreReportedUnverified) {
   EXPECT_EQ(viewer.wait(), 0);
 }
 
-// `pidlock run F -- sh -c 'sleep & sleep & …'`: pidlock, the shell and both sleeps share the
-// locked description, and inspect() lists every one of them, the kernel's locker first.
+// `pidlock run F -- sh -c 'sleep & sleep & …'`: the shell (pidlock become the command) and both
+// sleeps share the locked description, and inspect() lists every one of them, the kernel's locker
+// first.
 TEST(Holder, EveryProcessSharingTheLockIsListed) {
   TempDir dir;
   Child run = Child::spawn({test::pidlock_binary(), "run", (dir / "l").string(), "--", "sh", "-c",
@@ -312,12 +313,13 @@ TEST(Holder, EveryProcessSharingTheLockIsListed) {
     listed.push_back(h.pid);
   }
   ASSERT_FALSE(listed.empty());
-  EXPECT_EQ(listed.front(), run.pid()) << "the kernel's locker, pidlock, comes first";
+  EXPECT_EQ(shell, run.pid()) << "pidlock became the shell";
+  EXPECT_EQ(listed.front(), run.pid()) << "the kernel's locker comes first";
   std::sort(listed.begin(), listed.end());
-  std::vector<pid_t> expected{run.pid(), shell, first, second};
+  std::vector<pid_t> expected{shell, first, second};
   std::sort(expected.begin(), expected.end());
   EXPECT_EQ(listed, expected);
-  EXPECT_EQ(status->holder->runs.front(), "sh") << "the command pidlock runs";
+  EXPECT_EQ(status->holder->command, "sh");
   run.close_stdin();
   EXPECT_EQ(run.wait(), 0);
 }

@@ -81,11 +81,17 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ignored);
 }
 
+std::vector<char*> c_argv(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  return args;
+}
+
 Child Child::spawn(const std::vector<std::string>& argv) {
   return fork([argv] {
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
+    auto args = c_argv(argv);
     // Default dispositions, however this test binary was started: a shell runs `tests &` with
     // SIGINT and SIGQUIT ignored, which exec would pass on to pidlock and its command.
     for (int signal = 1; signal < NSIG; ++signal) ::signal(signal, SIG_DFL);
@@ -288,6 +294,10 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
   out << text;
 }
 
-std::string pidlock_binary() { return PIDLOCK_BINARY; }
+std::string pidlock_binary() {
+  // PIDLOCK_TEST_BINARY runs the tests against another build (an older one, to see a test fail).
+  const char* other = std::getenv("PIDLOCK_TEST_BINARY");
+  return other != nullptr && *other != '\0' ? other : PIDLOCK_BINARY;
+}
 
 }  // namespace pidlock::test

@@ -94,6 +94,9 @@ bool eventually(const std::function<bool()>& condition,
 std::string read_text(const std::filesystem::path& path);
 void write_text(const std::filesystem::path& path, const std::string& text);
 
+// argv for execv(): pointers into `argv`, which must outlive the call.
+std::vector<char*> c_argv(const std::vector<std::string>& argv);
+
 // The built pidlock binary, and util-linux flock(1).
 std::string pidlock_binary();
 inline const std::string flock_binary = "flock";
