@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <initializer_list>
 #include <utility>
 
 #include "process.hpp"
@@ -32,21 +33,50 @@ void close_from_to(unsigned first, unsigned last) noexcept {
   for (rlim_t fd = first; fd <= last && fd < end; ++fd) ::close(static_cast<int>(fd));
 }
 
+// Closes every descriptor but those in `keep` (ascending, -1s ignored).
+void close_all_but(std::initializer_list<int> keep) noexcept {
+  unsigned next = 0;
+  for (const int fd : keep) {
+    if (fd < 0) continue;
+    close_from_to(next, static_cast<unsigned>(fd) - 1);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  close_from_to(next, ~0U);
+}
+
+// pidlock is gone: the command goes too, and the lock (our reference to it) only once it has.
+[[noreturn]] void end_command(int command) {
+  if (command >= 0) {
+    (void)::syscall(SYS_pidfd_send_signal, command, SIGKILL, nullptr, 0U);
+    pollfd gone{command, POLLIN, 0};
+    while (::poll(&gone, 1, -1) < 0 && errno == EINTR) {
+    }
+  }
+  ::_exit(0);
+}
+
 // The witness itself, in the forked child: async-signal-safe calls only. It holds nothing of
-// pidlock's (no lock, no terminal, no connection) and ends with pidlock.
-[[noreturn]] void be_witness(pid_t parent, int channel) {
+// pidlock's but, with -o, the lock (no terminal, no connection).
+[[noreturn]] void be_witness(pid_t parent, int channel, pid_t command_pid, int lock_fd) {
   ::prctl(PR_SET_NAME, "pidlock-witness");
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(0);
-  const auto fd = static_cast<unsigned>(channel);
-  close_from_to(0, fd - 1);
-  close_from_to(fd + 1, ~0U);
+  int command = static_cast<int>(::syscall(SYS_pidfd_open, command_pid, 0U));
+  if (command < 0) {
+    // No pidfd (Linux < 5.3): the witness goes with pidlock, and the command by its own
+    // parent-death signal.
+    lock_fd = -1;
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(0);
+  }
+  if (::getppid() != parent) end_command(command);
+  int fds[3] = {channel, lock_fd, command};
+  std::sort(fds, fds + 3);
+  close_all_but({fds[0], fds[1], fds[2]});
   for (;;) {
     unsigned char sig = 0;
     const ssize_t got = ::recv(channel, &sig, 1, 0);
-    if (got == 0) ::_exit(0);
+    if (got == 0) end_command(command);  // pidlock closed its end: it ended, or died
     if (got < 0) {
       if (errno == EINTR) continue;
-      ::_exit(1);
+      end_command(command);
     }
     sigset_t one{};
     ::sigemptyset(&one);
@@ -57,13 +87,13 @@ void close_from_to(unsigned first, unsigned last) noexcept {
       taken = ::sigtimedwait(&one, nullptr, &now);
     } while (taken < 0 && errno == EINTR);
     const unsigned char said = taken == sig ? 1 : 0;
-    if (::send(channel, &said, 1, MSG_NOSIGNAL) != 1) ::_exit(1);
+    if (::send(channel, &said, 1, MSG_NOSIGNAL) != 1) end_command(command);
   }
 }
 
 }  // namespace
 
-std::optional<GroupWitness> GroupWitness::start() {
+std::optional<GroupWitness> GroupWitness::start(pid_t command, int lock_fd) {
   int channel[2] = {-1, -1};
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) != 0) {
     say(stderr, "pidlock: socketpair for the signal witness: {}\n", errno_text(errno));
@@ -77,7 +107,7 @@ std::optional<GroupWitness> GroupWitness::start() {
     say(stderr, "pidlock: fork the signal witness: {}\n", errno_text(errno));
     return std::nullopt;
   }
-  if (pid == 0) be_witness(parent, theirs.get());
+  if (pid == 0) be_witness(parent, theirs.get(), command, lock_fd);
   return GroupWitness(pid, ours.release());
 }
 

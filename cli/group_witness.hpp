@@ -12,7 +12,7 @@
 // reverse order of their joining (the group's task list is an hlist with new members added at its
 // head, and kill_pgrp() walks it from the head): the witness, forked after pidlock joined the
 // group, has the signal before pidlock can take its own copy. tests/cli_front_test.cpp checks
-// this on the running kernel (CliSignals.AGroupSignalIsToldApartFromOneToPidlockAloneEveryTime).
+// this on the running kernel (CliProcess.WithCloseASignalToTheGroupIsToldApartFromOne…).
 #pragma once
 
 #include <sys/types.h>
@@ -27,7 +27,12 @@ class GroupWitness {
  public:
   // Forks the witness into this process's group. Call with the watched signals blocked: the
   // witness keeps them blocked for good. nullopt, having said why, if it cannot be started.
-  static std::optional<GroupWitness> start();
+  //
+  // The witness also ends `command` if pidlock dies (SIGKILL through a pidfd, besides the
+  // command's own parent-death signal, which a set-user-ID command loses at exec), and keeps a
+  // reference to `lock_fd`'s open file description (-1: none) until the command is dead: a lock
+  // held for the command is never free while the command still runs.
+  static std::optional<GroupWitness> start(pid_t command, int lock_fd);
 
   GroupWitness(GroupWitness&& other) noexcept;
   GroupWitness& operator=(GroupWitness&& other) noexcept;

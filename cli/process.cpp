@@ -139,7 +139,8 @@ std::vector<pid_t> process_tree(pid_t root) {
 // signals sent to the whole group, which reach the command directly, are told apart.
 class Relay {
  public:
-  explicit Relay(pid_t command) : command_(command), witness_(GroupWitness::start()) {}
+  Relay(pid_t command, int lock_fd)
+      : command_(command), lock_fd_(lock_fd), witness_(GroupWitness::start(command, lock_fd)) {}
 
   void pass_on(const siginfo_t& info) {
     // Asked first in every case: the witness's copy of a group signal must not outlive this one.
@@ -172,7 +173,7 @@ class Relay {
 
  private:
   bool reached_command_through_group(int sig) {
-    if (!witness_) witness_ = GroupWitness::start();  // it was killed: a new one
+    if (!witness_) witness_ = GroupWitness::start(command_, lock_fd_);  // it was killed: anew
     const auto to_group = witness_ ? witness_->also_sent_to_group(sig) : std::nullopt;
     if (!to_group) {
       witness_.reset();
@@ -183,6 +184,7 @@ class Relay {
   }
 
   pid_t command_;
+  int lock_fd_;
   std::optional<GroupWitness> witness_;
 };
 
@@ -406,7 +408,7 @@ int become(const std::vector<std::string>& command) {
 }
 
 Ending supervise(const std::vector<std::string>& command, const InheritedDescriptors& inherited,
-                 const Watchdog* watchdog) {
+                 const Watchdog* watchdog, int lock_fd) {
   const SignalMask mask;
   if (mask.error() != 0) {
     say(stderr, "pidlock: pthread_sigmask: {}\n", errno_text(mask.error()));
@@ -438,7 +440,7 @@ Ending supervise(const std::vector<std::string>& command, const InheritedDescrip
   // The witness joins the group after the command: a signal to the group that comes before the
   // witness exists reaches the command (still blocked, waiting for "go") and pidlock only, and is
   // passed on here, where it merges with the command's own copy.
-  Relay relay(child);
+  Relay relay(child, lock_fd);
   relay.pass_on_pending(mask.relayed());
   if (watchdog != nullptr && !watchdog->still_valid()) {
     say(stderr, "pidlock: the command was not started\n");

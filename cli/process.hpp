@@ -60,9 +60,10 @@ int become(const std::vector<std::string>& command);
 
 // Runs `command` as pidlock's child in pidlock's process group, tied to pidlock: it gets SIGKILL if
 // pidlock dies, inherits only `inherited`, and gets each signal sent to pidlock alone, once.
-// Returns how it ended once it has.
+// `lock_fd`, the lock held for it (or -1), stays held until the command is dead, even if pidlock
+// dies first. Returns how it ended once it has.
 Ending supervise(const std::vector<std::string>& command, const InheritedDescriptors& inherited,
-                 const Watchdog* watchdog = nullptr);
+                 const Watchdog* watchdog = nullptr, int lock_fd = -1);
 
 // Ends pidlock the way the command ended: killed by the same signal (so that a shell sees a job
 // interrupted by ^C as interrupted), or returns the code for main() to exit with.

@@ -93,7 +93,7 @@ int run(const RunRequest& request) {
     // control and supervisors then see the command exactly as if it had been started directly.
     return become(request.command);
   }
-  const Ending ending = supervise(request.command, inherited);
+  const Ending ending = supervise(request.command, inherited, nullptr, lock->native_handle());
   lock->release();
   return end_as(ending);
 }

@@ -96,10 +96,25 @@ constexpr const char* list_fds_variable = "PIDLOCK_TEST_LIST_FDS";
   ::_exit(0);
 }
 
+// With PIDLOCK_TEST_BIG, it fills a gibibyte of memory, prints its PID and waits to be killed: a
+// process whose death takes the kernel a while (freeing its pages).
+constexpr const char* big_variable = "PIDLOCK_TEST_BIG";
+
+[[noreturn]] void be_big() {
+  constexpr std::size_t size = std::size_t{1} << 30;
+  auto* memory = static_cast<char*>(std::malloc(size));
+  if (memory == nullptr) std::abort();
+  for (std::size_t i = 0; i < size; i += 4096) memory[i] = 1;
+  std::printf("%d\n", ::getpid());
+  std::fflush(stdout);
+  for (;;) ::pause();
+}
+
 // Runs before main(): the counter never reaches the tests.
 [[maybe_unused]] const bool counter_mode = [] {
   if (const char* log = std::getenv(signal_log_variable)) count_signals(log);
   if (std::getenv(list_fds_variable) != nullptr) list_descriptors();
+  if (std::getenv(big_variable) != nullptr) be_big();
   return false;
 }();
 
@@ -468,6 +483,26 @@ TEST(CliProcess, WithCloseACommandWhosePidlockIsKilledDiesWithIt) {
   EXPECT_EQ(job.job.wait(), 128 + SIGKILL);
   EXPECT_TRUE(eventually([&] { return ended(job.counter.pid); }));
   EXPECT_TRUE(flock_free(job.lock()));
+}
+
+// The lock frees only once the command is dead: here a command whose death takes a while.
+TEST(CliProcess, WithCloseTheLockOfAKilledPidlockFreesOnlyOnceItsCommandIsDead) {
+  TempDir dir;
+  Child pidlock = Child::fork([&] {
+    ::setenv(big_variable, "1", 1);
+    const auto argv = locked(Mode::close, dir / "l", {self()});
+    ::execvp(argv[0].c_str(), c_argv(argv).data());
+    return 127;
+  });
+  const pid_t command = std::stoi(pidlock.read_line(std::chrono::seconds(60)));
+  pidlock.signal(SIGKILL);
+  EXPECT_EQ(pidlock.wait(), 128 + SIGKILL);
+  ASSERT_TRUE(eventually([&] {
+    if (!flock_free(dir / "l")) return false;
+    EXPECT_TRUE(ended(command)) << "the lock was free while the command still ran";
+    return true;
+  }));
+  EXPECT_TRUE(eventually([&] { return ended(command); }));
 }
 
 // The witness (cli/group_witness.hpp) relies on the kernel delivering a group signal to members
