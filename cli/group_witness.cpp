@@ -9,10 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
-#include <initializer_list>
 #include <utility>
 
+#include "descriptors.hpp"
 #include "process.hpp"
 
 namespace pidlock::cli {
@@ -21,28 +22,6 @@ namespace {
 // How long pidlock waits for an answer. The witness answers at once unless it was stopped on its
 // own (a stop sent to the whole group stops pidlock too, so it is not asking then).
 constexpr int answer_timeout_ms = 1000;
-
-// close_range(2) where the kernel has it (5.9+), close(2) in a loop where it does not.
-void close_from_to(unsigned first, unsigned last) noexcept {
-  if (first > last) return;
-  if (::syscall(SYS_close_range, first, last, 0U) == 0) return;
-  rlimit limit{};
-  const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
-                         ? limit.rlim_cur
-                         : 65536;
-  for (rlim_t fd = first; fd <= last && fd < end; ++fd) ::close(static_cast<int>(fd));
-}
-
-// Closes every descriptor but those in `keep` (ascending, -1s ignored).
-void close_all_but(std::initializer_list<int> keep) noexcept {
-  unsigned next = 0;
-  for (const int fd : keep) {
-    if (fd < 0) continue;
-    close_from_to(next, static_cast<unsigned>(fd) - 1);
-    next = static_cast<unsigned>(fd) + 1;
-  }
-  close_from_to(next, ~0U);
-}
 
 // pidlock is gone: the command goes too, and the lock (our reference to it) only once it has.
 [[noreturn]] void end_command(int command) {
@@ -67,9 +46,9 @@ void close_all_but(std::initializer_list<int> keep) noexcept {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(0);
   }
   if (::getppid() != parent) end_command(command);
-  int fds[3] = {channel, lock_fd, command};
-  std::sort(fds, fds + 3);
-  close_all_but({fds[0], fds[1], fds[2]});
+  std::array<int, 3> keep{channel, lock_fd, command};
+  std::sort(keep.begin(), keep.end());
+  close_all_but(keep);
   for (;;) {
     unsigned char sig = 0;
     const ssize_t got = ::recv(channel, &sig, 1, 0);

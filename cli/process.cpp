@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,11 +14,11 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <optional>
 #include <system_error>
 
 #include "commands.hpp"
+#include "descriptors.hpp"
 #include "group_witness.hpp"
 #include "sys.hpp"
 
@@ -53,27 +53,14 @@ Ending ending_from(int status) {
   return {exit_code::software, 0};
 }
 
-bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
-
 timespec until(Clock::time_point deadline) { return sys::to_timespec(deadline - Clock::now()); }
 
 // --- The command's side of the fork: async-signal-safe calls only ----------------------------
 
-// close_range(2) where the kernel has it (5.9+), close(2) in a loop up to the limit where not.
-void close_from_to(unsigned first, unsigned last) noexcept {
-  if (first > last) return;
-  if (::syscall(SYS_close_range, first, last, 0U) == 0) return;
-  rlimit limit{};
-  const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
-                         ? limit.rlim_cur
-                         : 65536;
-  for (rlim_t fd = first; fd <= last && fd < end; ++fd) ::close(static_cast<int>(fd));
-}
-
 // Everything the child needs, prepared before the fork.
 struct Launch {
   std::vector<char*> argv;
-  std::vector<int> keep;  // ascending, all above 2: the inherited descriptors and the two below
+  std::vector<int> keep;  // ascending: 0, 1, 2, the inherited descriptors and the two below
   int go = -1;            // read end: pidlock says "go" once it has settled the signals
   int exec_error = -1;    // write end, close-on-exec: the errno of a failed exec, else EOF
   pid_t parent = -1;
@@ -84,12 +71,7 @@ struct Launch {
   // Tied to pidlock: if pidlock dies, the command must not run on without the lock (or the
   // lease) it was started under. A pidlock that died before this line is no longer the parent.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != launch.parent) ::_exit(127);
-  unsigned next = 3;
-  for (const int fd : launch.keep) {
-    close_from_to(next, static_cast<unsigned>(fd) - 1);
-    next = static_cast<unsigned>(fd) + 1;
-  }
-  close_from_to(next, ~0U);
+  close_all_but(launch.keep);
   char go = 0;
   ssize_t got = 0;
   do {
@@ -312,6 +294,17 @@ struct Pipe {
   sys::UniqueFd write;
 };
 
+// A pipe, or a socket pair where the writer must not get SIGPIPE (send with MSG_NOSIGNAL): the
+// child may have died before reading.
+std::optional<Pipe> make_channel(const char* what) {
+  int ends[2] = {-1, -1};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+    say(stderr, "pidlock: socketpair for {}: {}\n", what, errno_text(errno));
+    return std::nullopt;
+  }
+  return Pipe{sys::UniqueFd(ends[0]), sys::UniqueFd(ends[1])};
+}
+
 std::optional<Pipe> make_pipe(const char* what) {
   int ends[2] = {-1, -1};
   if (::pipe2(ends, O_CLOEXEC) != 0) {
@@ -349,56 +342,6 @@ class SignalMask {
 
 }  // namespace
 
-InheritedDescriptors InheritedDescriptors::now() {
-  InheritedDescriptors inherited;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    const int own = ::dirfd(dir);
-    while (const dirent* entry = ::readdir(dir)) {
-      int fd = -1;
-      const char* end = entry->d_name + std::strlen(entry->d_name);
-      if (std::from_chars(entry->d_name, end, fd).ptr == end && fd > 2 && fd != own) {
-        inherited.fds_.push_back(fd);
-      }
-    }
-    ::closedir(dir);
-  } else {
-    // No /proc: ask each descriptor number up to the limit (capped: a limit of millions is rare
-    // and only descriptors a parent left open count).
-    rlimit limit{};
-    const rlim_t end = ::getrlimit(RLIMIT_NOFILE, &limit) == 0
-                           ? std::min<rlim_t>(limit.rlim_cur, rlim_t{1} << 16)
-                           : rlim_t{1024};
-    for (int fd = 3; static_cast<rlim_t>(fd) < end; ++fd) {
-      if (::fcntl(fd, F_GETFD) != -1) inherited.fds_.push_back(fd);
-    }
-  }
-  std::sort(inherited.fds_.begin(), inherited.fds_.end());
-  return inherited;
-}
-
-bool fill_closed_standard_descriptors() {
-  for (int fd = 0; fd <= 2; ++fd) {
-    if (is_open(fd)) continue;
-    // Not close-on-exec: the command is to find /dev/null there too.
-    const int null = ::open("/dev/null", O_RDWR | O_NOCTTY);
-    if (null < 0) {
-      say(stderr, "pidlock: open /dev/null: {}\n", errno_text(errno));
-      return false;
-    }
-    // open() returns the lowest free descriptor, which is `fd`, the lower ones being open.
-    if (null != fd) {
-      const bool moved = ::dup2(null, fd) == fd;
-      const int error = errno;
-      ::close(null);
-      if (!moved) {
-        say(stderr, "pidlock: dup2 /dev/null: {}\n", errno_text(error));
-        return false;
-      }
-    }
-  }
-  return true;
-}
-
 int become(const std::vector<std::string>& command) {
   const auto argv = to_argv(command);
   ::execvp(argv[0], argv.data());
@@ -414,12 +357,13 @@ Ending supervise(const std::vector<std::string>& command, const InheritedDescrip
     say(stderr, "pidlock: pthread_sigmask: {}\n", errno_text(mask.error()));
     return {exit_code::os_error, 0};
   }
-  auto go = make_pipe("starting the command");
+  auto go = make_channel("starting the command");
   auto exec_error = make_pipe("the command's exec");
   if (!go || !exec_error) return {exit_code::os_error, 0};
   Launch launch;
   launch.argv = to_argv(command);
-  launch.keep = inherited.list();
+  launch.keep = {0, 1, 2};
+  launch.keep.insert(launch.keep.end(), inherited.list().begin(), inherited.list().end());
   launch.keep.push_back(go->read.get());
   launch.keep.push_back(exec_error->write.get());
   std::sort(launch.keep.begin(), launch.keep.end());
@@ -449,7 +393,7 @@ Ending supervise(const std::vector<std::string>& command, const InheritedDescrip
     return {watchdog->failure_code, 0};
   }
   const char start = 'g';
-  if (::write(go->write.get(), &start, 1) != 1) {
+  if (::send(go->write.get(), &start, 1, MSG_NOSIGNAL) != 1) {
     say(stderr, "pidlock: starting the command: {}\n", errno_text(errno));
     ::kill(child, SIGKILL);
     (void)wait_for(child);

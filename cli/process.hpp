@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "descriptors.hpp"
+
 namespace pidlock::cli {
 
 // Something to do every so often while the command runs (renew the fleet lease). When `tick`
@@ -35,23 +37,6 @@ struct Ending {
   int code = 0;
   int signal = 0;
 };
-
-// The descriptors pidlock was started with, above stderr: those, and only those, a supervised
-// command inherits (besides 0, 1 and 2), whatever pidlock or a library it uses opened since.
-class InheritedDescriptors {
- public:
-  // Lists them now: call before opening anything that must not reach the command.
-  static InheritedDescriptors now();
-  const std::vector<int>& list() const { return fds_; }
-
- private:
-  std::vector<int> fds_;  // ascending
-};
-
-// Puts /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file pidlock opens
-// later (the lock file above all) can become the command's stdin, stdout or stderr. Returns
-// false, having said why, if it cannot.
-bool fill_closed_standard_descriptors();
 
 // Replaces this process with `command`, which thereby keeps pidlock's PID, process group, terminal
 // and every inheritable descriptor (the lock's among them). Returns only on failure, having said

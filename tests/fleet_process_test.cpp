@@ -35,6 +35,7 @@ using test::pidlock_binary;
 using test::read_text;
 using test::TempDir;
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
 char process_state(pid_t pid) {
   const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
@@ -172,8 +173,14 @@ TEST(FleetProcessAlone, ACommandThatEndedOnItsOwnKeepsItsStatusWhenTheRenewalThe
   ASSERT_GT(command, 0);
   cluster.pause(0);
   const auto silent_from = Clock::now();
-  ASSERT_TRUE(holder.stop_at([](const user_regs_struct& regs) {
-    return regs.orig_rax == SYS_sendto || regs.orig_rax == SYS_connect;
+  // A renewal: a send (or connect) once the command runs (pidlock's "go" to it is a send too).
+  const auto runs = [&] {
+    std::error_code ignored;
+    return fs::read_symlink("/proc/" + std::to_string(command) + "/exe", ignored) !=
+           fs::read_symlink("/proc/" + std::to_string(holder.child().pid()) + "/exe", ignored);
+  };
+  ASSERT_TRUE(holder.stop_at([&](const user_regs_struct& regs) {
+    return (regs.orig_rax == SYS_sendto || regs.orig_rax == SYS_connect) && runs();
   })) << "no renewal";
   // The lease's own time passing, pidlock held: two thirds of the TTL (2 s) and a margin.
   std::this_thread::sleep_until(silent_from + 2200ms);
