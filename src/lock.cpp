@@ -119,12 +119,14 @@ Error open_failed(const fs::path& path, int error) {
     // open(O_CREAT) says EISDIR for a directory, but also for any path ending in '/': a regular
     // file there ("file/") is not a directory, and a missing one cannot be created as one.
     struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-      return Error::failure(ErrorKind::not_regular_file, "open", path, sys::errno_code(error),
-                            "refusing a lock file that is a directory");
+    if (::stat(path.c_str(), &st) != 0) {
+      return Error::failure(ErrorKind::cannot_open, "open", path, sys::last_error());
     }
-    const int truth = errno == ENOENT ? ENOENT : ENOTDIR;
-    return Error::failure(ErrorKind::cannot_open, "open", path, sys::errno_code(truth));
+    if (!S_ISDIR(st.st_mode)) {
+      return Error::failure(ErrorKind::cannot_open, "open", path, sys::errno_code(ENOTDIR));
+    }
+    return Error::failure(ErrorKind::not_regular_file, "open", path, sys::errno_code(error),
+                          "refusing a lock file that is a directory");
   }
   // A file that may not be created in sysfs, procfs… is refused as a kernel interface's (73), as
   // one that exists is, not reported as a permission (77).
@@ -594,8 +596,8 @@ std::expected<Lock, Error> Lock::acquire(const fs::path& path, const Options& op
         auto again = reopen_read_only(path, *st);
         abandon(fd);
         if (!again) return std::unexpected(again.error());
-        if (*again) read_only_next = Opened{std::move(*again), false};
-        found_data = true;
+        found_data = static_cast<bool>(*again);  // else the path names another file by now
+        if (found_data) read_only_next = Opened{std::move(*again), false};
         continue;
       }
       if (auto written = write_record(fd.get(), path, st->st_size, options); !written) {
