@@ -107,9 +107,14 @@ std::string describe_record(const Status& s) {
     case Record::previous:
       return fmt::format("{} (the last holder)", pid);
     case Record::unreadable:
-      return "unreadable";
+      return "unreadable (not a PID)";
+    case Record::not_a_lock_file:
+      return "none: not a lock file (it holds other data, or is executable), locked without "
+             "writing to it";
+    case Record::not_readable:
+      return "not readable by this user";
   }
-  return "unreadable";
+  return "unreadable (not a PID)";
 }
 
 // Everything shown that another process or the filesystem chose goes through text::for_terminal.

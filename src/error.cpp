@@ -1,4 +1,6 @@
 // Errors and the messages operators read.
+#include <time.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <string>
@@ -38,6 +40,24 @@ std::string why_unverified(Verification verification) {
       return "not verified: the record's PID, as /proc is not available";
   }
   return {};
+}
+
+// Whether held_for dates the lock rather than the holder's process. A fleet holder's record says
+// when it took its slot. A local holder's is dated by the record's mtime when the record names it
+// and is not older than the process (holder.cpp); otherwise held_for is the process's age, which
+// is also all a lock taken in the process's first second can be told from. The second's margin
+// keeps a fallback to the age that a second boundary split from ours from passing for a date.
+bool lock_age_known(const Holder& holder) {
+  if (!holder.host.empty()) return true;
+  if (!holder.record_agrees || holder.started_since_boot == std::chrono::nanoseconds(0)) {
+    return false;
+  }
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  const auto age = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec) -
+      holder.started_since_boot);
+  return holder.held_for + std::chrono::seconds(1) < age;
 }
 
 // Some errnos mean the same to a caller whichever step returned them.
@@ -80,7 +100,10 @@ std::string describe(const Holder& holder) {
                                                  : std::string("unknown");
     text += ", user " + who + " (not the lock file's owner)";
   }
-  if (holder.inspectable) text += ", for " + format_duration(holder.held_for);
+  if (holder.inspectable) {
+    text += ", for " + format_duration(holder.held_for);
+    if (!lock_age_known(holder)) text += " since it started";
+  }
   if (!holder.verified()) text += "; " + why_unverified(holder.verification);
   return text;
 }
@@ -118,9 +141,10 @@ Error Error::busy(std::filesystem::path path, std::string_view role, std::option
         (count > 1 ? ", and " + std::to_string(count - 1) + " more" : std::string()) +
         ") — lock file: " + shown_path;
   } else if (holder && holder->is_caller) {
-    e.message_ = "the lock is already held by this process (" + describe(*holder) +
-                 ", through another of its descriptors: one it inherited, or an earlier "
-                 "acquire) — lock file: " +
+    // The seed's phrase, as for any holder: callers match it. describe() says "this process".
+    e.message_ = "another " + noun + " is running (" + describe(*holder) +
+                 "; it holds the lock through another of its descriptors: one it inherited, or "
+                 "an earlier acquire) — lock file: " +
                  shown_path;
   } else if (kernel_names_it) {
     e.message_ =
@@ -233,8 +257,26 @@ std::string_view to_string(Record record) noexcept {
       return "previous";
     case Record::unreadable:
       return "unreadable";
+    case Record::not_a_lock_file:
+      return "not_a_lock_file";
+    case Record::not_readable:
+      return "not_readable";
   }
   return "unreadable";
+}
+
+std::string_view to_string(RecordOutcome outcome) noexcept {
+  switch (outcome) {
+    case RecordOutcome::written:
+      return "written";
+    case RecordOutcome::reader:
+      return "reader";
+    case RecordOutcome::not_a_lock_file:
+      return "not_a_lock_file";
+    case RecordOutcome::no_write_access:
+      return "no_write_access";
+  }
+  return "written";
 }
 
 std::string_view to_string(Verification verification) noexcept {

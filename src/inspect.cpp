@@ -42,11 +42,21 @@ sys::UniqueFd reopen_read_only(int path_fd, const fs::path& path, const struct s
   return fd;
 }
 
-std::optional<std::string> read_record(int fd) {
-  if (fd < 0) return std::nullopt;
+// What the file holds: a lock file's text (its record, or junk), or why there is none to read.
+struct Content {
+  std::optional<std::string> text;  // only a lock file's
+  bool readable = true;             // false: this process may not read the file
+  bool data = false;                // not a lock file (record.hpp's rule), left alone
+};
+
+// The mode and size tell a file that is data without reading it, even one we may not read.
+Content read_record(int fd, const struct stat& st) {
+  if (record::data_by_mode_or_size(st.st_mode, st.st_size)) return {std::nullopt, true, true};
+  if (fd < 0) return {std::nullopt, false, false};
   auto text = sys::read_fd(fd, record::read_limit);
-  if (!text) return std::nullopt;
-  return *text;
+  if (!text) return {std::nullopt, false, false};
+  if (!record::holds_lock_file_text(*text)) return {std::nullopt, true, true};
+  return {std::move(*text), true, false};
 }
 
 // Whether a lock of this kind would be refused now: try for it without waiting, and drop it at
@@ -61,9 +71,10 @@ std::optional<bool> probe_refuses(int fd, int operation) {
   return std::nullopt;
 }
 
-Record classify_record(const std::optional<std::string>& text, const Status& status) {
-  if (!text) return Record::unreadable;
-  if (record::blank(*text)) return Record::absent;
+Record classify_record(const Content& content, const Status& status) {
+  if (content.data) return Record::not_a_lock_file;
+  if (!content.readable || !content.text) return Record::not_readable;
+  if (record::blank(*content.text)) return Record::absent;
   if (!status.recorded_pid) return Record::unreadable;
   if (!status.held) return Record::previous;
   const auto& holders = status.holders;
@@ -183,8 +194,8 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   status.mode = st.st_mode & 07777;
 
   const auto read_fd = reopen_read_only(fd.get(), path, st);
-  const auto text = read_record(read_fd.get());
-  const auto hints = holder::hints_from(text, st);
+  const auto content = read_record(read_fd.get(), st);
+  const auto hints = holder::hints_from(content.text, st);
   status.recorded_pid = hints.recorded_pid;
 
   auto found = holder::discover(fd.get(), st, hints, holder::Query::status);
@@ -198,7 +209,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
                     [&] { return holder::sharers(fd.get(), st, hints); });
   }
   if (!status.holders.empty()) status.holder = status.holders.front();
-  status.record = classify_record(text, status);
+  status.record = classify_record(content, status);
 
   if (kind) {
     status.filesystem = kind->name;

@@ -44,22 +44,28 @@ constexpr unsigned long helper_clone_flags = CLONE_VM | CLONE_FILES | CLONE_PIDF
 // parent is already gone, nobody reads the status.
 constexpr int helper_orphaned = 255;
 
-// What the helper reads from memory, in one place so that one register points at both:
+// What the helper reads from memory, in one place so that one register points at all of it:
 // rt_sigprocmask's whole set (glibc's sigfillset() leaves out the two signals it keeps for
-// itself, SIGCANCEL and SIGSETXID, whose handlers would run on the calling thread's TLS), and the
-// eventfd increment that tells the caller it holds the lock.
+// itself, SIGCANCEL and SIGSETXID, whose handlers would run on the calling thread's TLS), the
+// eventfd increment that tells the caller it holds the lock, and the name it gives itself.
 struct HelperConstants {
   std::uint64_t every_signal;
   std::uint64_t granted;
+  char name[16];  // TASK_COMM_LEN, its NUL included
 };
-constexpr HelperConstants helper_constants{~std::uint64_t{0}, 1};
+constexpr HelperConstants waiting_helper{~std::uint64_t{0}, 1, "pidlock-wait"};
+constexpr HelperConstants deferring_helper{~std::uint64_t{0}, 1, "pidlock-defer"};
 static_assert(offsetof(HelperConstants, granted) == 8, "the helper's assembly reads it at +8");
+static_assert(offsetof(HelperConstants, name) == 16, "the helper's assembly reads it at +16");
+static_assert(std::string_view(waiting_helper.name) == helper_name);
+static_assert(std::string_view(deferring_helper.name) == deferring_helper_name);
 
 // Starts the helper: the clone, and in the child the helper's whole life, in registers and
 // system calls, so that it runs no compiled code (no stack frames, no TLS, no errno, no sanitizer
 // hooks) on memory it shares with the caller. The helper:
 //   1. blocks every signal, the two glibc withholds included;
-//   2. asks for SIGKILL when its parent thread dies, then checks the parent did not die first;
+//   2. asks for SIGKILL when its parent thread dies, names itself (`constants->name`: its own
+//      comm, not the caller's), then checks the parent did not die first;
 //   3. blocks in flock(fd, operation) (LOCK_EX or LOCK_SH), again after EINTR;
 //   4. once granted, adds 1 to the eventfd `granted`: the caller learns of the lock from that,
 //      at once, rather than from the helper's exit, which takes longer to reach it;
@@ -71,8 +77,8 @@ static_assert(offsetof(HelperConstants, granted) == 8, "the helper's assembly re
 #else
 [[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
 #endif
-long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent,
-                  int granted) noexcept {
+long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t parent, int granted,
+                  const HelperConstants* helper) noexcept {
 #if defined(__x86_64__)
   register long result asm("rax") = SYS_clone;
   register unsigned long flags asm("rdi") = helper_clone_flags;
@@ -82,7 +88,7 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
   register long tls asm("r8") = 0;
   register long locked_fd asm("r12") = fd;
   register long parent_pid asm("r13") = parent;
-  register const HelperConstants* constants asm("r14") = &helper_constants;
+  register const HelperConstants* constants asm("r14") = helper;
   register long lock_operation asm("r15") = operation;
   register long granted_fd asm("r9") = granted;  // neither clone nor prctl reads r9
   asm volatile(
@@ -101,6 +107,10 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "xor %%edx, %%edx\n\t"
       "xor %%r10d, %%r10d\n\t"
       "xor %%r8d, %%r8d\n\t"
+      "syscall\n\t"
+      "mov %[prctl], %%eax\n\t"
+      "mov %[set_name], %%edi\n\t"
+      "lea 16(%%r14), %%rsi\n\t"
       "syscall\n\t"
       "mov %[getppid], %%eax\n\t"
       "syscall\n\t"
@@ -134,10 +144,10 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       : "r"(flags), "r"(stack), "r"(parent_tid), "r"(child_tid), "r"(tls), "r"(locked_fd),
         "r"(parent_pid), "r"(constants), "r"(lock_operation),
         "r"(granted_fd), [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
-        [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
-        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
-        [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [minus_eintr] "i"(-EINTR),
-        [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
+        [sigset_size] "i"(sizeof HelperConstants::every_signal), [prctl] "i"(SYS_prctl),
+        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [set_name] "i"(PR_SET_NAME),
+        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
+        [minus_eintr] "i"(-EINTR), [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
       : "rcx", "r11", "memory", "cc");
   return result;
 #elif defined(__aarch64__)
@@ -149,7 +159,7 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
   register long child_tid asm("x4") = 0;
   register long locked_fd asm("x19") = fd;
   register long parent_pid asm("x20") = parent;
-  register const HelperConstants* constants asm("x21") = &helper_constants;
+  register const HelperConstants* constants asm("x21") = helper;
   register long lock_operation asm("x22") = operation;
   register long granted_fd asm("x23") = granted;
   asm volatile(
@@ -167,6 +177,10 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       "mov x2, xzr\n\t"
       "mov x3, xzr\n\t"
       "mov x4, xzr\n\t"
+      "svc #0\n\t"
+      "mov x8, %[prctl]\n\t"
+      "mov x0, %[set_name]\n\t"
+      "add x1, x21, #16\n\t"
       "svc #0\n\t"
       "mov x8, %[getppid]\n\t"
       "svc #0\n\t"
@@ -198,10 +212,10 @@ long clone_helper(int* pidfd, void* stack_top, int fd, int operation, pid_t pare
       : "r"(number), "r"(stack), "r"(parent_tid), "r"(tls), "r"(child_tid), "r"(locked_fd),
         "r"(parent_pid), "r"(constants), "r"(lock_operation),
         "r"(granted_fd), [sigprocmask] "i"(SYS_rt_sigprocmask), [sig_block] "i"(SIG_BLOCK),
-        [sigset_size] "i"(sizeof helper_constants.every_signal), [prctl] "i"(SYS_prctl),
-        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [getppid] "i"(SYS_getppid),
-        [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock), [eintr] "i"(EINTR),
-        [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
+        [sigset_size] "i"(sizeof HelperConstants::every_signal), [prctl] "i"(SYS_prctl),
+        [pdeathsig] "i"(PR_SET_PDEATHSIG), [sigkill] "i"(SIGKILL), [set_name] "i"(PR_SET_NAME),
+        [getppid] "i"(SYS_getppid), [orphaned] "i"(helper_orphaned), [flock] "i"(SYS_flock),
+        [eintr] "i"(EINTR), [write] "i"(SYS_write), [exit_group] "i"(SYS_exit_group)
       : "memory", "cc");
   return result;
 #endif
@@ -344,13 +358,14 @@ class Helper {
   }
 
   // `granted`: the eventfd the helper adds 1 to once it holds the lock.
-  std::expected<void, Failure> start(int fd, int operation, int granted) {
+  std::expected<void, Failure> start(int fd, int operation, int granted,
+                                     const HelperConstants& kind) {
     if (auto mapped = stack_.map(); !mapped) return std::unexpected(mapped.error());
     int pidfd = -1;
     long pid = 0;
     {
       const SignalsBlocked blocked;  // inherited by the helper until it blocks the rest itself
-      pid = clone_helper(&pidfd, stack_.top(), fd, operation, ::getpid(), granted);
+      pid = clone_helper(&pidfd, stack_.top(), fd, operation, ::getpid(), granted, &kind);
     }
     if (pid < 0) {
       return std::unexpected(failure_of("clone", static_cast<int>(-pid),
@@ -450,27 +465,73 @@ int ppoll_unwinding_cleanly(pollfd (&watched)[N], const timespec* timeout) {
   }
 }
 
-enum class Ended { granted, granted_and_exited, exited, deadline };
+// The process a Behind wait queues behind: watched through a pidfd while it lives, and asked
+// about again when it exits and every interval.
+class Ahead {
+ public:
+  explicit Ahead(const Behind* behind)
+      : behind_(behind),
+        next_(behind ? sys::saturating_add(Clock::now(), behind->interval)
+                     : Clock::time_point::max()) {
+    if (behind_) follow(behind_->waiter);
+  }
 
-// Blocks until the helper reports the lock granted, or exits, or `deadline` passes, reporting
-// progress on time. The grant comes first: the helper's exit reaches its pidfd only once the
-// kernel has torn the process down, and on a busy machine that is tens of microseconds later.
+  int pidfd() const noexcept { return pidfd_.get(); }
+  Clock::time_point next() const noexcept { return next_; }
+
+  // Whether a waiter is still ahead: asked when the one watched has exited (`exited`), or when
+  // the interval is up.
+  bool still_behind(bool exited) {
+    if (!behind_ || (!exited && Clock::now() < next_)) return true;
+    const auto ahead = behind_->recheck();
+    next_ = sys::saturating_add(Clock::now(), behind_->interval);
+    if (!ahead) return false;
+    if (*ahead != watched_) {
+      follow(*ahead);
+    } else if (exited) {
+      pidfd_.reset();  // listed still, but gone: its readable pidfd must not make this a spin
+    }
+    return true;
+  }
+
+ private:
+  void follow(pid_t pid) {
+    watched_ = pid;
+    // Without a pidfd (a PID the kernel could not name, or already gone) the interval alone tells.
+    pidfd_.reset(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
+  }
+
+  const Behind* behind_;
+  Clock::time_point next_;
+  pid_t watched_ = 0;
+  sys::UniqueFd pidfd_;
+};
+
+enum class Ended { granted, granted_and_exited, exited, deadline, withdrawn };
+
+// Blocks until the helper reports the lock granted, or exits, or `deadline` passes, or nobody
+// waits ahead any more, reporting progress on time. The grant comes first: the helper's exit
+// reaches its pidfd only once the kernel has torn the process down, and on a busy machine that
+// is tens of microseconds later.
 std::expected<Ended, Failure> watch(const Helper& helper, int granted, Progress& progress,
-                                    Clock::time_point deadline) {
-  pollfd watched[2] = {{granted, POLLIN, 0}, {helper.pidfd(), POLLIN, 0}};
+                                    Ahead& ahead, Clock::time_point deadline) {
   for (;;) {
+    // A descriptor of -1 (nobody ahead to watch) is left alone by ppoll.
+    pollfd watched[3] = {
+        {granted, POLLIN, 0}, {helper.pidfd(), POLLIN, 0}, {ahead.pidfd(), POLLIN, 0}};
     const auto now = Clock::now();
     if (now >= deadline) return Ended::deadline;
-    const auto wake = std::min(deadline, progress.next());
+    const auto wake = std::min({deadline, progress.next(), ahead.next()});
     const bool forever = wake == Clock::time_point::max();
     const timespec timeout = sys::to_timespec(wake - now);
     const int ready = ppoll_unwinding_cleanly(watched, forever ? nullptr : &timeout);
-    if (ready > 0) {
-      const bool exited = (watched[1].revents & POLLIN) != 0;
-      if ((watched[0].revents & POLLIN) == 0) return Ended::exited;
-      return exited ? Ended::granted_and_exited : Ended::granted;
-    }
     if (ready < 0 && errno != EINTR) return std::unexpected(failure_of("ppoll", errno));
+    const bool granted_now = ready > 0 && (watched[0].revents & POLLIN) != 0;
+    const bool helper_exited = ready > 0 && (watched[1].revents & POLLIN) != 0;
+    if (granted_now) return helper_exited ? Ended::granted_and_exited : Ended::granted;
+    if (helper_exited) return Ended::exited;
+    const bool ahead_exited = ready > 0 && (watched[2].revents & POLLIN) != 0;
+    if (!ahead.still_behind(ahead_exited)) return Ended::withdrawn;
     progress.report_if_due();
   }
 }
@@ -487,8 +548,11 @@ std::expected<Outcome, Failure> block_in_place(int fd, int operation) {
 }  // namespace
 
 std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
-                                             const Tick& tick, nanoseconds tick_interval) {
-  if (deadline == Clock::time_point::max() && !tick) return block_in_place(fd, operation);
+                                             const Tick& tick, nanoseconds tick_interval,
+                                             const Behind* behind) {
+  if (deadline == Clock::time_point::max() && !tick && behind == nullptr) {
+    return block_in_place(fd, operation);
+  }
 
   Progress progress(tick, tick_interval);
   progress.report_start();
@@ -498,12 +562,14 @@ std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_
     return std::unexpected(
         failure_of("eventfd", errno, "the wait's helper reports the grant through it"));
   }
+  Ahead ahead(behind);
+  const HelperConstants& kind = behind != nullptr ? deferring_helper : waiting_helper;
   for (;;) {
     Helper helper;
-    if (auto started = helper.start(fd, operation, granted.get()); !started) {
+    if (auto started = helper.start(fd, operation, granted.get(), kind); !started) {
       return std::unexpected(started.error());
     }
-    auto ended = watch(helper, granted.get(), progress, deadline);
+    auto ended = watch(helper, granted.get(), progress, ahead, deadline);
     if (!ended) return std::unexpected(ended.error());
     // Granted to the helper is granted to this description: nothing to ask the kernel again.
     if (*ended == Ended::granted_and_exited) {  // usual: it exits right after saying so
@@ -514,9 +580,11 @@ std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_
       helper.stop();
       return Outcome::acquired;
     }
+    // Out of time, withdrawn, or the helper died: it may have been granted the lock just before.
     const int ending = helper.stop();
     if (::flock(fd, operation | LOCK_NB) == 0) return Outcome::acquired;
     if (errno != EWOULDBLOCK && errno != EINTR) return std::unexpected(failure_of("flock", errno));
+    if (*ended == Ended::withdrawn) return Outcome::withdrawn;
     if (Clock::now() >= deadline) return Outcome::timed_out;
     // A blocking flock that fails where a non-blocking one says "busy" would make this a spin.
     if (ending > 0) return std::unexpected(failure_of("flock", ending));

@@ -23,18 +23,42 @@
 // cancellation included.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <expected>
 #include <functional>
+#include <optional>
 #include <string_view>
 #include <system_error>
 
 namespace pidlock::wait {
 
-enum class Outcome { acquired, timed_out };
+// withdrawn: a wait behind another waiter ended because that one no longer waits (see Behind).
+enum class Outcome { acquired, timed_out, withdrawn };
 
 using Clock = std::chrono::steady_clock;
 using Tick = std::function<void(std::chrono::nanoseconds waited)>;
+
+// The helper names itself (its comm, /proc/<pid>/stat) so that other lockers can tell what waits
+// in the kernel's list: a writer's (or a plain reader's) wait, whose parent is the real waiter,
+// or a reader deferring to writers, which queues for the exclusive lock only to let them in first
+// and is no writer itself.
+inline constexpr std::string_view helper_name = "pidlock-wait";
+inline constexpr std::string_view deferring_helper_name = "pidlock-defer";
+
+// A wait that is worth going on only while another process waits ahead of it: a reader deferring
+// to writers queues for the exclusive lock behind a writer, and must stop as soon as no writer
+// waits any more (it gave up, or was granted the lock). No event says "a waiter left the queue",
+// so `recheck` is asked the moment the process `waiter` (when known, through a pidfd) exits, and
+// every `interval` besides (a waiter may stop waiting without exiting). A wait with a Behind
+// always waits through a helper, named deferring_helper_name.
+struct Behind {
+  pid_t waiter = 0;  // the process queued ahead; 0 when the kernel cannot name it
+  // The process to stay behind now (0: unnamed), or nothing to end the wait as withdrawn.
+  std::function<std::optional<pid_t>()> recheck;
+  std::chrono::nanoseconds interval{};  // positive
+};
 
 // A system call that failed: its name for the message, its errno, and, where errno alone would
 // mislead, why it was made.
@@ -45,13 +69,13 @@ struct Failure {
 };
 
 // Waits until the description behind `fd` holds a flock of `operation` (LOCK_EX or LOCK_SH),
-// or until `deadline`
-// (Clock::time_point::max() waits forever). Calls `tick` when the wait starts and every
-// `tick_interval` (positive) after. Retries through EINTR; any other failure is returned. An
-// exception thrown by `tick` leaves through here, after the helper is gone and with the lock not
-// taken.
+// or until `deadline` (Clock::time_point::max() waits forever), or, with `behind`, until no one
+// waits ahead any more. Calls `tick` when the wait starts and every `tick_interval` (positive)
+// after. Retries through EINTR; any other failure is returned. An exception thrown by `tick` or
+// by `behind->recheck` leaves through here, after the helper is gone and with the lock not taken.
 std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_point deadline,
                                              const Tick& tick,
-                                             std::chrono::nanoseconds tick_interval);
+                                             std::chrono::nanoseconds tick_interval,
+                                             const Behind* behind = nullptr);
 
 }  // namespace pidlock::wait

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -64,6 +65,37 @@ TEST(ErrorKinds, NameWhatWentWrongWithTheLockFile) {
   }
 }
 
+// What is there is said, not "a directory": open(O_CREAT) says EISDIR for any path ending in
+// '/'. And a file that cannot be created in sysfs is a kernel interface's (73), not a permission
+// (77): only storage may hold a lock file.
+TEST(ErrorKinds, ATrailingSlashIsNotCalledADirectoryAndSysfsIsAKernelInterface) {
+  TempDir dir;
+  test::write_text(dir / "file", "x");
+  const auto slash = Lock::acquire(dir.path() / "file" / "");
+  ASSERT_FALSE(slash);
+  EXPECT_EQ(slash.error().kind(), ErrorKind::not_found);
+  EXPECT_EQ(slash.error().message(),
+            "pidlock: open " + (dir / "file").string() + "/: Not a directory");
+  const auto missing = Lock::acquire(dir.path() / "missing" / "");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().message(),
+            "pidlock: open " + (dir / "missing").string() + "/: No such file or directory");
+  EXPECT_FALSE(std::filesystem::exists(dir / "missing"));
+  EXPECT_EQ(test::read_text(dir / "file"), "x");
+
+  const std::filesystem::path in_sysfs = "/sys/kernel/pidlock-test-no-such-file";
+  if (!std::filesystem::is_directory(in_sysfs.parent_path())) GTEST_SKIP() << "needs sysfs";
+  const auto sys = Lock::acquire(in_sysfs);
+  ASSERT_FALSE(sys);
+  EXPECT_EQ(sys.error().kind(), ErrorKind::kernel_interface) << sys.error().message();
+  EXPECT_EQ(cli::exit_code_for(sys.error(), cli::FileUse::lock), 73);
+  EXPECT_EQ(sys.error().message().rfind("pidlock: open " + in_sysfs.string() +
+                                            ": refusing a lock file on sysfs, a kernel interface",
+                                        0),
+            0u)
+      << sys.error().message();
+}
+
 TEST(ErrorKinds, BusyIsHeldAndNothingElseIs) {
   TempDir dir;
   auto first = Lock::acquire(dir / "l");
@@ -120,6 +152,32 @@ TEST(ErrorKinds, FleetFailuresNameTheirPlaceNotAPath) {
 TEST(ErrorKinds, EachHasItsOwnSpelling) {
   std::set<std::string_view> seen;
   for (const ErrorKind kind : every_kind) EXPECT_TRUE(seen.insert(to_string(kind)).second);
+}
+
+// "for T" is how long the holder has held the lock where the record dates it; otherwise the
+// holder's age, and the message says so.
+TEST(Describe, SaysWhetherTheTimeIsTheLocksOrTheProcesss) {
+  timespec now{};
+  ASSERT_EQ(::clock_gettime(CLOCK_BOOTTIME, &now), 0);
+  Holder holder;
+  holder.pid = 4242;
+  holder.command = "app-installer";
+  holder.inspectable = true;
+  holder.started_since_boot = std::chrono::seconds(now.tv_sec) - std::chrono::hours(1);
+  holder.held_for = std::chrono::minutes(5);
+  holder.record_agrees = true;  // the record, written right after locking, dates the lock
+  EXPECT_EQ(describe(holder), "pid 4242, app-installer, for 5m00s");
+  holder.record_agrees = false;  // a flock(1) holder, a reader, a stale record: its age
+  holder.held_for = std::chrono::hours(1);
+  EXPECT_EQ(describe(holder), "pid 4242, app-installer, for 1h00m since it started");
+  holder.record_agrees = true;  // a record older than the process cannot date the lock
+  EXPECT_EQ(describe(holder), "pid 4242, app-installer, for 1h00m since it started");
+  Holder fleet;  // a fleet holder's record says when it took its slot
+  fleet.pid = 77;
+  fleet.host = "web-2";
+  fleet.inspectable = true;
+  fleet.held_for = std::chrono::seconds(9);
+  EXPECT_EQ(describe(fleet), "pid 77 on web-2, for 9s");
 }
 
 // The man page's EXIT STATUS names every kind beside the code the table gives it.

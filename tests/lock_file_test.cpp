@@ -5,9 +5,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <filesystem>
 
 #include "pidlock/pidlock.hpp"
@@ -71,6 +76,58 @@ TEST(LockFile, AStorageMountIsAskedOnceAndAKernelInterfaceEveryTime) {
         << refused.error().message();
   }
   EXPECT_EQ(test::read_text(proc_file), before);
+}
+
+// Runs `argv` with fstatfs(2) failing with EIO (a seccomp filter), in a fresh process: nothing of
+// this one's remembered mounts can spare it the question.
+test::Result run_where_fstatfs_fails(const std::vector<std::string>& argv) {
+  test::Child child = test::Child::fork([&] {
+    sock_filter filter[] = {
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, offsetof(seccomp_data, nr)},
+        {BPF_JMP | BPF_JEQ | BPF_K, 0, 1, SYS_fstatfs},
+        {BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ERRNO | EIO},
+        {BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ALLOW},
+    };
+    const sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+      std::perror("seccomp");
+      return 125;
+    }
+    std::vector<char*> args;
+    for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::perror(args[0]);
+    return 127;
+  });
+  child.close_stdin();
+  test::Result result;
+  result.code = child.wait();
+  result.out = child.drain_stdout();
+  result.err = child.drain_stderr();
+  return result;
+}
+
+// Where the filesystem cannot be asked whether it is a kernel interface, nothing is written and
+// no directory made: the question fails closed, naming the call, the path and the errno.
+TEST(LockFile, AFailingFstatfsWritesNothingAndMakesNoDirectory) {
+  const std::filesystem::path shm = "/dev/shm";  // tmpfs: an anonymous device, so it is asked
+  if (!std::filesystem::is_directory(shm)) GTEST_SKIP() << "needs /dev/shm";
+  const auto dir = shm / ("pidlock-test-fstatfs-" + std::to_string(::getpid()));
+  std::filesystem::create_directory(dir);
+  const auto file = dir / "l";
+  const auto r = run_where_fstatfs_fails({test::pidlock_binary(), "run", file.string(), "true"});
+  EXPECT_EQ(r.code, 74) << r.err;
+  EXPECT_EQ(r.err, "pidlock: fstatfs " + file.string() + ": Input/output error\n");
+  EXPECT_EQ(test::read_text(file), "") << "the record was written";
+  const auto nested = dir / "a" / "l";
+  const auto made =
+      run_where_fstatfs_fails({test::pidlock_binary(), "run", nested.string(), "true"});
+  EXPECT_EQ(made.code, 74) << made.err;
+  EXPECT_EQ(made.err, "pidlock: fstatfs " + dir.string() + ": Input/output error\n");
+  EXPECT_FALSE(std::filesystem::exists(dir / "a"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

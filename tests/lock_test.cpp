@@ -1,13 +1,17 @@
 // The lock: every case of the seed package's test list, plus what it left out.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "pidlock/pidlock.hpp"
 #include "support.hpp"
@@ -30,6 +34,13 @@ pid_t dead_pid() {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return pid;  // reaped: nobody has it until the PID space wraps
+}
+
+// Asked of a real process, util-linux flock(1), as any other locker would ask.
+bool someone_holds(const std::filesystem::path& path) {
+  const auto probe = test::run({test::flock_binary, "-n", path.string(), "true"});
+  EXPECT_TRUE(probe.code == 0 || probe.code == 1) << probe.err;
+  return probe.code == 1;
 }
 
 TEST(Acquire, FirstAcquireSucceeds) {
@@ -66,8 +77,9 @@ TEST(Acquire, SecondAcquireInTheSameProcessFailsSayingItIsThisProcess) {
   ASSERT_TRUE(second.error().holder());
   EXPECT_EQ(second.error().holder()->pid, ::getpid());
   EXPECT_TRUE(second.error().holder()->is_caller);
-  const std::string expected = "the lock is already held by this process (pid " +
-                               std::to_string(::getpid()) + ", this process";
+  // The seed's phrase, as for any holder, and the holder named as this process.
+  const std::string expected =
+      "another installer is running (pid " + std::to_string(::getpid()) + ", this process";
   EXPECT_EQ(second.error().message().rfind(expected, 0), 0u) << second.error().message();
   EXPECT_NE(second.error().message().find("— lock file: " + (dir / "l").string()),
             std::string::npos);
@@ -126,13 +138,191 @@ TEST_P(JunkRecord, IsReclaimedAndOverwritten) {
   EXPECT_EQ(read_text(dir / "l"), record_of(::getpid()));
 }
 
+// What a lock file may hold besides a record: nothing, blanks, one word that is no PID, an
+// overlong number, and what a crash between writing a record over a longer one and cutting the
+// file leaves ("42\n4567\n").
 INSTANTIATE_TEST_SUITE_P(Records, JunkRecord,
                          testing::Values("", "   \n\t ", "junk\n", "-42\n", "0\n",
-                                         "99999999999999999999999999\n", std::string(4096, '7'),
-                                         "12 34\n",
-                                         std::string("4\0"
-                                                     "2\n",
-                                                     4)));
+                                         "99999999999999999999999999\n", "42\n4567\n",
+                                         "  4194304  \r\n"));
+
+// --- Files that are not lock files: somebody's data, locked as flock(1) locks them. ---
+
+struct FileState {
+  std::string content;
+  struct timespec mtime;
+};
+
+FileState state_of(const std::filesystem::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0);
+  return {read_text(path), st.st_mtim};
+}
+
+void expect_untouched(const std::filesystem::path& path, const FileState& before) {
+  const auto after = state_of(path);
+  EXPECT_EQ(after.content, before.content);
+  EXPECT_EQ(after.mtime.tv_sec, before.mtime.tv_sec);
+  EXPECT_EQ(after.mtime.tv_nsec, before.mtime.tv_nsec);
+}
+
+int access_mode(int fd) { return ::fcntl(fd, F_GETFL) & O_ACCMODE; }
+
+class DataFile : public testing::TestWithParam<std::string> {};
+
+TEST_P(DataFile, IsLockedThroughAReadOnlyDescriptorAndLeftAlone) {
+  TempDir dir;
+  write_text(dir / "f", GetParam());
+  const auto before = state_of(dir / "f");
+  auto lock = Lock::acquire(dir / "f");
+  ASSERT_TRUE(lock) << lock.error().message();
+  EXPECT_EQ(lock->record(), RecordOutcome::not_a_lock_file);
+  EXPECT_EQ(access_mode(lock->native_handle()), O_RDONLY);
+  EXPECT_TRUE(someone_holds(dir / "f"));
+  EXPECT_NE(lock->note().find((dir / "f").string() + " is not a lock file"), std::string::npos)
+      << lock->note();
+  lock->release();
+  expect_untouched(dir / "f", before);
+  auto status = inspect(dir / "f");
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_EQ(status->record, Record::not_a_lock_file);
+  EXPECT_FALSE(status->recorded_pid) << "a data file's first line is nobody's PID";
+}
+
+// A configuration file, two words, a record with more after it, a script, bytes that are not
+// text, one byte over the limit.
+INSTANTIATE_TEST_SUITE_P(Contents, DataFile,
+                         testing::Values("listen 8080\n", "12 34\n", "8080\nlisten\n",
+                                         "#!/bin/sh\necho hi\n", std::string("4\0002\n", 4),
+                                         std::string(33, '7'), std::string(4096, '7')));
+
+TEST(DataFile, AnExecutableIsNeverALockFileAndCanBeRunWhileLocked) {
+  TempDir dir;
+  write_text(dir / "tool", "#!/bin/sh\nexit 7\n");
+  ::chmod((dir / "tool").c_str(), 0755);
+  write_text(dir / "record-like", "12\n");  // a lock file's content, but executable
+  ::chmod((dir / "record-like").c_str(), 0700);
+  const auto tool_before = state_of(dir / "tool");
+  const auto record_like_before = state_of(dir / "record-like");
+  Options inherited;
+  inherited.inheritable = true;  // as `pidlock run` passes it to the command
+  auto tool = Lock::acquire(dir / "tool", inherited);
+  ASSERT_TRUE(tool) << tool.error().message();
+  EXPECT_EQ(tool->record(), RecordOutcome::not_a_lock_file);
+  EXPECT_EQ(access_mode(tool->native_handle()), O_RDONLY);
+  // No writable descriptor of it is open anywhere, so executing it works (no ETXTBSY).
+  EXPECT_EQ(test::run({(dir / "tool").string()}).code, 7);
+  auto record_like = Lock::acquire(dir / "record-like");
+  ASSERT_TRUE(record_like) << record_like.error().message();
+  EXPECT_EQ(record_like->record(), RecordOutcome::not_a_lock_file);
+  tool->release();
+  record_like->release();
+  expect_untouched(dir / "tool", tool_before);
+  expect_untouched(dir / "record-like", record_like_before);
+}
+
+TEST(DataFile, ALockFileIsWrittenThroughAWritableDescriptorAndSaysSo) {
+  TempDir dir;
+  auto lock = Lock::acquire(dir / "l");
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(lock->record(), RecordOutcome::written);
+  EXPECT_EQ(access_mode(lock->native_handle()), O_RDWR);
+  EXPECT_EQ(lock->note(), "");
+}
+
+TEST(DataFile, ABusyDataFileNamesItsHolderButNoRecordedPid) {
+  TempDir dir;
+  write_text(dir / "f", "1\nlisten 8080\n");  // a first line that looks like init's PID
+  Child holder = holder_child(dir / "f");
+  auto second = Lock::acquire(dir / "f");
+  ASSERT_FALSE(second);
+  ASSERT_TRUE(second.error().holder());
+  EXPECT_EQ(second.error().holder()->pid, holder.pid());
+  EXPECT_FALSE(second.error().holder()->record_agrees);
+  EXPECT_EQ(read_text(dir / "f"), "1\nlisten 8080\n");
+}
+
+// --- A writer that may only read the file locks it as flock(1) does, and writes no record. ---
+
+// In a child: a private mount namespace (it, and every mount in it, ends with the child), a tmpfs
+// on `dir` holding `file` with `content`, remounted read-only. False, having said why, if not.
+bool read_only_tmpfs_holding(const std::filesystem::path& dir, const std::string& file,
+                             const std::string& content) {
+  if (::unshare(CLONE_NEWNS) != 0 ||
+      ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      ::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") != 0) {
+    std::printf("cannot mount a private tmpfs: %s\n", std::strerror(errno));
+    return false;
+  }
+  write_text(dir / file, content);
+  if (::mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              nullptr) != 0) {
+    std::printf("cannot remount it read-only: %s\n", std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// One line: what acquire did about the record, whether through a read-only descriptor, whether
+// another process (flock -n) finds the lock held, whether the file still holds `content`, and
+// the note for an operator.
+std::string acquire_without_write_access(const std::filesystem::path& path,
+                                         const std::string& content) {
+  auto lock = Lock::acquire(path);
+  if (!lock) return lock.error().message();
+  const bool read_only = access_mode(lock->native_handle()) == O_RDONLY;
+  const bool held = test::run({test::flock_binary, "-n", path.string(), "true"}).code == 1;
+  const std::string note = lock->note();
+  lock->release();
+  return std::string(to_string(lock->record())) + (read_only ? " read-only" : " WRITABLE") +
+         (held ? " held" : " FREE") + (read_text(path) == content ? " unchanged: " : " CHANGED: ") +
+         note;
+}
+
+TEST(NoWriteAccess, AWriterOnAReadOnlyMountLocksAsFlockDoesWithoutARecord) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  TempDir dir;
+  Child child = Child::fork([&] {
+    if (!read_only_tmpfs_holding(dir.path(), "l", "4242\n")) return 2;
+    std::printf("%s\n", acquire_without_write_access(dir / "l", "4242\n").c_str());
+    return 0;
+  });
+  EXPECT_EQ(child.read_line(), "no_write_access read-only held unchanged: " + (dir / "l").string() +
+                                   " may not be written by this process: locked as flock(1) "
+                                   "locks it, through a read-only descriptor; no PID is recorded");
+  EXPECT_EQ(child.wait(), 0);
+}
+
+TEST(NoWriteAccess, AWriterThatMayOnlyReadTheFileLocksAsFlockDoesWithoutARecord) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  write_text(dir / "l", "4242\n");
+  ::chmod((dir / "l").c_str(), 0644);  // root's, readable by everyone
+  Child child = Child::fork([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 2;
+    std::printf("%s\n", acquire_without_write_access(dir / "l", "4242\n").c_str());
+    return 0;
+  });
+  EXPECT_EQ(child.read_line().rfind("no_write_access read-only held unchanged: ", 0), 0u);
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_EQ(read_text(dir / "l"), "4242\n");
+}
+
+TEST(NoWriteAccess, AFileThatMayNotBeReadEitherIsStillRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  write_text(dir / "l", "4242\n");
+  ::chmod((dir / "l").c_str(), 0600);
+  Child child = Child::fork([&] {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 2;
+    std::printf("%s\n", acquire_without_write_access(dir / "l", "4242\n").c_str());
+    return 0;
+  });
+  EXPECT_EQ(child.read_line(), "pidlock: open " + (dir / "l").string() + ": Permission denied");
+  EXPECT_EQ(child.wait(), 0);
+}
 
 TEST(Release, ThenReacquire) {
   TempDir dir;
@@ -209,13 +399,6 @@ TEST(Release, AnInheritableLockStaysWithTheProcessesItWasPassedTo) {
 }
 
 // --- A Lock belongs to the process that acquired it: a forked copy never unlocks it. ---
-
-// Asked of a real process, util-linux flock(1), as any other locker would ask.
-bool someone_holds(const std::filesystem::path& path) {
-  const auto probe = test::run({test::flock_binary, "-n", path.string(), "true"});
-  EXPECT_TRUE(probe.code == 0 || probe.code == 1) << probe.err;
-  return probe.code == 1;
-}
 
 TEST(Fork, AWorkerReturningFromItsFunctionLeavesTheParentHolding) {
   TempDir dir;

@@ -1,12 +1,19 @@
 // Shared (reader) locks: many readers or one writer, across the library, `pidlock run -s` and
 // flock(1) -s, and what messages and status say of them.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -251,6 +258,167 @@ TEST(Shared, ADeferringReaderThatMayNotWaitIsRefusedWhileAWriterWaits) {
   EXPECT_EQ(writer.read_line(), "in");
   writer.close_stdin();
   EXPECT_EQ(writer.wait(), 0);
+}
+
+// --- deferring readers defer to writers that really wait --------------------------------------
+
+std::size_t waiter_count(const std::filesystem::path& path) {
+  auto status = inspect(path);
+  return status ? status->waiters.size() : 0;
+}
+
+// A writer gives up (its -w runs out) while a deferring reader queues behind it and a plain
+// reader holds the lock: the deferring reader must not wait on for a writer that is gone.
+TEST(Shared, ADeferringReaderGetsTheLockAsSoonAsTheWriterItDeferredToGivesUp) {
+  using namespace std::chrono;
+  TempDir dir;
+  const std::string file = (dir / "l").string();
+  Child plain = holder(dir / "l", reader());
+  ASSERT_EQ(plain.read_line(), "in");
+  Child writer = Child::spawn({pidlock_binary(), "run", "-w", "3", file, "true"});
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
+  Child deferring = Child::spawn({pidlock_binary(), "run", "-s", "--defer-to-writers", "-w", "20",
+                                  file, "sh", "-c", "echo in; read _ || :"});
+  ASSERT_TRUE(test::eventually([&] { return waiter_count(dir / "l") == 2; }))
+      << "the deferring reader queues behind the writer";
+  EXPECT_EQ(writer.wait(), 75) << "the writer gives up after 3 s";
+  const auto gave_up = steady_clock::now();
+  EXPECT_EQ(deferring.read_line(seconds(5)), "in");
+  const double after = duration<double>(steady_clock::now() - gave_up).count();
+  std::printf("the deferring reader held the lock %.3f s after the writer gave up\n", after);
+  EXPECT_LT(after, 1.0);
+  deferring.close_stdin();
+  EXPECT_EQ(deferring.wait(), 0);
+  plain.close_stdin();
+  EXPECT_EQ(plain.wait(), 0);
+}
+
+// ... and a second deferring reader must not take the first one's queued wait for a writer.
+TEST(Shared, ASecondDeferringReaderIsNotHeldBackByTheFirstOnesWait) {
+  TempDir dir;
+  const std::string file = (dir / "l").string();
+  Child plain = holder(dir / "l", reader());
+  ASSERT_EQ(plain.read_line(), "in");
+  Child writer = Child::spawn({pidlock_binary(), "run", "-w", "3", file, "true"});
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
+  Child first = Child::spawn({pidlock_binary(), "run", "-s", "--defer-to-writers", "-w", "20", file,
+                              "sh", "-c", "echo in; read _ || :"});
+  ASSERT_TRUE(test::eventually([&] { return waiter_count(dir / "l") == 2; }));
+  EXPECT_EQ(writer.wait(), 75);
+  const auto second =
+      run({pidlock_binary(), "run", "-s", "--defer-to-writers", "-n", file, "true"});
+  EXPECT_EQ(second.code, 0) << second.err;
+  first.close_stdin();
+  first.wait();
+  plain.close_stdin();
+  EXPECT_EQ(plain.wait(), 0);
+}
+
+// A deferring reader's queued wait names itself pidlock-defer (pidlock(1), --defer-to-writers):
+// whatever waits under that name is no writer. flock(1) run under that name (its comm is the name
+// it was run by) and blocked for the exclusive lock stands in for one here, queued with no writer
+// ahead of it.
+TEST(Shared, AQueuedDeferringReaderIsNoWriterToDeferTo) {
+  TempDir dir;
+  Child plain = holder(dir / "l", reader());
+  ASSERT_EQ(plain.read_line(), "in");
+  const auto flock_path = run({"sh", "-c", "command -v flock"}).out;
+  ASSERT_FALSE(flock_path.empty());
+  std::filesystem::create_symlink(flock_path.substr(0, flock_path.find('\n')),
+                                  dir / "pidlock-defer");
+  Child queued = Child::spawn({(dir / "pidlock-defer").string(), (dir / "l").string(), "true"});
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
+  Options deferring = reader();
+  deferring.defer_to_writers = true;
+  auto lock = Lock::acquire(dir / "l", deferring);
+  EXPECT_TRUE(lock) << lock.error().message();
+  if (lock) lock->release();
+  plain.close_stdin();
+  EXPECT_EQ(plain.wait(), 0);
+  EXPECT_EQ(queued.wait(), 0);
+}
+
+// The writer named is the process that waits, not the helper its timed wait blocks in.
+TEST(Shared, ADeferringReaderNamesTheWaitingWriterNotItsHelper) {
+  TempDir dir;
+  Child plain = holder(dir / "l", reader());
+  ASSERT_EQ(plain.read_line(), "in");
+  Child writer = Child::spawn({pidlock_binary(), "run", "-w", "20", (dir / "l").string(), "true"});
+  ASSERT_TRUE(test::someone_waits(dir / "l"));
+  Options deferring = reader();
+  deferring.defer_to_writers = true;
+  auto refused = Lock::acquire(dir / "l", deferring);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().message().rfind(
+                "a writer waits for the lock (pid " + std::to_string(writer.pid()) + ")", 0),
+            0u)
+      << refused.error().message();
+  plain.close_stdin();
+  EXPECT_EQ(plain.wait(), 0);
+  EXPECT_EQ(writer.wait(), 0);
+}
+
+// --- readers need no write access ---------------------------------------------------------------
+
+// In a child: a private mount namespace (it, and every mount in it, ends with the child), a tmpfs
+// on `dir` holding `file` with `content`, remounted read-only. False, having said why, if not.
+bool read_only_tmpfs_holding(const std::filesystem::path& dir, const std::string& file,
+                             const std::string& content) {
+  if (::unshare(CLONE_NEWNS) != 0 ||
+      ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      ::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") != 0) {
+    std::printf("cannot mount a private tmpfs: %s\n", std::strerror(errno));
+    return false;
+  }
+  test::write_text(dir / file, content);
+  if (::mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              nullptr) != 0) {
+    std::printf("cannot remount it read-only: %s\n", std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// `pidlock run -s FILE` whose command asks flock(1) for the exclusive and the shared lock: a
+// reader holds it when the first is refused (1) and the second granted (0).
+std::vector<std::string> reader_run(const std::string& file) {
+  return {pidlock_binary(),
+          "run",
+          "-s",
+          file,
+          "sh",
+          "-c",
+          "flock -n \"$0\" true; x=$?; flock -s -n \"$0\" true; echo \"$x $?\"",
+          file};
+}
+
+TEST(SharedCli, AReaderNeedsNoWriteAccessOnAReadOnlyMount) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  TempDir dir;
+  Child child = Child::fork([&] {
+    if (!read_only_tmpfs_holding(dir.path(), "l", "4242\n")) return 2;
+    const auto r = run(reader_run((dir / "l").string()));
+    std::printf("%d %s %s|\n", r.code, r.out.substr(0, r.out.find('\n')).c_str(), r.err.c_str());
+    return test::read_text(dir / "l") == "4242\n" ? 0 : 3;
+  });
+  EXPECT_EQ(child.read_line(), "0 1 0 |") << "exit, flock -x, flock -s: held shared, silently";
+  EXPECT_EQ(child.wait(), 0);
+}
+
+TEST(SharedCli, AReaderNeedsNoWriteAccessAsAUserWhoMayOnlyRead) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  test::write_text(dir / "l", "4242\n");
+  ::chmod((dir / "l").c_str(), 0644);  // root's; nobody may read it, not write it
+  std::vector<std::string> argv{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  const auto as_reader = reader_run((dir / "l").string());
+  argv.insert(argv.end(), as_reader.begin(), as_reader.end());
+  const auto r = run(argv);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "1 0\n");
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(test::read_text(dir / "l"), "4242\n");
 }
 
 // --- the command, and flock(1) both ways -------------------------------------------------------

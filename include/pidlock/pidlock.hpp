@@ -80,8 +80,9 @@ struct Holder {
   // When the process started, since boot (CLOCK_BOOTTIME). Together with `pid` it names the
   // process uniquely: a recycled PID has a later start time.
   std::chrono::nanoseconds started_since_boot{0};
-  // How long it has held the lock: since the record was written when the record agrees (the
-  // record is written right after locking), otherwise since the process started.
+  // How long it has held the lock, where that can be known: since the record was written, when
+  // the record agrees (it is written right after locking) and is not older than the process.
+  // Otherwise since the process started: its age, which describe() then calls "running for".
   std::chrono::seconds held_for{0};
   // The file's record names this process (its PID here, or in its own PID namespace).
   bool record_agrees = false;
@@ -105,10 +106,15 @@ enum class Record {
   stale,       // names a process that does not hold it, while others do: the kernel wins
   unverified,  // names a PID, the lock is held, and we may not see by whom
   previous,    // the lock is free; names its last holder
-  unreadable,  // not a PID (junk, negative, zero, overlong), or a file we may not read
+  unreadable,  // not a PID: junk (a word, negative, zero, overlong) in what is still a lock file
+  // Not a lock file: the file holds somebody's data or is executable (the rule: Lock::acquire).
+  // pidlock locks such a file as flock(1) does and never writes to it; it has no record.
+  not_a_lock_file,
+  not_readable,  // the file may not be read by this process (its permissions)
 };
 
-// "absent", "agrees", "stale", "unverified", "previous", "unreadable": the JSON spelling.
+// "absent", "agrees", "stale", "unverified", "previous", "unreadable", "not_a_lock_file",
+// "not_readable": the JSON spelling.
 std::string_view to_string(Record record) noexcept;
 
 // How inspect() told held from free.
@@ -237,13 +243,19 @@ struct Options {
   // readers whose holds overlap keep a writer out for as long as they go on. A deferring reader
   // that finds a writer waiting (in the kernel's list) queues for the exclusive lock as the
   // writer does, and turns it into a shared one once it has it; without a wait it is refused as
-  // busy ("a writer waits for the lock"). Readers that do not defer (flock -s) are not held back.
+  // busy ("a writer waits for the lock (pid N)", naming the writer, not the helper its timed wait
+  // blocks in). It stays queued only while a writer waits: it asks the kernel's list again as soon
+  // as the writer's waiting process exits, and every 100 ms, and once no writer waits (it gave up
+  // or got the lock) takes the lock as any reader. Its queued wait runs in a helper named
+  // "pidlock-defer", which no deferring reader takes for a writer. Readers that do not defer
+  // (flock -s) are not held back.
   bool defer_to_writers = false;
   // Create missing parent directories (mode 0755, subject to umask).
   bool create_parents = true;
   // Mode of a newly created lock file, subject to umask. Owner-only by default: flock works on a
   // read-only descriptor, so every user who may open the file may hold the lock and stall every
-  // installer. Widen it (0640, 0644) only for a group or users meant to share the lock.
+  // installer. Widen it (0640, 0644) only for a group or users meant to share the lock. An x bit
+  // would make it no lock file: nothing would be recorded in it (see Lock::acquire).
   mode_t mode = 0600;
   // How long to wait for a busy lock: zero (or less) fails at once, wait_forever never gives up.
   // Any duration is safe: a deadline past the clock's range is clamped to it, not wrapped. The
@@ -276,13 +288,43 @@ struct Options {
   std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 
+// What acquire did about the file's record (Lock::record()).
+enum class RecordOutcome {
+  written,  // "<pid>\n" written over what the lock file held
+  reader,   // a shared lock: readers write none (the record names the last writer)
+  // The file is not a lock file: it holds somebody's data or is executable (see Lock::acquire).
+  // Locked as flock(1) locks it, through a read-only descriptor, and left exactly as it was.
+  not_a_lock_file,
+  // This process may not write the file (its permissions, a read-only filesystem, a program
+  // being executed): locked as flock(1) locks it, through a read-only descriptor; no record.
+  no_write_access,
+};
+
+// "written", "reader", "not_a_lock_file", "no_write_access".
+std::string_view to_string(RecordOutcome outcome) noexcept;
+
 // An acquired lock. Move-only; the destructor releases it.
 class Lock {
  public:
   // Takes the lock on `path`, creating the file (and, by default, its parents) if needed.
-  // Refuses anything that is not a regular file. Never writes to a file it has not locked, and
-  // after locking checks that `path` still names the file it locked (retrying if it was replaced).
-  // Two acquires of one path conflict even within one process.
+  // Refuses anything that is not a regular file, and a file of a kernel interface (procfs,
+  // sysfs…; an fstatfs that cannot tell fails the acquire, operation "fstatfs"). Never writes to a
+  // file it has not locked, and after locking checks that `path` still names the file it locked
+  // (retrying if it was replaced). Two acquires of one path conflict even within one process; the
+  // second is told, as from any holder, "another <role> is running (pid N, this process, …".
+  //
+  // A writer then writes its record, "<pid>\n", but only into a lock file: one that nobody may
+  // execute (no x bit) and that is empty, or holds at most 32 bytes of printable ASCII and blanks
+  // with at most one word on its first line and only digits and blanks on later lines (a record, or
+  // the junk a crash leaves: blanks, "not-a-pid", "-1", "0", a stale PID, a record written over a
+  // longer one and not yet cut). Any other file is somebody's data (a configuration file, a
+  // script locking itself as with flock(1)'s `[ "$FLOCKER" != "$0" ] && exec …` idiom): it is
+  // locked through a read-only descriptor, so that the file can still be executed, and never
+  // written (record() is not_a_lock_file). Deciding costs nothing more for an empty file, an
+  // executable or one over 32 bytes (the statx made anyway tells), and one pread of the old
+  // record otherwise. A writer that may read the file but not write it (EACCES, EPERM, EROFS,
+  // ETXTBSY) locks it through a read-only descriptor too, as flock(1) does, and writes no record
+  // (no_write_access); a reader (Options::shared) always opens it read-only.
   [[nodiscard]] static std::expected<Lock, Error> acquire(const std::filesystem::path& path,
                                                           const Options& options = {});
 
@@ -308,13 +350,22 @@ class Lock {
 
   const std::filesystem::path& path() const noexcept { return path_; }
   bool held() const noexcept { return fd_ >= 0; }
+  // What acquire did about the record; `written` for a Lock that holds nothing.
+  RecordOutcome record() const noexcept { return record_; }
+  // For an operator, once, when a writer holds the lock without having written its record
+  // (not_a_lock_file, no_write_access): what was done and why, e.g. "app.conf is not a lock file
+  // (…): locked as flock(1) does, …; its content is left as it was". Empty otherwise. The path
+  // is escaped for a terminal.
+  std::string note() const;
   // The locked descriptor, or -1. Closing it yourself is a bug; use release().
   int native_handle() const noexcept { return fd_; }
 
  private:
-  Lock(int fd, std::filesystem::path path, bool inheritable) noexcept;  // owned by the caller
+  Lock(int fd, std::filesystem::path path, bool inheritable,
+       RecordOutcome record) noexcept;  // owned by the caller
   int fd_ = -1;
   bool inheritable_ = false;
+  RecordOutcome record_ = RecordOutcome::written;
   pid_t owner_ = 0;  // the acquiring process
   std::filesystem::path path_;
 };
