@@ -72,6 +72,7 @@ int run(const RunRequest& request) {
     say(stderr, "{}\n", lock.error().message());
     return exit_code_for(lock.error(), FileUse::lock, request.busy_exit_code);
   }
+  if (const auto note = lock->note(); !note.empty()) say(stderr, "pidlock: note: {}\n", note);
   if (auto warning = unreliable_filesystem(request.file)) {
     say(stderr, "pidlock: warning: {}\n", *warning);
   }

@@ -489,7 +489,7 @@ TEST(CliData, TheSelfLockingScriptIdiomRunsOnceHoldsTheLockAndLeavesTheScriptInt
 
 // Needs cli/run.cpp to print Lock::note() once after acquiring (see pidlock(1), THE LOCK FILE):
 // enable it with that change.
-TEST(CliData, DISABLED_RunSaysOnceThatItLeftTheFileAlone) {
+TEST(CliData, RunSaysOnceThatItLeftTheFileAlone) {
   TempDir dir;
   test::write_text(dir / "app.conf", "listen 8080\n");
   const auto r = run({pidlock_binary(), "run", (dir / "app.conf").string(), "--", "true"});
