@@ -1072,7 +1072,8 @@ TEST_F(Fleet, ALostAnswerToACreateLeavesTheWaiterOneSlotNotTwo) {
 // --- Only the slot keys are read ---
 
 // Large values under the name that are not slot numbers (another tool's keys, a mistake) are
-// never fetched: the lock works, and status answers, as if they were not there.
+// never fetched: the lock works, and status answers, as if they were not there. Under waiters/,
+// the queue needs keys only; status, which shows waiters' values, reads them a few at a time.
 TEST_F(Fleet, LargeValuesUnderTheNameThatAreNotSlotsAreNeverRead) {
   const auto name = unique("big");
   auto etcd = fleet::etcd::Client::open({endpoint()}, 20s);
@@ -1084,6 +1085,8 @@ TEST_F(Fleet, LargeValuesUnderTheNameThatAreNotSlotsAreNeverRead) {
   // Starting with a digit, so among the slot numbers' range, but not slot numbers.
   for (const std::string other : {"0junk", "1-x", "007"})
     keys.push_back("pidlock/" + name + "/slots/" + other);
+  for (int i = 0; i < 10; ++i)
+    keys.push_back("pidlock/" + name + "/waiters/junk" + std::to_string(i));
   for (const auto& key : keys) ASSERT_TRUE(etcd->put(key, large, 0)) << key;
   const auto r = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "echo", "ran"});
   EXPECT_EQ(r.code, 0) << r.err;
@@ -1091,6 +1094,12 @@ TEST_F(Fleet, LargeValuesUnderTheNameThatAreNotSlotsAreNeverRead) {
   const auto status = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
   EXPECT_EQ(status.code, 0) << status.err;
   EXPECT_NE(status.out.find("0 of 1 slots held"), std::string::npos) << status.out;
+  std::size_t listed = 0;
+  for (auto at = status.out.find("waiting: malformed record (not JSON): jjj");
+       at != std::string::npos; at = status.out.find("waiting: malformed", at + 1)) {
+    ++listed;
+  }
+  EXPECT_EQ(listed, 10u) << status.err;
   for (const auto& key : keys) (void)etcd->delete_key(key);
 }
 

@@ -11,10 +11,13 @@
 namespace pidlock::fleet::view {
 namespace {
 
-// Values are fetched this many keys to a request: etcd takes up to 128 operations in a
-// transaction, and caps each value at its request size (1.5 MiB by default), so an answer stays
-// small whatever the keys hold.
-constexpr std::size_t values_per_request = 16;
+// Values are fetched a few keys to a request: etcd caps each value at its request size (1.5 MiB
+// by default), so an answer stays small whatever the keys hold. Slot keys are holders, whose
+// records are small unless someone wrote junk where a slot goes; waiters' values are read for
+// status only, where anyone may have written anything, and answers of 16 such values took half a
+// second to come.
+constexpr std::size_t slot_values_per_request = 16;
+constexpr std::size_t waiter_values_per_request = 4;
 
 // etcd's answer to a read at a revision it has compacted since: read again, at a newer one.
 constexpr int grpc_out_of_range = 11;
@@ -39,11 +42,12 @@ void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
 // The values of `keys`, read as of `revision`, a few keys to a request. A key gone at that
 // revision is left out.
 std::expected<std::vector<etcd::KeyValue>, etcd::Failure> values_of(
-    etcd::Client& client, const std::vector<std::string>& keys, etcd::Revision revision) {
+    etcd::Client& client, const std::vector<std::string>& keys, etcd::Revision revision,
+    std::size_t per_request) {
   std::vector<etcd::KeyValue> values;
-  for (std::size_t first = 0; first < keys.size(); first += values_per_request) {
+  for (std::size_t first = 0; first < keys.size(); first += per_request) {
     std::vector<etcd::RangeSpec> ranges;
-    const std::size_t last = std::min(keys.size(), first + values_per_request);
+    const std::size_t last = std::min(keys.size(), first + per_request);
     for (std::size_t i = first; i < last; ++i) ranges.push_back({keys[i], {}, false, revision});
     auto read = client.read(ranges);
     if (!read) return std::unexpected(read.error());
@@ -72,14 +76,15 @@ std::expected<Read, etcd::Failure> read_once(etcd::Client& client, const Keys& k
   for (const auto& kv : (*listed)[0].kvs) {
     if (record::slot_index(kv.key, keys.slots)) slot_keys.push_back(kv.key);
   }
-  auto slots = values_of(client, slot_keys, read.revision);
+  auto slots = values_of(client, slot_keys, read.revision, slot_values_per_request);
   if (!slots) return std::unexpected(slots.error());
   read.slots = std::move(*slots);
   if (!waiter_values) {
     read.waiters = std::move((*listed)[1].kvs);
     return read;
   }
-  auto waiters = values_of(client, keys_in((*listed)[1].kvs), read.revision);
+  auto waiters =
+      values_of(client, keys_in((*listed)[1].kvs), read.revision, waiter_values_per_request);
   if (!waiters) return std::unexpected(waiters.error());
   read.waiters = std::move(*waiters);
   return read;
