@@ -431,6 +431,14 @@ TEST_F(Fleet, LibraryRefusesUnusableOptions) {
     EXPECT_EQ(fleet::inspect("x", options).error().code(), std::errc::invalid_argument) << prefix;
   }
   options = library_options(endpoint());
+  options.endpoints.clear();  // never a default one: whatever listens on 127.0.0.1:2379
+  const auto nowhere = fleet::Slot::acquire("x", options);
+  ASSERT_FALSE(nowhere);
+  EXPECT_EQ(nowhere.error().code(), std::errc::invalid_argument) << nowhere.error().message();
+  EXPECT_EQ(nowhere.error().message(),
+            "pidlock: acquire x: a fleet lock needs etcd endpoints (none given)");
+  EXPECT_EQ(fleet::inspect("x", options).error().code(), std::errc::invalid_argument);
+  options = library_options(endpoint());
   options.password = "secret";  // without a user
   EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
   options = library_options(endpoint());
@@ -1291,8 +1299,14 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
   };
   test::FakeEndpoint slow(relaying);
   auto waiting = library_options(slow.url());
-  waiting.wait = 3s;
+  waiting.wait = 120s;
   waiting.request_timeout = 500ms;
+  // Its create held up, the waiter tries again every half second, and reports each failure:
+  // its way to be let go once the test is over.
+  std::atomic<bool> over{false};
+  waiting.on_wait = [&](const fleet::WaitProgress&) {
+    if (over) throw std::runtime_error("the test is over");
+  };
   std::optional<std::expected<fleet::Slot, Error>> waiter;
   std::jthread first_in_line([&] { waiter = fleet::Slot::acquire(name, waiting); });
   ASSERT_TRUE(test::eventually([&] {
@@ -1302,6 +1316,7 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
   released = true;
   EXPECT_FALSE(holder->release());
   const auto newcomer = fleet::Slot::acquire(name, library_options(endpoint()));
+  over = true;
   first_in_line.join();
   ASSERT_FALSE(newcomer) << "took the slot from the waiter that came first";
   EXPECT_TRUE(newcomer.error().held());
@@ -1310,7 +1325,8 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
             "lock: " +
                 name + ", 0 of 1 slots held, 1 waiter first in line");
   ASSERT_TRUE(waiter);
-  EXPECT_FALSE(*waiter) << "the relay let the waiter's create through";
+  ASSERT_FALSE(*waiter) << "the relay let the waiter's create through";
+  EXPECT_EQ((*waiter).error().kind(), ErrorKind::cancelled) << (*waiter).error().message();
 }
 
 // With two slots, a free slot goes to the earliest waiter still waiting: none is served before a
