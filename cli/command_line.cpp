@@ -180,8 +180,8 @@ class CommandLine {
 
   // One subcommand and its local options only. CLI11 builds every option declared before it
   // parses, and declaring all of them was a fifth of a whole `pidlock run F -- true`; this is
-  // what most runs need. Whatever it cannot parse (an option it lacks: fleet mode's, a mistake)
-  // is parsed again with everything declared.
+  // what most runs need. Whatever it cannot parse (an option it lacks: every fleet option, a
+  // mistake) is parsed again with everything declared, and checked there, in one place.
   explicit CommandLine(Subcommand only) {
     set_up_app();
     if (only == Subcommand::run) {
@@ -315,6 +315,30 @@ class CommandLine {
                      ->type_name("FILE"));
   }
 
+  // How a fleet slot's holder keeps it: run's own fleet options.
+  void add_holder_options(CLI::App& sub) {
+    FleetRequest& fleet = invocation_.fleet;
+    auto fleet_option = [this](CLI::Option* option) {
+      fleet_options_.push_back(option);
+      return option->group("Fleet mode (FILE is the fleet lock's name)");
+    };
+    fleet_option(add_whole(sub, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600, "whole seconds",
+                           "Lease TTL in seconds (default 5)", "SECONDS"));
+    fleet_option(add_seconds(sub, "--kill-after", "--kill-after", fleet.kill_after_seconds,
+                             "After SIGTERM on lease loss, SIGKILL the command this much later "
+                             "(default: just before etcd could expire the lease)"));
+    fleet_option(sub.add_option("--on-lease-loss", lease_loss_,
+                                "terminate (SIGTERM the command, exit 76) or warn")
+                     ->check(
+                         [](const std::string& value) -> std::string {
+                           return value == "terminate" || value == "warn"
+                                      ? ""
+                                      : "expected terminate or warn, got '" + value + "'";
+                         },
+                         "")
+                     ->type_name("terminate|warn"));
+  }
+
   void add_run(bool with_fleet_options) {
     RunRequest& request = invocation_.run;
     run = app.add_subcommand("run", "Hold the lock on FILE while COMMAND runs");
@@ -340,29 +364,10 @@ class CommandLine {
     run->add_option("--role", request.role, "Noun in the busy message (default: installer)")
         ->type_name("NAME");
     run->add_flag("--no-mkdir", no_mkdir_, "Do not create missing parent directories");
-    if (with_fleet_options) add_fleet_options(*run, "How many holders at once (default 1)");
-    FleetRequest& fleet = invocation_.fleet;
-    fleet_options_.push_back(add_whole(*run, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600,
-                                       "whole seconds", "Lease TTL in seconds (default 5)",
-                                       "SECONDS")
-                                 ->group("Fleet mode (FILE is the fleet lock's name)"));
-    fleet_options_.push_back(
-        add_seconds(*run, "--kill-after", "--kill-after", fleet.kill_after_seconds,
-                    "After SIGTERM on lease loss, SIGKILL the command this much later (default: "
-                    "just before etcd could expire the lease)")
-            ->group("Fleet mode (FILE is the fleet lock's name)"));
-    fleet_options_.push_back(run->add_option("--on-lease-loss", lease_loss_,
-                                             "terminate (SIGTERM the command, exit 76) or warn")
-                                 ->check(
-                                     [](const std::string& value) -> std::string {
-                                       return value == "terminate" || value == "warn"
-                                                  ? ""
-                                                  : "expected terminate or warn, got '" + value +
-                                                        "'";
-                                     },
-                                     "")
-                                 ->type_name("terminate|warn")
-                                 ->group("Fleet mode (FILE is the fleet lock's name)"));
+    if (with_fleet_options) {
+      add_fleet_options(*run, "How many holders at once (default 1)");
+      add_holder_options(*run);
+    }
     run->add_option("FILE", request.file, "The lock file (the lock's name with --etcd)")
         ->type_name("");
     run->add_option("COMMAND", request.command,
@@ -468,8 +473,9 @@ std::optional<std::string> take_environment(const CommandLine& cli, FleetRequest
 
 }  // namespace
 
-// The invoked subcommand's local options only, saying nothing: an invocation when that is all
-// the command line needs, nothing when it needs more (or is wrong), to be parsed in full.
+// The invoked subcommand's local options only, saying nothing: an invocation of the local lock
+// when that is all the command line asks for, nothing when it needs more (a fleet option, which
+// this parser does not declare; help; a mistake), to be parsed and checked in full.
 std::optional<Invocation> parse_locally(const std::vector<std::string>& args) {
   if (args.empty() || (args.front() != "run" && args.front() != "status")) return std::nullopt;
   const Subcommand subcommand = args.front() == "run" ? Subcommand::run : Subcommand::status;
@@ -482,7 +488,18 @@ std::optional<Invocation> parse_locally(const std::vector<std::string>& args) {
   } catch (const CLI::ParseError&) {  // help and the version too: they list everything
     return std::nullopt;
   }
+  // This parser declares no fleet option; should one ever be, fleet mode is still checked in full.
+  if (cli.fleet_asked()) return std::nullopt;
   return cli.invocation(subcommand, words);
+}
+
+// What the parsed options cannot say alone: for fleet mode, the options that do not go with it,
+// and the environment's settings. The one check of a fleet command line.
+std::optional<std::string> fleet_mode_problem(const CommandLine& cli, Subcommand subcommand,
+                                              Invocation& invocation) {
+  if (!invocation.fleet.enabled) return std::nullopt;
+  if (auto problem = cli.fleet_problem(subcommand)) return problem;
+  return take_environment(cli, invocation.fleet);
 }
 
 std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
@@ -499,10 +516,9 @@ std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
   if (const auto said = parse(cli, words.for_cli11)) return *said;
   const Subcommand subcommand = cli.run->parsed() ? Subcommand::run : Subcommand::status;
   if (auto problem = operand_problem(subcommand, words)) return usage_error(cli, *problem);
-  if (auto problem = cli.fleet_problem(subcommand)) return usage_error(cli, *problem);
   Invocation invocation = cli.invocation(subcommand, words);
-  if (invocation.fleet.enabled) {
-    if (auto problem = take_environment(cli, invocation.fleet)) return usage_error(cli, *problem);
+  if (auto problem = fleet_mode_problem(cli, subcommand, invocation)) {
+    return usage_error(cli, *problem);
   }
   invocation.fleet.argv.assign(argv, argv + argc);
   return invocation;

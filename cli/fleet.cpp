@@ -6,10 +6,12 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <expected>
 
 #include "commands.hpp"
@@ -21,24 +23,61 @@
 namespace pidlock::cli {
 namespace {
 
+// Whether others than the file's owner and group may read or write it. A group may share it (a
+// service account reading a root-owned file); every user may not: ssh refuses such a key file,
+// and so does pidlock such a password file.
+bool open_to_everyone(const struct stat& st) { return (st.st_mode & (S_IROTH | S_IWOTH)) != 0; }
+
 // The first line of the password file, without its line end. A regular file only: a FIFO would
-// hang pidlock, a directory cannot hold a password.
-std::expected<std::string, Error> read_password(const std::string& file) {
+// hang pidlock, a directory cannot hold a password. Failing, it says why and gives the exit code.
+std::expected<std::string, int> read_password(const std::string& file) {
   const auto refused = [&file](std::error_code code, std::string_view detail = {}) {
-    return std::unexpected(
-        Error::failure(ErrorKind::cannot_open, "--password-file", file, code, detail));
+    const Error error =
+        Error::failure(ErrorKind::cannot_open, "--password-file", file, code, detail);
+    say(stderr, "{}\n", error.message());
+    return std::unexpected(exit_code_for(error, FileUse::read));
   };
   const sys::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd) return refused(sys::last_error());
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return refused(sys::last_error());
   if (!S_ISREG(st.st_mode)) return refused(sys::errno_code(EINVAL), "not a regular file");
+  if (open_to_everyone(st)) {
+    say(stderr,
+        "pidlock: --password-file {}: every user may read or write it (mode {:04o}); a password "
+        "file must not be: chmod o-rw {}\n",
+        text::for_terminal(file), st.st_mode & 07777U, text::for_terminal(file));
+    return std::unexpected(exit_code::config);
+  }
   constexpr std::size_t password_limit = std::size_t{64} * 1024;  // a line, not a file
   auto text = sys::read_fd(fd.get(), password_limit);
   if (!text) return refused(text.error());
   std::string password = text->substr(0, text->find('\n'));
   if (!password.empty() && password.back() == '\r') password.pop_back();
   return password;
+}
+
+// The value of environment variable `name`, taken out of the environment: out of environ, so that
+// the command does not inherit it, and out of the bytes the kernel shows as /proc/PID/environ
+// (the process's initial environment, which unsetenv leaves as it was), overwritten where they
+// lie, so that nobody who may read that file learns it while the command runs.
+std::string take_secret(std::string_view name) {
+  std::string value;
+  // One thread here: nothing else reads or changes the environment meanwhile.
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable(*entry);
+    if (!variable.starts_with(name) || variable.size() <= name.size() ||
+        variable[name.size()] != '=') {
+      continue;
+    }
+    char* bytes = *entry + name.size() + 1;
+    const std::size_t length = variable.size() - name.size() - 1;
+    if (value.empty()) value.assign(bytes, length);
+    ::explicit_bzero(bytes, length);
+  }
+  const std::string variable(name);
+  ::unsetenv(variable.c_str());  // NOLINT(concurrency-mt-unsafe)
+  return value;
 }
 
 // How to reach etcd, as the request and the environment say; the failure, said, as an exit code.
@@ -58,18 +97,11 @@ std::expected<fleet::Options, int> connection(const FleetRequest& fleet) {
   options.user = fleet.user;
   // The command has no use for pidlock's password: it does not inherit it (nor a PIDLOCK_FILE
   // from an outer pidlock: this lock is not a file).
-  const char* from_environment =
-      std::getenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
-  const std::string environment_password = from_environment != nullptr ? from_environment : "";
-  // One thread here: nothing else reads the environment meanwhile.
-  ::unsetenv("PIDLOCK_ETCD_PASSWORD");  // NOLINT(concurrency-mt-unsafe)
-  ::unsetenv("PIDLOCK_FILE");           // NOLINT(concurrency-mt-unsafe)
+  const std::string environment_password = take_secret("PIDLOCK_ETCD_PASSWORD");
+  ::unsetenv("PIDLOCK_FILE");  // NOLINT(concurrency-mt-unsafe): one thread here
   if (!fleet.password_file.empty()) {
     auto password = read_password(fleet.password_file);
-    if (!password) {
-      say(stderr, "{}\n", password.error().message());
-      return std::unexpected(exit_code_for(password.error(), FileUse::read));
-    }
+    if (!password) return std::unexpected(password.error());
     options.password = std::move(*password);
   } else if (!fleet.user.empty()) {
     options.password = environment_password;
@@ -97,7 +129,9 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
   const auto sixth_of_ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options.ttl) / 6;
   options.request_timeout =
       std::min<std::chrono::milliseconds>(std::chrono::seconds(2), sixth_of_ttl);
-  // A waiter retries while etcd does not answer; say so, once each way.
+  // A waiter retries while etcd does not answer; say so, once each way. Nothing else is said
+  // while it waits, so no periodic report is wanted either: none cuts its watch short.
+  options.progress_interval = std::chrono::nanoseconds::max();
   bool etcd_silent = false;
   options.on_wait = [&](const fleet::WaitProgress& progress) {
     if (progress.failure && !etcd_silent) {
@@ -182,6 +216,7 @@ namespace {
 json holder_json(const fleet::SlotHolder& h) {
   json object;
   object["slot"] = h.slot;
+  put_text(object, "key", h.key);
   put_text(object, "host", h.host);
   object["pid"] = h.pid;
   put_text(object, "command", h.command);
@@ -226,22 +261,25 @@ json status_json(const fleet::Status& found, bool full) {
   return object;
 }
 
-// Hosts and commands are whatever each holder wrote into etcd: shown escaped, as in status.
+// Hosts and commands are whatever each holder wrote into etcd: shown escaped, as in status. A
+// malformed record's raw value is escaped already (printable ASCII, \xNN for the rest): shown as
+// it is, not escaped twice.
 void print_human(const fleet::Status& found) {
   say(stdout, "fleet lock {}: {} of {} slots held (etcd {})\n", text::for_terminal(found.name),
       found.holders.size(), found.slots, text::for_terminal(found.endpoint));
   for (const auto& h : found.holders) {
+    const std::string advice = fleet::removal_hint(h);
     if (h.malformed) {
-      say(stdout, "  slot {}: malformed record ({}): {}\n", h.slot, text::for_terminal(h.problem),
-          text::for_terminal(h.raw));
+      say(stdout, "  slot {}: malformed record ({}): {}{}\n", h.slot, text::for_terminal(h.problem),
+          h.raw, advice.empty() ? "" : "\n    " + advice);
       continue;
     }
-    say(stdout, "  slot {}: {}, fence {}\n", h.slot, fleet::describe(h), h.fence);
+    say(stdout, "  slot {}: {}, fence {}{}\n", h.slot, fleet::describe(h), h.fence,
+        advice.empty() ? "" : "\n    " + advice);
   }
   for (const auto& w : found.waiters) {
     if (w.malformed) {
-      say(stdout, "  waiting: malformed record ({}): {}\n", text::for_terminal(w.problem),
-          text::for_terminal(w.raw));
+      say(stdout, "  waiting: malformed record ({}): {}\n", text::for_terminal(w.problem), w.raw);
       continue;
     }
     say(stdout, "  waiting: pid {} on {}{}\n", w.pid, text::for_terminal(w.host),

@@ -4,11 +4,15 @@
 
 #include <chrono>
 #include <limits>
+#include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "fleet/base64.hpp"
+#include "fleet/certificate.hpp"
 #include "fleet/etcd.hpp"
 #include "fleet/keys.hpp"
 #include "fleet/slot_record.hpp"
@@ -311,6 +315,56 @@ TEST(Wire, ReadsEtcdsErrorBodies) {
   }
 }
 
+// A status code is checked as it was sent, before it is narrowed to an int: 2^32 + 5 is not
+// NotFound (5), and an answer that says it is no etcd error.
+TEST(Wire, AGrpcCodeOutOfRangeIsNoStatusWhateverItsLowBits) {
+  for (const std::string code : {"4294967301", "-4294967291", "\"4294967301\""}) {
+    EXPECT_FALSE(etcd::wire::parse_error(
+        R"({"message":"etcdserver: requested lease not found","code":)" + code + "}"))
+        << code;
+    const auto keep_alive = etcd::wire::parse_keep_alive(R"({"error":{"grpc_code":)" + code +
+                                                         R"(,"message":"lease not found"}})");
+    EXPECT_FALSE(keep_alive) << code;
+  }
+}
+
+// No lease is longer than etcd's MaxLeaseTTL (9e9 s): an answer granting or renewing one longer
+// is not etcd's, and would overflow a deadline counted in nanoseconds.
+TEST(Wire, ALeaseLongerThanEtcdGrantsIsNotEtcdsAnswer) {
+  const auto longest = etcd::wire::parse_grant(R"({"header":{},"ID":"42","TTL":"9000000000"})");
+  ASSERT_TRUE(longest) << longest.error();
+  EXPECT_EQ(longest->ttl, etcd::max_lease_ttl);
+  for (const std::string ttl : {"9000000001", "9223372036854775807"}) {
+    EXPECT_EQ(etcd::wire::parse_grant(R"({"header":{},"ID":"42","TTL":")" + ttl + R"("})").error(),
+              "TTL: beyond etcd's longest lease")
+        << ttl;
+    EXPECT_EQ(
+        etcd::wire::parse_keep_alive(R"({"result":{"header":{},"ID":"42","TTL":")" + ttl + R"("}})")
+            .error(),
+        "result.TTL: beyond etcd's longest lease")
+        << ttl;
+  }
+}
+
+TEST(Wire, ReadsATransactionOfRanges) {
+  const auto read = etcd::wire::parse_read(
+      R"({"header":{"revision":"9"},"succeeded":true,"responses":[)"
+      R"({"response_range":{"header":{"revision":"9"},"kvs":[{"key":"YQ==","create_revision":"4"}]}},)"
+      R"({"response_range":{"header":{"revision":"9"}}}]})");
+  ASSERT_TRUE(read) << read.error();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[0].revision, 9);
+  ASSERT_EQ((*read)[0].kvs.size(), 1u);
+  EXPECT_EQ((*read)[0].kvs[0].key, "a");
+  EXPECT_TRUE((*read)[1].kvs.empty());
+  EXPECT_EQ(
+      etcd::wire::parse_read(R"({"header":{},"responses":[{"response_range":{"kvs":5}}]})").error(),
+      "responses[0].response_range.kvs: not a JSON array");
+  EXPECT_EQ(etcd::wire::read_request({{"a", "b", true, 0}, {"c", {}, false, 7}}),
+            R"({"success":[{"request_range":{"key":"YQ==","keys_only":true,"range_end":"Yg=="}},)"
+            R"({"request_range":{"key":"Yw==","revision":"7"}}]})");
+}
+
 TEST(Wire, PrintableEscapesWhatATerminalWouldObey) {
   EXPECT_EQ(etcd::wire::printable("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
   EXPECT_EQ(etcd::wire::printable(std::string(300, 'a'), 4), "aaaa...");
@@ -396,14 +450,99 @@ TEST(Timing, DeadlinesSaturateInsteadOfOverflowing) {
   EXPECT_EQ(timing::time_between(now + 1s, now), Clock::duration::zero());
 }
 
-TEST(Timing, BackoffDoublesUpToItsCap) {
-  timing::Backoff backoff;
-  EXPECT_EQ(backoff.next(), 50ms);
-  EXPECT_EQ(backoff.next(), 100ms);
+// Each pause lies in the upper half of its step, and the steps double up to the cap.
+TEST(Timing, BackoffDoublesUpToItsCapWithinEachStep) {
+  timing::Backoff backoff(1);
+  auto expect_within = [&](Clock::duration step) {
+    const auto pause = backoff.next();
+    EXPECT_GE(pause, step / 2);
+    EXPECT_LE(pause, step);
+  };
+  expect_within(50ms);
+  expect_within(100ms);
   for (int i = 0; i < 10; ++i) (void)backoff.next();
-  EXPECT_EQ(backoff.next(), 1s);
+  expect_within(1s);
   backoff.reset();
-  EXPECT_EQ(backoff.next(), 50ms);
+  expect_within(50ms);
+}
+
+// Waiters that failed together must not retry together: two backoffs seeded apart draw apart.
+TEST(Timing, BackoffIsJitteredSoThatWaitersDoNotRetryInStep) {
+  timing::Backoff first(1);
+  timing::Backoff second(2);
+  int differ = 0;
+  for (int i = 0; i < 8; ++i) differ += first.next() != second.next() ? 1 : 0;
+  EXPECT_GE(differ, 6) << "the pauses of two waiters mostly coincide";
+  timing::Backoff unseeded;
+  timing::Backoff other;
+  EXPECT_NE(unseeded.next(), other.next()) << "two default backoffs start with the same pause";
+}
+
+// --- Client certificates' dates ---
+
+// Valid 2020-01-01 00:00:00 to 2020-01-02 00:00:00 UTC (UTCTime), a v3 certificate.
+constexpr std::string_view expired_pem = R"(-----BEGIN CERTIFICATE-----
+MIIBdDCCARqgAwIBAgIBATAKBggqhkjOPQQDAjANMQswCQYDVQQDDAJjYTAeFw0y
+MDAxMDEwMDAwMDBaFw0yMDAxMDIwMDAwMDBaMA4xDDAKBgNVBAMMA29sZDBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABL5xlaU7NEAFexNvXqANh1CRiUvI41enyfhb
+P721YNBJJ9pv2z+N5T97KKS5e016Bla6MOSpAaHmetWXvAsQYVmjajBoMBMGA1Ud
+JQQMMAoGCCsGAQUFBwMCMBEGA1UdEQQKMAiCBmNsaWVudDAdBgNVHQ4EFgQUd6rv
+OF3iDjoXPPps5fXYn/b0vM8wHwYDVR0jBBgwFoAU/90npLo6yUAF1Vh+1sgtNlj7
+xDYwCgYIKoZIzj0EAwIDSAAwRQIgUyxBiszWWR9spSeDeaMVFnNgtMJFAFd7DNQw
+jt8L9CYCIQCuAGaCbzBO6h7gMmZCA7+37moiAwLDI6qVc/Yme8T8Lw==
+-----END CERTIFICATE-----
+)";
+// Valid until 2051-01-02 03:04:05 UTC (GeneralizedTime), a v1 certificate (no version field).
+constexpr std::string_view far_pem = R"(-----BEGIN CERTIFICATE-----
+MIIBAzCBqwIBAjAKBggqhkjOPQQDAjANMQswCQYDVQQDDAJjYTAgFw0yMDAxMDEw
+MDAwMDBaGA8yMDUxMDEwMjAzMDQwNVowDjEMMAoGA1UEAwwDZmFyMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEvnGVpTs0QAV7E29eoA2HUJGJS8jjV6fJ+Fs/vbVg
+0Ekn2m/bP43lP3sopLl7TXoGVrow5KkBoeZ61Ze8CxBhWTAKBggqhkjOPQQDAgNH
+ADBEAiAV66yAn3kkTsSBsfunWo4BMQlTHzNbMcBPbsdUDOq3EgIgazOq/2NfF2ID
+e8heDXlKdvQ+5Byqo1ViUtMI6soC84E=
+-----END CERTIFICATE-----
+)";
+
+TEST(Certificate, ReadsTheValidityOfThePemsFirstCertificate) {
+  const auto expired = certificate::validity(expired_pem);
+  ASSERT_TRUE(expired);
+  EXPECT_EQ(expired->not_before, 1577836800);
+  EXPECT_EQ(expired->not_after, 1577923200);
+  EXPECT_EQ(certificate::utc(expired->not_after), "2020-01-02 00:00:00 UTC");
+  const auto far = certificate::validity("junk before\n" + std::string(far_pem));
+  ASSERT_TRUE(far);
+  EXPECT_EQ(far->not_after, 2556241445);
+  EXPECT_EQ(certificate::utc(far->not_after), "2051-01-02 03:04:05 UTC");
+}
+
+TEST(Certificate, NothingToReadIsNoValidityNeverACrash) {
+  const std::string pem(expired_pem);
+  for (const std::string& text :
+       {std::string(), std::string("not PEM"), pem.substr(0, pem.size() / 2),
+        std::string("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        std::string("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")}) {
+    EXPECT_FALSE(certificate::validity(text)) << text;
+  }
+  // Every prefix of the DER, re-encoded: cut short anywhere, it reads as nothing.
+  const auto der = base64::decode(
+      "MIIBAzCBqwIBAjAKBggqhkjOPQQDAjANMQswCQYDVQQDDAJjYTAgFw0yMDAxMDEwMDAwMDBaGA8yMDUxMDEwMjAz"
+      "MDQwNVowDjEMMAoGA1UEAwwDZmFyMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvnGVpTs0QAV7E29eoA2HUJGJ"
+      "S8jjV6fJ+Fs/vbVg0Ekn2m/bP43lP3sopLl7TXoGVrow5KkBoeZ61Ze8CxBhWTAKBggqhkjOPQQDAgNHADBEAiAV"
+      "66yAn3kkTsSBsfunWo4BMQlTHzNbMcBPbsdUDOq3EgIgazOq/2NfF2IDe8heDXlKdvQ+5Byqo1ViUtMI6soC84E=");
+  ASSERT_TRUE(der);
+  for (std::size_t length = 0; length < 150; ++length) {
+    const std::string cut = "-----BEGIN CERTIFICATE-----\n" +
+                            base64::encode(der->substr(0, length)) +
+                            "\n-----END CERTIFICATE-----\n";
+    EXPECT_FALSE(certificate::validity(cut)) << length;
+  }
+}
+
+TEST(Certificate, TellsAFileWithAPrivateKeyFromOneWithout) {
+  EXPECT_FALSE(certificate::holds_private_key(expired_pem));
+  EXPECT_TRUE(certificate::holds_private_key(std::string(expired_pem) +
+                                             "-----BEGIN EC PRIVATE KEY-----\nx\n"));
+  EXPECT_TRUE(certificate::holds_private_key("-----BEGIN PRIVATE KEY-----\nx\n"));
 }
 
 // --- The client against a real etcd ---
@@ -683,6 +822,106 @@ TEST_F(EtcdClient, ADeadlineCutsACallShortWhateverTheEndpointsLeft) {
   ASSERT_FALSE(renewed);
   EXPECT_EQ(renewed.error().kind, etcd::FailureKind::timeout);
   EXPECT_LT(took, 3s) << "not 2 × 10 s";
+}
+
+TEST_F(EtcdClient, HasNoDefaultEndpoint) {
+  const auto opened = etcd::Client::open(std::vector<std::string>{}, 2s);
+  ASSERT_FALSE(opened) << "opened with an endpoint nobody gave";
+  EXPECT_EQ(opened.error().detail, "no etcd endpoints given");
+}
+
+TEST_F(EtcdClient, ReadsSeveralRangesAtOneRevisionInOneRequest) {
+  FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = test::port_of(cluster_->endpoint(0));
+  FakeEndpoint counted(relaying);
+  auto etcd = client({counted.url()});
+  const auto prefix = unique("read") + "/";
+  ASSERT_TRUE(etcd.put(prefix + "a/1", std::string(1000, 'x'), 0));
+  ASSERT_TRUE(etcd.put(prefix + "b/1", "v", 0));
+  const int before = counted.requests();
+  const auto read = etcd.read({{prefix + "a/", etcd::wire::prefix_end(prefix + "a/"), true, 0},
+                               {prefix + "b/1", {}, false, 0}});
+  ASSERT_TRUE(read) << read.error().cause();
+  EXPECT_EQ(counted.requests(), before + 1);
+  ASSERT_EQ(read->size(), 2u);
+  ASSERT_EQ((*read)[0].kvs.size(), 1u);
+  EXPECT_TRUE((*read)[0].kvs[0].value.empty()) << "keys only";
+  ASSERT_EQ((*read)[1].kvs.size(), 1u);
+  EXPECT_EQ((*read)[1].kvs[0].value, "v");
+  EXPECT_EQ((*read)[0].revision, (*read)[1].revision);
+}
+
+TEST_F(EtcdClient, DeletesAKeyOnlyIfItIsTheOneCreatedThen) {
+  auto etcd = client();
+  const auto key = unique("delete-if");
+  const auto first = etcd.create_if_absent(key, "v", 0);
+  ASSERT_TRUE(first && first->created);
+  const auto other = etcd.delete_if_created(key, first->revision + 1000);
+  ASSERT_TRUE(other) << other.error().cause();
+  EXPECT_FALSE(*other);
+  EXPECT_TRUE(etcd.get(key).value());
+  const auto mine = etcd.delete_if_created(key, first->revision);
+  ASSERT_TRUE(mine) << mine.error().cause();
+  EXPECT_TRUE(*mine);
+  EXPECT_FALSE(etcd.get(key).value());
+}
+
+// What a watch's handler throws must not unwind through libcurl's C frames: it ends the watch as
+// a failure, and the client goes on working.
+TEST_F(EtcdClient, AnExceptionInAWatchHandlerIsAFailureNotAnUnwindThroughCurl) {
+  auto etcd = client();
+  const auto prefix = unique("throwing") + "/";
+  const auto put = etcd.put(prefix + "k", "v", 0);
+  ASSERT_TRUE(put);
+  std::optional<std::expected<etcd::WatchEnd, etcd::Failure>> end;
+  EXPECT_NO_THROW(end = etcd.watch_prefix(prefix, *put, 10s, [](const etcd::WatchEvent&) -> bool {
+    throw std::runtime_error("handler failed");
+  }));
+  ASSERT_TRUE(end);
+  ASSERT_FALSE(*end);
+  EXPECT_EQ(end->error().kind, etcd::FailureKind::client_setup);
+  EXPECT_EQ(end->error().cause(), "etcd: an exception in the answer's handling: handler failed");
+  const auto after = etcd.get(prefix + "k");
+  ASSERT_TRUE(after) << after.error().cause();
+  EXPECT_TRUE(*after);
+}
+
+// When every endpoint fails, the failure names each, not only the last one tried.
+TEST_F(EtcdClient, AFailureOfEveryEndpointNamesEachOfThem) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(test::free_port());
+  FakeEndpoint unavailable(
+      {503, R"({"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14})"});
+  auto etcd = client({dead, unavailable.url()});
+  const auto lease = etcd.grant(5s);
+  ASSERT_FALSE(lease);
+  EXPECT_EQ(lease.error().endpoint, unavailable.url());
+  EXPECT_EQ(lease.error().cause(), "etcd: Unavailable: etcdserver: no leader (before it, " + dead +
+                                       ": etcd: Couldn't connect to server)");
+}
+
+// A call that a deadline leaves no time for names the member that failed last, not the next one
+// in line, which may never have been asked, and may be healthy.
+TEST_F(EtcdClient, NoTimeLeftNamesAMemberThatFailedNotOneNeverAsked) {
+  FakeEndpoint silent({200, "", true});
+  FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = test::port_of(cluster_->endpoint(0));
+  FakeEndpoint healthy(relaying);
+  auto etcd = client({silent.url(), healthy.url()}, 10s);
+  const auto until = Clock::now() + 300ms;
+  const etcd::Client::Deadline in_time(etcd, until);
+  // The silent member takes all the time there is (the healthy one may get a last millisecond).
+  const auto first = etcd.keep_alive(1);
+  ASSERT_FALSE(first);
+  std::this_thread::sleep_until(until);  // the deadline passed is what is tested, not a sync
+  const auto second = etcd.keep_alive(1);
+  ASSERT_FALSE(second);
+  const std::string& named = second.error().endpoint;
+  const int asked = named == silent.url() ? silent.requests() : healthy.requests();
+  EXPECT_GT(asked, 0) << "blames " << named << ", which was never asked";
+  EXPECT_EQ(named, first.error().endpoint);
+  EXPECT_EQ(second.error().cause(),
+            "etcd: no time left to ask (the caller's deadline has passed); the last try there: " +
+                first.error().cause());
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -200,9 +201,11 @@ class CommandAuth : public test::SharedCluster<CommandAuth> {
   }
 
  protected:
-  static std::string password_file(const std::string& password) {
+  // Readable by its owner only: pidlock refuses a password file every user may read.
+  static std::string password_file(const std::string& password, mode_t mode = 0600) {
     const auto path = dir_.path() / ("password-" + std::to_string(++files_));
     std::ofstream(path) << password << "\n";
+    EXPECT_EQ(::chmod(path.c_str(), mode), 0);
     return path.string();
   }
   static std::vector<std::string> run_args(const std::vector<std::string>& options,
@@ -229,6 +232,20 @@ TEST_F(CommandAuth, APasswordFileWorksAndThePasswordIsInNoCommandLineOrEnvironme
                    unique("auth-file"), {"sh", "-c", "tr '\\0' ' ' < /proc/$PPID/cmdline; env"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "--password-file")) << r.out;
+  EXPECT_FALSE(contains(r.out, "alice-pw")) << r.out;
+}
+
+// Not inherited, and not left where anyone who may read pidlock's /proc/PID/environ (its user,
+// root, a debugger) finds it for as long as the command runs: unsetenv() alone leaves the
+// process's initial environment, which that file shows, as it was.
+TEST_F(CommandAuth, ThePasswordFromTheEnvironmentIsNotInPidlocksOwnEnvironmentWhileItHolds) {
+  const auto r =
+      run(with_environment({"PIDLOCK_ETCD_PASSWORD=alice-pw", "PIDLOCK_ETCD_USER=alice"},
+                           {"run", "--etcd", cluster_->endpoint(0), unique("auth-environ"), "--",
+                            "sh", "-c", "tr '\\0' '\\n' < /proc/$PPID/environ"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "PIDLOCK_ETCD_USER=alice\n"))
+      << "not pidlock's environment: " << r.out;
   EXPECT_FALSE(contains(r.out, "alice-pw")) << r.out;
 }
 
@@ -275,6 +292,54 @@ TEST_F(CommandAuth, APasswordOnTheCommandLineIsRefused) {
   r = run({pidlock_binary(), "run", "--etcd", with_credentials, unique("auth-url"), "--", "true"});
   EXPECT_EQ(r.code, 64) << r.err;
   EXPECT_TRUE(contains(r.err, "no credentials in the URL")) << r.err;
+  // Refused, and not repeated: the refusal names the URL with the password masked.
+  EXPECT_FALSE(contains(r.err, "alice-pw")) << r.err;
+  EXPECT_TRUE(contains(r.err, "'http://alice:***@127.0.0.1:")) << r.err;
+}
+
+// As ssh refuses a private key file others may read: a password file every user may read (or
+// write) is refused, with what to do; one its group may read is a service account's, and works.
+TEST_F(CommandAuth, APasswordFileEveryUserMayReadIsRefused) {
+  for (const mode_t mode : {0644U, 0602U}) {
+    const auto file = password_file("alice-pw", mode);
+    const auto r = refused(
+        run_args({"--user", "alice", "--password-file", file}, unique("auth-open"), {"true"}));
+    EXPECT_EQ(r.result.code, 78) << r.result.err;
+    char shown[8];
+    std::snprintf(shown, sizeof shown, "%04o", static_cast<unsigned>(mode));
+    EXPECT_EQ(r.result.err, "pidlock: --password-file " + file +
+                                ": every user may read or write it (mode " + shown +
+                                "); a password file must not be: chmod o-rw " + file + "\n");
+    EXPECT_LT(r.took, 10s);
+  }
+  const auto shared =
+      run(run_args({"--user", "alice", "--password-file", password_file("alice-pw", 0640)},
+                   unique("auth-group"), {"true"}));
+  EXPECT_EQ(shared.code, 0) << shared.err;
+}
+
+// A role revoked while the command runs: the next renewal cannot check the slot, pidlock says
+// what etcd refused and what the user needs, and stops the command (76) as for any lost slot.
+TEST_F(CommandAuth, ARoleRevokedDuringAHoldStopsTheCommandAndSaysWhy) {
+  const std::string user = unique("carol");
+  for (const std::vector<std::string>& step :
+       {std::vector<std::string>{"role", "add", user + "-rw"},
+        {"role", "grant-permission", user + "-rw", "--prefix=true", "readwrite", "pidlock/"},
+        {"user", "add", user, "--new-user-password", "carol-pw"},
+        {"user", "grant-role", user, user + "-rw"}}) {
+    ASSERT_EQ(cluster_->etcdctl(step).code, 0) << step[0] << " " << step[1];
+  }
+  std::vector<std::string> argv =
+      run_args({"--user", user, "--password-file", password_file("carol-pw"), "--ttl", "3"},
+               unique("auth-revoked"), {"sh", "-c", "echo ready; exec sleep 60"});
+  Child holder = Child::spawn(argv);
+  ASSERT_EQ(holder.read_line(), "ready");
+  ASSERT_EQ(cluster_->etcdctl({"user", "revoke-role", user, user + "-rw"}).code, 0);
+  EXPECT_EQ(holder.wait(20s), 76) << "the revoked role went unnoticed";
+  const std::string err = holder.drain_stderr();
+  EXPECT_TRUE(contains(err, "pidlock: lost the fleet lock")) << err;
+  EXPECT_TRUE(contains(err, "etcd: PermissionDenied: ")) << err;
+  EXPECT_TRUE(contains(err, "etcd user " + user + " needs a role with readwrite")) << err;
 }
 
 TEST_F(CommandAuth, APasswordFileThatCannotBeReadIsSaidSoAtOnce) {
@@ -386,6 +451,40 @@ TEST_F(CommandNames, APrefixKeepsLocksApart) {
   EXPECT_EQ(r.code, 64) << r.err;
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
+}
+
+// Any fleet option means fleet mode, checked and configured as --etcd or --fleet are: with the
+// environment's endpoints, never a default one nobody configured.
+TEST_F(CommandNames, AnyFleetOptionMeansFleetModeWithTheConfiguredEndpoints) {
+  const std::vector<std::vector<std::string>> options = {
+      {"--ttl", "5"}, {"--kill-after", "1"}, {"--on-lease-loss", "warn"}};
+  for (const auto& option : options) {
+    const auto name = unique("option-" + option[0].substr(2));
+    std::vector<std::string> args{"run"};
+    args.insert(args.end(), option.begin(), option.end());
+    args.insert(args.end(), {name, "--", "sh", "-c", "echo \"$PIDLOCK_NAME $PIDLOCK_FENCE\""});
+    const auto r = run(with_environment({"PIDLOCK_ETCD_ENDPOINTS=" + cluster_->endpoint(0)}, args));
+    EXPECT_EQ(r.code, 0) << option[0] << ": " << r.err;
+    EXPECT_TRUE(r.out.starts_with(name + " ")) << option[0] << ": " << r.out;
+  }
+}
+
+TEST_F(CommandNames, AFleetOptionWithoutEndpointsIsAUsageError) {
+  for (const std::string option : {"--ttl", "--kill-after", "--slots", "--prefix"}) {
+    const std::string value = option == "--prefix" ? "p/" : "2";
+    const auto r = run({"env", "-u", "PIDLOCK_ETCD_ENDPOINTS", pidlock_binary(), "run", option,
+                        value, unique("no-endpoints"), "--", "true"});
+    EXPECT_EQ(r.code, 64) << option << ": " << r.err;
+    EXPECT_TRUE(
+        r.err.starts_with("pidlock: fleet mode needs etcd endpoints: --etcd URL[,URL...] "
+                          "or PIDLOCK_ETCD_ENDPOINTS\n"))
+        << option << ": " << r.err;
+  }
+  const auto shared =
+      run(with_environment({"PIDLOCK_ETCD_ENDPOINTS=" + cluster_->endpoint(0)},
+                           {"run", "-s", "--ttl", "5", unique("shared"), "--", "true"}));
+  EXPECT_EQ(shared.code, 64) << shared.err;
+  EXPECT_TRUE(shared.err.starts_with("pidlock: -s: fleet locks have no readers")) << shared.err;
 }
 
 TEST_F(CommandNames, EndpointsAreUrlsOrHostPorts) {

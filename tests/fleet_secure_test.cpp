@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -140,6 +141,40 @@ TEST_F(FleetTls, AMemberWhoseCertificateFailsIsSkippedForTheNext) {
   o.endpoints = {cluster_->endpoint(0, "127.0.0.2"), cluster_->endpoint(0)};
   auto slot = fleet::Slot::acquire(unique("tls-failover"), o);
   ASSERT_TRUE(slot) << slot.error().message();
+}
+
+// A certificate file without its key, and no key file: said so, not in the TLS library's words,
+// which name the certificate file as the key.
+TEST_F(FleetTls, ACertificateWithoutItsKeyIsSaidSo) {
+  auto o = options();
+  o.tls.key_file.clear();
+  const auto refusal = refused(unique("tls-no-key"), o);
+  ASSERT_TRUE(refusal);
+  EXPECT_EQ(refusal->error.code(), fleet::errc::tls_failed) << refusal->error.message();
+  EXPECT_EQ(refusal->error.message(),
+            "pidlock: acquire " + std::string(refusal->error.place()) +
+                ": the client certificate file " + cluster_->file("client.pem") +
+                " holds no private key, and no key file was given (--key)");
+  // A file that holds both is enough alone.
+  const auto both = cluster_->file("client-and-key.pem");
+  {
+    std::ofstream out(both);
+    out << std::ifstream(cluster_->file("client.pem")).rdbuf()
+        << std::ifstream(cluster_->file("client-key.pem")).rdbuf();
+  }
+  o.tls.cert_file = both;
+  auto slot = fleet::Slot::acquire(unique("tls-cert-and-key"), o);
+  EXPECT_TRUE(slot) << slot.error().message();
+}
+
+// etcd refuses an expired client certificate with a bare "bad certificate" alert: the message
+// says what the certificate itself says, that it expired, and when.
+TEST_F(FleetTls, AnExpiredClientCertificateIsCalledExpired) {
+  auto o = options();
+  o.tls.cert_file = cluster_->file("expired.pem");
+  o.tls.key_file = cluster_->file("expired-key.pem");
+  expect_tls_failure(o, "; the client certificate " + cluster_->file("expired.pem") +
+                            " expired on 2020-01-02 00:00:00 UTC: renew it");
 }
 
 TEST_F(FleetTls, InsecureSkipVerifyIsAnExplicitChoice) {
@@ -285,6 +320,54 @@ TEST_F(FleetAuth, TheClientRenewsAnExpiredTokenOnceAndRetries) {
   ASSERT_TRUE(watched) << watched.error().cause();
   EXPECT_EQ(*watched, fleet::etcd::WatchEnd::stopped);
   EXPECT_EQ(client->authentications(), 3);
+}
+
+// A user of its own, with readwrite on pidlock/ through a role of its own, that a test may take
+// away: "carol-PID-N", password "carol-pw".
+std::string user_with_a_role(test::Cluster& cluster) {
+  const std::string user = unique("carol");
+  const std::string role = user + "-rw";
+  for (const std::vector<std::string>& step :
+       {std::vector<std::string>{"role", "add", role},
+        {"role", "grant-permission", role, "--prefix=true", "readwrite", "pidlock/"},
+        {"user", "add", user, "--new-user-password", "carol-pw"},
+        {"user", "grant-role", user, role}}) {
+    const auto done = cluster.etcdctl(step);
+    EXPECT_EQ(done.code, 0) << step[0] << " " << step[1] << ": " << done.err;
+  }
+  return user;
+}
+
+// A role revoked while the slot is held: the next renewal finds the user may no longer check its
+// key, and the slot is given up, saying what etcd refused and what the user needs; releasing it
+// says that etcd refused that too, and that the slot frees with the lease.
+TEST_F(FleetAuth, ARoleRevokedDuringAHoldIsNoticedAndSaid) {
+  const std::string user = user_with_a_role(*cluster_);
+  auto o = as(user, "carol-pw");
+  auto slot = fleet::Slot::acquire(unique("auth-revoked"), o);
+  ASSERT_TRUE(slot) << slot.error().message();
+  ASSERT_TRUE(slot->keep_alive());
+  ASSERT_EQ(cluster_->etcdctl({"user", "revoke-role", user, user + "-rw"}).code, 0);
+  const auto renewed = slot->keep_alive();
+  ASSERT_FALSE(renewed) << "the revoked role went unnoticed";
+  EXPECT_EQ(renewed.error().code(), fleet::errc::slot_lost);
+  EXPECT_EQ(renewed.error().kind(), ErrorKind::lease_lost);
+  EXPECT_TRUE(slot->lost());
+  EXPECT_TRUE(contains(renewed.error().message(), "etcd: PermissionDenied: "))
+      << renewed.error().message();
+  EXPECT_TRUE(
+      contains(renewed.error().message(), "etcd user " + user +
+                                              " needs a role with readwrite on the keys under "
+                                              "pidlock/"))
+      << renewed.error().message();
+  EXPECT_TRUE(contains(renewed.error().message(), "the slot can no longer be checked"))
+      << renewed.error().message();
+  const auto released = slot->revoke();
+  ASSERT_FALSE(released) << "the release failed silently";
+  EXPECT_EQ(released.error().code(), fleet::errc::permission_denied) << released.error().message();
+  EXPECT_TRUE(
+      contains(released.error().message(), "the slot frees when the lease expires, within 5 s"))
+      << released.error().message();
 }
 
 TEST_F(FleetAuth, CredentialsForAnEtcdWithoutAuthAreNotNeeded) {

@@ -27,6 +27,8 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
+int port_of(const std::string& url) { return std::stoi(url.substr(url.rfind(':') + 1)); }
+
 bool etcd_available() { return run({"sh", "-c", "command -v etcd"}).code == 0; }
 bool etcdctl_available() { return run({"sh", "-c", "command -v etcdctl"}).code == 0; }
 std::string missing_for(const ClusterConfig& config) {
@@ -111,6 +113,16 @@ ca other-ca
 cert server ca IP:127.0.0.1,DNS:localhost serverAuth,clientAuth
 cert client ca DNS:client clientAuth
 cert stranger other-ca DNS:client clientAuth
+# A client certificate that expired on 2020-01-02: only openssl ca dates a certificate freely.
+key expired
+openssl req -new -key expired-key.pem -out expired.csr -subj /CN=expired
+printf '[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n' > ca.cnf
+printf 'default_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n' >> ca.cnf
+printf '[ext]\nextendedKeyUsage = clientAuth\nsubjectAltName = DNS:client\n' >> ca.cnf
+: > index.txt
+echo 01 > serial
+openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca-key.pem -in expired.csr \
+  -out expired.pem -startdate 20200101000000Z -enddate 20200102000000Z -extensions ext -notext 2>/dev/null
 )";
   const auto made = run({"sh", "-c", script, "sh", dir_.path().string()}, 30s);
   if (made.code != 0) ADD_FAILURE() << made.err;
@@ -199,10 +211,28 @@ FakeEndpoint::FakeEndpoint(Answer answer) : answer_(std::move(answer)) {
 }
 
 FakeEndpoint::~FakeEndpoint() {
-  ::close(stop_[1]);  // wakes every poll in the thread
+  ::close(stop_[1]);  // wakes every poll in every thread
   thread_.join();
+  for (auto& connection : connections_) connection.join();
   ::close(stop_[0]);
   ::close(listener_);
+}
+
+int FakeEndpoint::requests(const std::string& path) const {
+  const std::lock_guard lock(paths_mutex_);
+  const auto found = by_path_.find(path);
+  return found == by_path_.end() ? 0 : found->second;
+}
+
+int FakeEndpoint::open(const std::string& path) const {
+  const std::lock_guard lock(paths_mutex_);
+  const auto found = open_by_path_.find(path);
+  return found == open_by_path_.end() ? 0 : found->second;
+}
+
+std::map<std::string, int> FakeEndpoint::requests_by_path() const {
+  const std::lock_guard lock(paths_mutex_);
+  return by_path_;
 }
 
 bool FakeEndpoint::wait_readable(int fd) const {
@@ -216,10 +246,19 @@ void FakeEndpoint::serve() {
   while (wait_readable(listener_)) {
     const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
     if (connection < 0) continue;
-    answer(connection);
-    ::close(connection);
+    connections_.emplace_back([this, connection] {
+      answer(connection);
+      ::close(connection);
+    });
   }
 }
+
+namespace {
+std::string path_of(const std::string& request) {
+  const auto starts = request.find(' ') + 1;
+  return request.substr(starts, request.find(' ', starts) - starts);
+}
+}  // namespace
 
 void FakeEndpoint::answer(int connection) {
   ++requests_;
@@ -243,23 +282,35 @@ void FakeEndpoint::answer(int connection) {
         length = std::stoul(request.substr(header + 16));
     }
   }
-  if (answer_.relay_to_port != 0) return relay(connection, std::move(request));
-  if (answer_.hang) {
+  const std::string path = path_of(request);
+  {
+    const std::lock_guard lock(paths_mutex_);
+    ++by_path_[path];
+    ++open_by_path_[path];
+  }
+  if (answer_.relay_to_port != 0) {
+    relay(connection, std::move(request), path);
+  } else if (answer_.hang) {
+    (void)wait_readable(stop_[0]);  // until the test ends
+  } else {
+    const std::string response = "HTTP/1.1 " + std::to_string(answer_.status) +
+                                 " Fake\r\nContent-Length: " + std::to_string(answer_.body.size()) +
+                                 "\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
+                                 answer_.body;
+    (void)::send(connection, response.data(), response.size(), MSG_NOSIGNAL);
+  }
+  const std::lock_guard lock(paths_mutex_);
+  --open_by_path_[path];
+}
+
+void FakeEndpoint::relay(int connection, std::string request, const std::string& path) {
+  const std::string body = request.substr(request.find("\r\n\r\n") + 4);
+  if (answer_.hang_if && answer_.hang_if(path, body)) {
     (void)wait_readable(stop_[0]);  // until the test ends
     return;
   }
-  const std::string response = "HTTP/1.1 " + std::to_string(answer_.status) +
-                               " Fake\r\nContent-Length: " + std::to_string(answer_.body.size()) +
-                               "\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
-                               answer_.body;
-  (void)::send(connection, response.data(), response.size(), MSG_NOSIGNAL);
-}
-
-void FakeEndpoint::relay(int connection, std::string request) {
-  const auto path_starts = request.find(' ') + 1;
-  const std::string path =
-      request.substr(path_starts, request.find(' ', path_starts) - path_starts);
   if (answer_.before_relaying) answer_.before_relaying(path);
+  const bool dropping = answer_.drop_answer && answer_.drop_answer(path, body);
   // One request per connection both ways: etcd closes after answering, and so do we.
   request.insert(request.find("\r\n") + 2, "Connection: close\r\n");
   const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -271,18 +322,20 @@ void FakeEndpoint::relay(int connection, std::string request) {
       ::send(upstream, request.data(), request.size(), MSG_NOSIGNAL) ==
           static_cast<ssize_t>(request.size())) {
     // Until etcd has answered and closed, the client has gone (a watch it gave up), or the
-    // test ends.
+    // test ends. An answer to drop is read in full (etcd has done the request), never sent.
     char buffer[4096];
     for (;;) {
       pollfd fds[3] = {{upstream, POLLIN, 0}, {connection, POLLIN, 0}, {stop_[0], POLLIN, 0}};
       if (::poll(fds, 3, -1) < 0) continue;
-      if ((fds[1].revents | fds[2].revents) != 0) break;
+      if (!dropping && (fds[1].revents | fds[2].revents) != 0) break;
+      if (dropping && fds[2].revents != 0) break;
       const ssize_t n = ::read(upstream, buffer, sizeof buffer);
       if (n <= 0) break;
-      (void)::send(connection, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL);
+      if (!dropping) (void)::send(connection, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL);
     }
   }
   ::close(upstream);
+  if (dropping && answer_.after_dropping) answer_.after_dropping(path);
 }
 
 }  // namespace pidlock::test

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -15,6 +17,8 @@
 namespace pidlock::test {
 
 int free_port();
+// The port of "http://127.0.0.1:2379".
+int port_of(const std::string& url);
 bool etcd_available();
 bool etcdctl_available();
 
@@ -58,8 +62,9 @@ class Cluster {
   bool answers(int i) const;
   // In the cluster's directory. With tls: ca.pem (signed the server's and client's
   // certificates), server.pem (for IP:127.0.0.1 and DNS:localhost), client.pem and
-  // client-key.pem, and other-ca.pem and stranger.pem/stranger-key.pem, a CA and a client
-  // certificate etcd does not trust.
+  // client-key.pem, other-ca.pem and stranger.pem/stranger-key.pem, a CA and a client
+  // certificate etcd does not trust, and expired.pem/expired-key.pem, a client certificate
+  // signed by ca.pem that expired on 2020-01-02.
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
   // Users and roles, then `auth enable`: root (password root-pw), alice (alice-pw) with readwrite
   // on pidlock/ and other/, and bob (bob-pw) without any role. From then on, etcdctl() runs as
@@ -117,9 +122,11 @@ class SharedCluster : public testing::Test {
 };
 
 // Something on 127.0.0.1 that speaks HTTP but is not etcd: it gives every request the same
-// answer, from a thread of the test process. Or, given a port to relay to, a go-between that
-// passes each request on to the etcd there (one connection per request) after calling
-// `before_relaying` with its path: a test's way to act between two requests of a client.
+// answer. Or, given a port to relay to, a go-between that passes each request on to the etcd
+// there (one connection per request) after calling `before_relaying` with its path: a test's way
+// to act between two requests of a client, to count a client's requests, or to lose an answer.
+// Each connection is served on a thread of its own, so that watches held open through it do not
+// hold up other requests, from other clients or the same.
 class FakeEndpoint {
  public:
   struct Answer {
@@ -129,6 +136,14 @@ class FakeEndpoint {
     bool close = false;  // close the connection without a word
     int relay_to_port = 0;
     std::function<void(const std::string& path)> before_relaying = nullptr;
+    // Relaying: when it says so for a request, etcd carries the request out but its answer is
+    // not passed on (the connection is closed instead), after `after_dropping` is called: an
+    // answer lost on the way back.
+    std::function<bool(const std::string& path, const std::string& body)> drop_answer = nullptr;
+    std::function<void(const std::string& path)> after_dropping = nullptr;
+    // Relaying: when it says so for a request, the request is held, unanswered, until the test
+    // ends: a member that stopped answering.
+    std::function<bool(const std::string& path, const std::string& body)> hang_if = nullptr;
   };
   explicit FakeEndpoint(Answer answer);
   ~FakeEndpoint();
@@ -136,12 +151,18 @@ class FakeEndpoint {
   FakeEndpoint& operator=(const FakeEndpoint&) = delete;
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
   int requests() const { return requests_.load(); }
+  // Requests to `path` ("/v3/kv/txn") so far, and those whose connection is still open.
+  int requests(const std::string& path) const;
+  int open(const std::string& path) const;
+  // Every request so far, by path.
+  std::map<std::string, int> requests_by_path() const;
 
  private:
   void serve();
   void answer(int connection);
-  void relay(int connection, std::string request);
+  void relay(int connection, std::string request, const std::string& path);
   bool wait_readable(int fd) const;  // false once stopping
 
   Answer answer_;
@@ -149,7 +170,11 @@ class FakeEndpoint {
   int port_ = 0;
   int stop_[2] = {-1, -1};
   std::atomic<int> requests_{0};
+  mutable std::mutex paths_mutex_;
+  std::map<std::string, int> by_path_;
+  std::map<std::string, int> open_by_path_;
   std::thread thread_;
+  std::vector<std::thread> connections_;
 };
 
 }  // namespace pidlock::test

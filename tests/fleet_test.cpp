@@ -7,12 +7,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
+#include "fleet/base64.hpp"
 #include "fleet/etcd.hpp"
 #include "fleet_support.hpp"
 
@@ -424,6 +430,14 @@ TEST_F(Fleet, LibraryRefusesUnusableOptions) {
         << prefix;
     EXPECT_EQ(fleet::inspect("x", options).error().code(), std::errc::invalid_argument) << prefix;
   }
+  options = library_options(endpoint());
+  options.endpoints.clear();  // never a default one: whatever listens on 127.0.0.1:2379
+  const auto nowhere = fleet::Slot::acquire("x", options);
+  ASSERT_FALSE(nowhere);
+  EXPECT_EQ(nowhere.error().code(), std::errc::invalid_argument) << nowhere.error().message();
+  EXPECT_EQ(nowhere.error().message(),
+            "pidlock: acquire x: a fleet lock needs etcd endpoints (none given)");
+  EXPECT_EQ(fleet::inspect("x", options).error().code(), std::errc::invalid_argument);
   options = library_options(endpoint());
   options.password = "secret";  // without a user
   EXPECT_EQ(fleet::Slot::acquire("x", options).error().code(), std::errc::invalid_argument);
@@ -945,7 +959,7 @@ std::expected<fleet::Slot, Error> acquire_with_a_put_between(test::Cluster& clus
                                                              const std::string& value) {
   bool put = false;
   test::FakeEndpoint::Answer relaying;
-  relaying.relay_to_port = std::stoi(member.substr(member.rfind(':') + 1));
+  relaying.relay_to_port = test::port_of(member);
   relaying.before_relaying = [&](const std::string& path) {
     if (path != "/v3/kv/txn") return;
     put = true;
@@ -1018,6 +1032,340 @@ TEST_F(Fleet, AHolderWithoutARecordedCountBeyondOursIsAMismatch) {
       << refused.error().message();
   options.slots = 5;
   EXPECT_TRUE(fleet::Slot::acquire(name, options));
+}
+
+}  // namespace
+}  // namespace pidlock
+
+namespace pidlock {
+namespace {
+
+// --- One slot per lease, whatever answers are lost ---
+
+// A waiter's create reaches etcd but its answer is lost; meanwhile a lower slot frees. Trying
+// again, the waiter must find the slot it already holds, not take the freed one too: one lease,
+// one slot, and the other left for the next asker.
+TEST_F(Fleet, ALostAnswerToACreateLeavesTheWaiterOneSlotNotTwo) {
+  const auto name = unique("lost-answer");
+  auto options = library_options(endpoint());
+  options.slots = 2;
+  auto first = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(first) << first.error().message();
+  ASSERT_EQ(first->index(), 0);
+  std::atomic<bool> dropped{false};
+  test::FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = test::port_of(endpoint());
+  relaying.drop_answer = [&](const std::string& path, const std::string& body) {
+    return path == "/v3/kv/txn" && test::contains(body, "request_put") && !dropped.exchange(true);
+  };
+  // Slot 0 frees after the create was done and before the waiter tries again.
+  relaying.after_dropping = [&](const std::string&) { EXPECT_FALSE(first->release()); };
+  test::FakeEndpoint lossy(relaying);
+  auto waiting = library_options(lossy.url());
+  waiting.slots = 2;
+  waiting.wait = 30s;
+  auto waiter = fleet::Slot::acquire(name, waiting);
+  ASSERT_TRUE(waiter) << waiter.error().message();
+  ASSERT_TRUE(dropped) << "no create's answer was dropped";
+  EXPECT_EQ(waiter->index(), 1) << "the waiter holds slot 1, whose create it did not hear of";
+  const auto status = fleet::inspect(name, library_options(endpoint()));
+  ASSERT_TRUE(status) << status.error().message();
+  ASSERT_EQ(status->holders.size(), 1u) << "one lease holds two slots";
+  EXPECT_EQ(status->holders[0].fence, waiter->fence());
+  auto next = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(next) << "the slot the waiter took twice: " << next.error().message();
+  EXPECT_EQ(next->index(), 0);
+}
+
+// --- Only the slot keys are read ---
+
+// Large values under the name that are not slot numbers (another tool's keys, a mistake) are
+// never fetched: the lock works, and status answers, as if they were not there. Under waiters/,
+// the queue needs keys only; status, which shows waiters' values, reads them a few at a time.
+TEST_F(Fleet, LargeValuesUnderTheNameThatAreNotSlotsAreNeverRead) {
+  const auto name = unique("big");
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 20s);
+  ASSERT_TRUE(etcd);
+  const std::string large(1400 * 1000, 'j');  // under etcd's 1.5 MiB request limit
+  std::vector<std::string> keys;
+  for (int i = 0; i < 40; ++i)
+    keys.push_back("pidlock/" + name + "/slots/junk" + std::to_string(i));
+  // Starting with a digit, so among the slot numbers' range, but not slot numbers.
+  for (const std::string other : {"0junk", "1-x", "007"})
+    keys.push_back("pidlock/" + name + "/slots/" + other);
+  for (int i = 0; i < 10; ++i)
+    keys.push_back("pidlock/" + name + "/waiters/junk" + std::to_string(i));
+  for (const auto& key : keys) ASSERT_TRUE(etcd->put(key, large, 0)) << key;
+  const auto r = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "echo", "ran"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "ran\n");
+  const auto status = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_EQ(status.code, 0) << status.err;
+  EXPECT_NE(status.out.find("0 of 1 slots held"), std::string::npos) << status.out;
+  std::size_t listed = 0;
+  for (auto at = status.out.find("waiting: malformed record (not JSON): jjj");
+       at != std::string::npos; at = status.out.find("waiting: malformed", at + 1)) {
+    ++listed;
+  }
+  EXPECT_EQ(listed, 10u) << status.err;
+  for (const auto& key : keys) (void)etcd->delete_key(key);
+}
+
+// --- Messages ---
+
+// A slot key without a lease (written by hand) never expires: the busy message and status name
+// the key, say so, and give the command that removes it.
+TEST_F(Fleet, ASlotKeyWithoutALeaseIsNamedWithHowToRemoveIt) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("leaseless");
+  const std::string key = "pidlock/" + name + "/slots/0";
+  ASSERT_EQ(cluster_->etcdctl({"put", key, "{not json"}).code, 0);
+  const std::string advice =
+      "key " + key + ": it has no lease, so it never expires; remove it with etcdctl del " + key;
+  const auto busy = run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"});
+  EXPECT_EQ(busy.code, 75) << busy.err;
+  EXPECT_NE(busy.err.find("(slot 0: a malformed record (not JSON), " + advice + ")"),
+            std::string::npos)
+      << busy.err;
+  const auto status = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_EQ(status.code, 75);
+  EXPECT_NE(status.out.find(advice), std::string::npos) << status.out;
+  const auto json = nlohmann::json::parse(
+      run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name}).out, nullptr, false);
+  ASSERT_TRUE(json.is_object());
+  EXPECT_EQ(json["holders"][0]["key"], key);
+  EXPECT_EQ(json["holders"][0]["lease"], "0");
+  // As advised:
+  ASSERT_EQ(cluster_->etcdctl({"del", key}).code, 0);
+  EXPECT_EQ(run({pidlock_binary(), "run", "--etcd", endpoint(), name, "--", "true"}).code, 0);
+}
+
+// A malformed record's value is escaped once (printable ASCII, \xNN for the rest), as the JSON
+// has it, not escaped again for the terminal: \x1b, not \\x1b.
+TEST_F(Fleet, AMalformedRecordsValueIsEscapedOnceInStatus) {
+  const auto name = unique("escaped-once");
+  auto etcd = fleet::etcd::Client::open({endpoint()}, 2s);
+  ASSERT_TRUE(etcd);
+  ASSERT_TRUE(etcd->put("pidlock/" + name + "/slots/0", "\x1b[2J\\", 0));
+  ASSERT_TRUE(etcd->put("pidlock/" + name + "/waiters/x", "\x1b[2J\\", 0));
+  const auto status = run({pidlock_binary(), "status", "--etcd", endpoint(), name});
+  EXPECT_NE(status.out.find("  slot 0: malformed record (not JSON): \\x1b[2J\\x5c\n"),
+            std::string::npos)
+      << status.out;
+  EXPECT_NE(status.out.find("  waiting: malformed record (not JSON): \\x1b[2J\\x5c\n"),
+            std::string::npos)
+      << status.out;
+  EXPECT_EQ(status.out.find("\\\\"), std::string::npos) << "escaped twice: " << status.out;
+  const auto json = nlohmann::json::parse(
+      run({pidlock_binary(), "status", "--etcd", endpoint(), "--json", name}).out, nullptr, false);
+  ASSERT_TRUE(json.is_object());
+  EXPECT_EQ(json["waiters"][0]["raw"], "\\x1b[2J\\x5c");
+}
+
+// --- What on_wait throws ---
+
+std::vector<std::string> leases(test::Cluster& cluster) {
+  std::vector<std::string> ids;
+  std::istringstream lines(cluster.etcdctl({"lease", "list"}).out);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && !line.starts_with("found")) ids.push_back(line);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// As the local lock does: what the callback throws stops the wait, comes back as an Error of kind
+// cancelled, and leaves nothing behind in etcd: no lease, no place in the queue.
+TEST_F(Fleet, WhatOnWaitThrowsIsAnErrorAndTheWaitersLeaseIsRevoked) {
+  REQUIRE_ETCDCTL();
+  const auto name = unique("throwing");
+  auto holder = fleet::Slot::acquire(name, library_options(endpoint()));
+  ASSERT_TRUE(holder) << holder.error().message();
+  const auto before = leases(*cluster_);
+  for (const int throw_at : {1, 3}) {  // the first report, and one made after queueing
+    SCOPED_TRACE(throw_at);
+    auto options = library_options(endpoint());
+    options.wait = 30s;
+    options.progress_interval = 50ms;
+    int reports = 0;
+    options.on_wait = [&](const fleet::WaitProgress&) {
+      if (++reports == throw_at) throw std::runtime_error("operator gave up");
+    };
+    std::optional<std::expected<fleet::Slot, Error>> outcome;
+    EXPECT_NO_THROW(outcome = fleet::Slot::acquire(name, options));
+    ASSERT_TRUE(outcome);
+    ASSERT_FALSE(*outcome);
+    const Error& error = outcome->error();
+    EXPECT_EQ(error.kind(), ErrorKind::cancelled);
+    EXPECT_EQ(error.code(), std::errc::operation_canceled);
+    EXPECT_FALSE(error.held());
+    EXPECT_EQ(error.message(), "pidlock: on_wait " + name +
+                                   ": Operation canceled: the callback threw (operator gave up); "
+                                   "the wait was stopped and no slot taken");
+    EXPECT_EQ(leases(*cluster_), before) << "the waiter's lease outlived the wait";
+    const auto status = fleet::inspect(name, library_options(endpoint()));
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(status->waiters.empty());
+  }
+}
+
+// --- Fair queues: first come, first served, and a hand-off costs a few requests ---
+
+struct QueueRun {
+  std::vector<int> served;  // waiters' numbers, in the order their commands ran
+  int requests = 0;         // from the first holder's release to the last waiter's exit
+  std::map<std::string, int> by_path;
+};
+
+// `holders` hold the `slots` slots of a fresh lock; `waiters` are started one after another,
+// each only once the one before is queued (its watch open, through the relay that counts every
+// request); then the holders let go. Each waiter, served, notes its number and ends at once: the
+// next hand-off. A TTL of an hour keeps renewals out of the count.
+QueueRun serve_a_queue(const std::string& member, int slots, int waiters) {
+  test::FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = test::port_of(member);
+  test::FakeEndpoint counted(relaying);
+  TempDir dir;
+  const std::string served = (dir / "served").string();
+  const std::string name = test::unique_name("queue");
+  const auto argv = [&](std::vector<std::string> rest) {
+    std::vector<std::string> all{pidlock_binary(), "run",  "--etcd",  counted.url(),
+                                 "--ttl",          "3600", "--slots", std::to_string(slots)};
+    all.insert(all.end(), rest.begin(), rest.end());
+    return all;
+  };
+  std::vector<Child> holding;
+  for (int i = 0; i < slots; ++i) {
+    holding.push_back(Child::spawn(argv({name, "--", "sh", "-c", "echo held; read _ || :"})));
+    EXPECT_EQ(holding.back().read_line(), "held");
+  }
+  std::vector<Child> queue;
+  for (int i = 0; i < waiters; ++i) {
+    queue.push_back(Child::spawn(argv(
+        {"-w", "120", name, "--", "sh", "-c", "echo " + std::to_string(i) + " >> " + served})));
+    EXPECT_TRUE(test::eventually([&] { return counted.open("/v3/watch") == i + 1; }, 30s))
+        << "waiter " << i << " never queued";
+  }
+  const int before = counted.requests();
+  for (auto& holder : holding) holder.close_stdin();
+  for (auto& waiter : queue) EXPECT_EQ(waiter.wait(120s), 0) << waiter.drain_stderr();
+  for (auto& holder : holding) EXPECT_EQ(holder.wait(), 0);
+  QueueRun run;
+  run.requests = counted.requests() - before;
+  run.by_path = counted.requests_by_path();
+  std::istringstream lines(test::read_text(served));
+  for (int number = 0; lines >> number;) run.served.push_back(number);
+  return run;
+}
+
+std::string paths(const std::map<std::string, int>& by_path) {
+  std::string text;
+  for (const auto& [path, count] : by_path) text += " " + path + "=" + std::to_string(count);
+  return text;
+}
+
+// etcd's own mutex queues waiters by creation revision; so do these, and no waiter asks etcd
+// anything while the others are served: a hand-off costs the holder's revoke, the next one's
+// create and its leaving the queue, and the same for 1, 8 or 32 waiting.
+TEST_F(Fleet, WaitersAreServedInTheOrderTheyCameAndAHandOffCostsAFewRequests) {
+  for (const int waiters : {1, 8, 32}) {
+    SCOPED_TRACE(waiters);
+    const auto served = serve_a_queue(endpoint(), 1, waiters);
+    std::vector<int> arrival(static_cast<std::size_t>(waiters));
+    std::iota(arrival.begin(), arrival.end(), 0);
+    EXPECT_EQ(served.served, arrival) << "served out of the order they came";
+    const double per_handoff = static_cast<double>(served.requests) / waiters;
+    EXPECT_LE(per_handoff, 5.0) << paths(served.by_path);
+    std::printf("%2d waiters: served in arrival order: %s; %.2f requests per hand-off\n", waiters,
+                served.served == arrival ? "yes" : "no", per_handoff);
+    RecordProperty("requests_per_handoff_" + std::to_string(waiters),
+                   static_cast<int>(per_handoff * 100));
+  }
+}
+
+// A slot that frees while a waiter is on its way to it (its create held up here by the relay) is
+// the waiter's: one who asks meanwhile is told the lock is busy, and why, rather than barging in.
+TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
+  const auto name = unique("first-in-line");
+  auto holder = fleet::Slot::acquire(name, library_options(endpoint()));
+  ASSERT_TRUE(holder) << holder.error().message();
+  const std::string slot_key = fleet::base64::encode("pidlock/" + name + "/slots/0");
+  std::atomic<bool> released{false};
+  test::FakeEndpoint::Answer relaying;
+  relaying.relay_to_port = test::port_of(endpoint());
+  relaying.hang_if = [&](const std::string& path, const std::string& body) {
+    return released && path == "/v3/kv/txn" && test::contains(body, "request_put") &&
+           test::contains(body, slot_key);
+  };
+  test::FakeEndpoint slow(relaying);
+  auto waiting = library_options(slow.url());
+  waiting.wait = 120s;
+  waiting.request_timeout = 500ms;
+  // Its create held up, the waiter tries again every half second, and reports each failure:
+  // its way to be let go once the test is over.
+  std::atomic<bool> over{false};
+  waiting.on_wait = [&](const fleet::WaitProgress&) {
+    if (over) throw std::runtime_error("the test is over");
+  };
+  std::optional<std::expected<fleet::Slot, Error>> waiter;
+  std::jthread first_in_line([&] { waiter = fleet::Slot::acquire(name, waiting); });
+  ASSERT_TRUE(test::eventually([&] {
+    const auto status = fleet::inspect(name, library_options(endpoint()));
+    return status && status->waiters.size() == 1;
+  }));
+  released = true;
+  EXPECT_FALSE(holder->release());
+  const auto newcomer = fleet::Slot::acquire(name, library_options(endpoint()));
+  over = true;
+  first_in_line.join();
+  ASSERT_FALSE(newcomer) << "took the slot from the waiter that came first";
+  EXPECT_TRUE(newcomer.error().held());
+  EXPECT_EQ(newcomer.error().message(),
+            "another installer is next (a waiter that came first gets the free slot) — fleet "
+            "lock: " +
+                name + ", 0 of 1 slots held, 1 waiter first in line");
+  ASSERT_TRUE(waiter);
+  ASSERT_FALSE(*waiter) << "the relay let the waiter's create through";
+  EXPECT_EQ((*waiter).error().kind(), ErrorKind::cancelled) << (*waiter).error().message();
+}
+
+// With two slots, a free slot goes to the earliest waiter still waiting: none is served before a
+// waiter that came more than one place ahead of it.
+TEST_F(Fleet, WithTwoSlotsNoWaiterOvertakesOneThatCameEarlier) {
+  constexpr int waiters = 8;
+  const auto served = serve_a_queue(endpoint(), 2, waiters);
+  ASSERT_EQ(served.served.size(), std::size_t{waiters});
+  for (int place = 0; place < waiters; ++place) {
+    const int who = served.served[static_cast<std::size_t>(place)];
+    EXPECT_LE(std::abs(who - place), 1) << "waiter " << who << " was served at place " << place;
+  }
+  const double per_handoff = static_cast<double>(served.requests) / waiters;
+  EXPECT_LE(per_handoff, 5.0) << paths(served.by_path);
+  std::printf("%d waiters for 2 slots: %.2f requests per hand-off\n", waiters, per_handoff);
+}
+
+// --- Fences are per slot ---
+
+// Each slot's fences grow; two slots' do not order their live holders: slot 1's holder keeps a
+// fence below the one slot 0 was granted after it, and still holds. A resource must therefore
+// remember the largest fence per slot (PIDLOCK_SLOT), not one for the whole lock.
+TEST_F(Fleet, FencesGrowPerSlotNotAcrossTheSlotsOfALock) {
+  auto options = library_options(endpoint());
+  options.slots = 2;
+  const auto name = unique("fence-per-slot");
+  auto zero = fleet::Slot::acquire(name, options);
+  auto one = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(zero && one);
+  ASSERT_EQ(zero->index(), 0);
+  ASSERT_EQ(one->index(), 1);
+  const auto first_zero = zero->fence();
+  EXPECT_FALSE(zero->release());
+  auto again = fleet::Slot::acquire(name, options);
+  ASSERT_TRUE(again) << again.error().message();
+  ASSERT_EQ(again->index(), 0);
+  EXPECT_GT(again->fence(), first_zero) << "slot 0's fences grow";
+  EXPECT_LT(one->fence(), again->fence());
+  EXPECT_TRUE(one->keep_alive()) << "slot 1's holder, with the lower fence, still holds";
 }
 
 }  // namespace

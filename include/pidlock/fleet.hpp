@@ -3,8 +3,8 @@
 // A lock file cannot see other hosts. A fleet lock is a name in an etcd cluster with N slots;
 // each holder owns one slot through a key created only if absent, in a transaction, and bound to
 // a lease with a short TTL that the holder keeps alive. If the holder dies, or loses etcd for
-// longer than the TTL, the lease expires, etcd deletes the key, and a waiter, watching the
-// slots, takes it at once.
+// longer than the TTL, the lease expires, etcd deletes the key, and the first waiter in line,
+// watching the lock, takes it at once.
 //
 //   pidlock::fleet::Options options;
 //   options.endpoints = {"https://10.0.0.1:2379", "https://10.0.0.2:2379"};
@@ -71,13 +71,14 @@ std::error_code make_error_code(errc value) noexcept;
 // One slot's holder, as recorded in etcd.
 struct SlotHolder {
   int slot = 0;
+  std::string key;  // the slot's key in etcd: PREFIX NAME/slots/N
   std::string host;
   pid_t pid = 0;
   std::string command;
   std::int64_t started_at = 0;       // Unix seconds, on the holder's clock
   std::chrono::seconds held_for{0};  // on ours: clocks across hosts may differ
-  std::int64_t lease = 0;
-  int slots = 0;  // the slot count it was started with; 0 if not recorded
+  std::int64_t lease = 0;  // 0: the key has no lease (written by hand), so it never expires
+  int slots = 0;           // the slot count it was started with; 0 if not recorded
   // The slot key's creation revision in etcd: as Slot::fence() told the holder.
   std::int64_t fence = 0;
   // The key exists, so the slot is held (etcd lets no one else create it), but its value is not
@@ -88,10 +89,12 @@ struct SlotHolder {
   std::string raw;      // the value, cut at 200 bytes, bytes other than printable ASCII as \xNN
 };
 
+// A waiter, as recorded in etcd. Waiters are served in the order they came, per lock.
 struct SlotWaiter {
   std::string host;
   pid_t pid = 0;
   std::string command;
+  int slots = 0;           // the slot count it was started with; 0 if not recorded
   bool malformed = false;  // as SlotHolder
   std::string problem;
   std::string raw;
@@ -132,7 +135,8 @@ struct Tls {
 
 struct Options {
   // etcd client URLs (http:// or https://), tried in order; a request that cannot reach one fails
-  // over to the next.
+  // over to the next. At least one: there is no default (a lock taken in whatever etcd listens
+  // on this host would exclude nobody).
   std::vector<std::string> endpoints;
   Tls tls;
   // For an etcd with authentication enabled (`etcdctl auth enable`): the user's name and
@@ -157,20 +161,31 @@ struct Options {
   std::string key_prefix = "pidlock/";
   std::chrono::milliseconds request_timeout{2000};  // per HTTP request
   // Called while waiting for a slot, on the calling thread: when the wait starts, every
-  // progress_interval, and at once when etcd stops or starts answering.
+  // progress_interval, and at once when etcd stops or starts answering. What it throws stops the
+  // wait: the lease is revoked (our place in the queue with it), and acquire returns an Error of
+  // kind cancelled (operation "on_wait", ECANCELED), as the local lock does.
   std::function<void(const WaitProgress& progress)> on_wait;
   std::chrono::nanoseconds progress_interval = std::chrono::seconds(1);
 };
 
 // A held slot. Move-only; the destructor releases it.
+//
+// Waiters are served first come, first served: each registers in the lock's queue (a key whose
+// creation revision is its place), and a free slot goes to the earliest waiter; one that asks
+// while others wait queues behind them, even with a slot free for a moment. Each waiter follows
+// the slots and the queue through one watch and asks etcd nothing while others are served, so
+// that a hand-off costs a few requests (the holder's revoke, the next one's create, and its
+// leaving the queue) however many wait.
 class Slot {
  public:
   // Takes a free slot of `name` (any non-empty bytes, '/' included), waiting up to options.wait
   // for one to free. Busy: an Error with kind busy, naming every holder as pidlock::describe()
   // does ("another installer is running (pid 4242 on web-1, running app-installer --upgrade, for
-  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"). Otherwise an Error of a fleet kind
-  // (unreachable, etcd_error, tls, authentication, permission_denied, slot_count_mismatch,
-  // invalid_argument, lease_lost) whose code() is a fleet::errc.
+  // 3m12s) — fleet lock: NAME, 1 of 1 slots held"), or a slot free but promised to waiters that
+  // came first ("another installer is next … 1 waiter first in line"). Otherwise an Error of a
+  // fleet kind (unreachable, etcd_error, tls, authentication, permission_denied,
+  // slot_count_mismatch, invalid_argument, lease_lost) whose code() is a fleet::errc, or of kind
+  // cancelled when on_wait threw.
   [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
                                                           const Options& options);
 
@@ -181,22 +196,27 @@ class Slot {
 
   // Renews the lease and checks that the slot's key is still ours; call every TTL/3. Fails with
   // errc::slot_lost once etcd says the lease is gone or the key was deleted or replaced (an
-  // operator's `etcdctl del`, a revoke elsewhere): then lost() is true for good. Any other
-  // failure means etcd could not be asked this time: call again at the next tick.
+  // operator's `etcdctl del`, a revoke elsewhere), or once etcd no longer lets the user renew or
+  // read it (its role was revoked, the user removed: the key can no longer be checked, so the
+  // slot is given up, and the message says what etcd refused): then lost() is true for good.
+  // Any other failure means etcd could not be asked this time: call again at the next tick.
   std::expected<void, Error> keep_alive();
   // True once the slot is lost, or may be about to be on the server: no successful renewal (or
   // grant) within the last two thirds of the TTL. Stop using the slot then: etcd may hand it over
   // a third of the TTL later.
   bool expired() const noexcept;
-  // True once keep_alive() found the slot gone.
+  // True once keep_alive() found the slot gone, or no longer ours to check.
   bool lost() const noexcept;
   // How long a command told to stop (SIGTERM) may take before it must be killed (SIGKILL) so that
   // it never overlaps with the next holder: the time until etcd can expire the lease (the TTL
   // after the last successful renewal was sent), less a margin of a tenth of the TTL (at least
   // 100 ms). Zero once lost(): the next holder may already run.
   std::chrono::nanoseconds kill_after() const noexcept;
-  // Revokes the lease: the slot frees at once. Idempotent.
+  // Revokes the lease: the slot frees at once. Idempotent. The error's code, if etcd could not
+  // be asked or refused (then the slot frees only when the lease expires, within the TTL).
   std::error_code release() noexcept;
+  // As release(), with the whole Error to report: which request, which endpoint, what etcd said.
+  std::expected<void, Error> revoke() noexcept;
 
   int index() const noexcept;
   bool held() const noexcept;
@@ -214,10 +234,14 @@ class Slot {
 
 // "pid 4242 on web-1, running app-installer --upgrade, for 3m12s": a slot's holder as
 // pidlock::describe() names any holder, escaped for a terminal. For a malformed record: "a
-// malformed record (PROBLEM)".
+// malformed record (PROBLEM)". (A busy Error adds removal_hint() after it, when there is one.)
 std::string describe(const SlotHolder& holder);
+// For a holder whose key has no lease: "key pidlock/g1/slots/0: it has no lease, so it never
+// expires; remove it with etcdctl del pidlock/g1/slots/0". Such a key (written by hand, with
+// etcdctl put) holds its slot until someone deletes it. Empty for any other holder.
+std::string removal_hint(const SlotHolder& holder);
 
-// Lists the holders and waiters of `name`. Read-only.
+// Lists the holders (by slot) and waiters (in the order they came) of `name`. Read-only.
 [[nodiscard]] std::expected<Status, Error> inspect(std::string_view name, const Options& options);
 
 }  // namespace pidlock::fleet

@@ -6,6 +6,8 @@
 #include <array>
 #include <climits>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <type_traits>
 
 namespace pidlock::fleet::etcd {
@@ -175,26 +177,51 @@ Failure stream_failure(const Status& error, std::string_view operation,
   return etcd_failure(error, 200, operation, endpoint);
 }
 
+// What an exception thrown inside a libcurl callback was: it must not unwind through curl's C
+// frames, so the callback catches it, ends the transfer, and the call fails with this.
+std::string exception_text() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return "out of memory";
+  } catch (const std::exception& e) {
+    return std::string("an exception in the answer's handling: ") + e.what();
+  } catch (...) {
+    return "an exception in the answer's handling";
+  }
+}
+
+Failure thrown_failure(std::string_view operation, const std::string& endpoint,
+                       std::string detail) {
+  return make_failure(FailureKind::client_setup, operation, endpoint, std::move(detail));
+}
+
 struct Collected {
   std::string body;
   bool too_large = false;
+  std::optional<std::string> thrown;  // what a callback caught
 };
 
-std::size_t collect(char* data, std::size_t size, std::size_t count, void* user) {
+std::size_t collect(char* data, std::size_t size, std::size_t count, void* user) noexcept {
   auto* collected = static_cast<Collected*>(user);
   const std::size_t bytes = size * count;
   if (collected->body.size() + bytes > max_answer_bytes) {
     collected->too_large = true;
     return 0;  // ends the transfer (CURLE_WRITE_ERROR)
   }
-  collected->body.append(data, bytes);
+  try {
+    collected->body.append(data, bytes);
+  } catch (...) {
+    collected->thrown = exception_text();
+    return 0;
+  }
   return bytes;
 }
 
 // A watch stream: one JSON message per line, which may straddle two writes.
 struct Stream {
   CURL* curl = nullptr;
-  const std::function<bool(const WatchEvent&)>* on_event = nullptr;
+  const Client::OnEvents* on_events = nullptr;
   std::string operation;
   std::string endpoint;
   std::string buffer;
@@ -213,11 +240,9 @@ struct Stream {
       failure = stream_failure(*error, operation, endpoint);
       return false;
     }
-    for (const auto& event : message->events) {
-      if (!(*on_event)(event)) {
-        stopped = true;
-        return false;
-      }
+    if (!message->events.empty() && !(*on_events)(message->events)) {
+      stopped = true;
+      return false;
     }
     if (message->canceled) {
       // Refused at its creation: for who asks (a token, a permission), not a stream that ended.
@@ -237,25 +262,33 @@ long response_code(CURL* curl) {
   return status;
 }
 
-std::size_t stream(char* data, std::size_t size, std::size_t count, void* user) {
-  auto* state = static_cast<Stream*>(user);
-  const std::size_t bytes = size * count;
-  if (state->buffer.size() + bytes > max_answer_bytes) {
-    state->failure = malformed(state->operation, state->endpoint, response_code(state->curl),
-                               "a message longer than 64 MiB");
+std::size_t take_lines(Stream& state, const char* data, std::size_t bytes) {
+  if (state.buffer.size() + bytes > max_answer_bytes) {
+    state.failure = malformed(state.operation, state.endpoint, response_code(state.curl),
+                              "a message longer than 64 MiB");
     return 0;
   }
-  state->buffer.append(data, bytes);
-  if (response_code(state->curl) != 200) return bytes;  // an error body: read after the transfer
+  state.buffer.append(data, bytes);
+  if (response_code(state.curl) != 200) return bytes;  // an error body: read after the transfer
   std::size_t start = 0;
-  for (std::size_t newline = 0; (newline = state->buffer.find('\n', start)) != std::string::npos;
+  for (std::size_t newline = 0; (newline = state.buffer.find('\n', start)) != std::string::npos;
        start = newline + 1) {
-    const std::string_view line = std::string_view(state->buffer).substr(start, newline - start);
+    const std::string_view line = std::string_view(state.buffer).substr(start, newline - start);
     if (line.find_first_not_of(" \r\t") == std::string_view::npos) continue;
-    if (!state->take(line)) return 0;  // ends the transfer: curl says CURLE_WRITE_ERROR
+    if (!state.take(line)) return 0;  // ends the transfer: curl says CURLE_WRITE_ERROR
   }
-  state->buffer.erase(0, start);
+  state.buffer.erase(0, start);
   return bytes;
+}
+
+std::size_t stream(char* data, std::size_t size, std::size_t count, void* user) noexcept {
+  auto* state = static_cast<Stream*>(user);
+  try {
+    return take_lines(*state, data, size * count);
+  } catch (...) {
+    state->failure = thrown_failure(state->operation, state->endpoint, exception_text());
+    return 0;
+  }
 }
 
 }  // namespace
@@ -294,22 +327,35 @@ bool Failure::lease_not_found() const noexcept {
          detail.find("lease not found") != std::string::npos;
 }
 
-std::string Failure::cause() const {
-  switch (kind) {
+namespace {
+std::string own_cause(const Failure& failure) {
+  switch (failure.kind) {
     case FailureKind::unreachable:
     case FailureKind::timeout:
     case FailureKind::client_setup:
     case FailureKind::tls:
-      return "etcd: " + detail;
+      return "etcd: " + failure.detail;
     case FailureKind::etcd_error:
     case FailureKind::auth:
     case FailureKind::permission:
-      if (grpc_code == 0) return "etcd: " + detail;
-      return "etcd: " + wire::grpc_code_name(grpc_code) + ": " + detail;
+      if (failure.grpc_code == 0) return "etcd: " + failure.detail;
+      return "etcd: " + wire::grpc_code_name(failure.grpc_code) + ": " + failure.detail;
     case FailureKind::malformed_response:
-      return "not an etcd answer (HTTP " + std::to_string(http_status) + "): " + detail;
+      return "not an etcd answer (HTTP " + std::to_string(failure.http_status) +
+             "): " + failure.detail;
   }
-  return detail;
+  return failure.detail;
+}
+}  // namespace
+
+std::string Failure::cause() const {
+  std::string text = own_cause(*this);
+  if (earlier.empty()) return text;
+  text += " (before it, ";
+  for (std::size_t i = 0; i < earlier.size(); ++i) {
+    text += (i > 0 ? "; " : "") + earlier[i].first + ": " + earlier[i].second;
+  }
+  return text + ")";
 }
 
 struct Client::Transport {
@@ -450,7 +496,10 @@ struct Client::Transport {
 };
 
 std::expected<Client, Failure> Client::open(Settings settings) {
-  if (settings.endpoints.empty()) settings.endpoints.emplace_back("http://127.0.0.1:2379");
+  if (settings.endpoints.empty()) {
+    return std::unexpected(
+        make_failure(FailureKind::client_setup, "connect", "", "no etcd endpoints given"));
+  }
   for (auto& endpoint : settings.endpoints) {
     while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   }
@@ -482,10 +531,12 @@ template <class T, class Attempt>
 std::expected<T, Failure> Client::on_endpoints(std::string_view operation,
                                                std::chrono::milliseconds timeout, Attempt attempt) {
   std::optional<std::expected<T, Failure>> outcome;
+  std::vector<std::pair<std::string, std::string>> failed;  // this call's, each worth another
   const std::size_t count = settings_.endpoints.size();
   for (std::size_t tried = 0; tried < count; ++tried) {
     if (outcome) {
       if (*outcome || !outcome->error().worth_another_endpoint()) return std::move(*outcome);
+      failed.emplace_back(outcome->error().endpoint, outcome->error().cause());
       current_ = (current_ + 1) % count;
     }
     auto allowed = timeout;
@@ -498,8 +549,26 @@ std::expected<T, Failure> Client::on_endpoints(std::string_view operation,
     const std::string& endpoint = settings_.endpoints[current_];
     outcome = authenticated<T>(
         endpoint, allowed, [&](std::chrono::milliseconds left) { return attempt(endpoint, left); });
+    if (*outcome) {
+      last_failure_.reset();
+    } else {
+      last_failure_ = outcome->error();
+    }
   }
-  if (outcome) return std::move(*outcome);
+  if (outcome) {
+    if (*outcome || !outcome->error().worth_another_endpoint()) return std::move(*outcome);
+    // Every endpoint tried failed: each is named, not only the last.
+    if (!failed.empty() && failed.back().first == outcome->error().endpoint) failed.pop_back();
+    outcome->error().earlier = std::move(failed);
+    return std::move(*outcome);
+  }
+  // Nobody was asked: name whoever failed last, not an endpoint that was not even tried.
+  if (last_failure_) {
+    return std::unexpected(make_failure(
+        FailureKind::timeout, operation, last_failure_->endpoint,
+        "no time left to ask (the caller's deadline has passed); the last try there: " +
+            last_failure_->cause()));
+  }
   return std::unexpected(make_failure(FailureKind::timeout, operation, endpoint(),
                                       "no time left to ask (the caller's deadline has passed)"));
 }
@@ -535,6 +604,7 @@ std::expected<void, Failure> Client::authenticate(const std::string& endpoint,
   Collected answer;
   const auto exchange = transport_->post(
       {endpoint + "/v3/auth/authenticate", body, allowed, {}, settings_.tls}, collect, &answer);
+  if (answer.thrown) return std::unexpected(thrown_failure(operation, endpoint, *answer.thrown));
   if (answer.too_large) {
     return std::unexpected(malformed(operation, endpoint, exchange.status, "larger than 64 MiB"));
   }
@@ -574,6 +644,8 @@ std::expected<T, Failure> Client::unary(std::string_view operation, std::string_
         const auto exchange = transport_->post({endpoint + "/v3/" + std::string(path), body,
                                                 allowed, token_.value_or(""), settings_.tls},
                                                collect, &answer);
+        if (answer.thrown)
+          return std::unexpected(thrown_failure(operation, endpoint, *answer.thrown));
         if (answer.too_large) {
           return std::unexpected(
               malformed(operation, endpoint, exchange.status, "larger than 64 MiB"));
@@ -644,22 +716,45 @@ std::expected<Range, Failure> Client::range_prefix(std::string_view prefix) {
                wire::parse_range);
 }
 
+std::expected<std::vector<Range>, Failure> Client::read(const std::vector<RangeSpec>& ranges) {
+  auto read = unary("range", "kv/txn", wire::read_request(ranges), wire::parse_read);
+  if (read && read->size() != ranges.size()) {
+    return std::unexpected(malformed("range", endpoint(), 200,
+                                     "responses: " + std::to_string(read->size()) + " for " +
+                                         std::to_string(ranges.size()) + " ranges asked"));
+  }
+  return read;
+}
+
 std::expected<std::int64_t, Failure> Client::delete_key(std::string_view key) {
   return unary("delete", "kv/deleterange", wire::delete_request(key), wire::parse_delete);
+}
+
+std::expected<bool, Failure> Client::delete_if_created(std::string_view key, Revision created) {
+  return unary("delete", "kv/txn", wire::delete_if_created_request(key, created),
+               wire::parse_succeeded);
 }
 
 std::expected<WatchEnd, Failure> Client::watch_prefix(
     std::string_view prefix, Revision start, std::chrono::milliseconds timeout,
     const std::function<bool(const WatchEvent&)>& on_event) {
-  const std::string body =
-      wire::watch_request(prefix, wire::prefix_end(std::string(prefix)), start);
+  return watch(prefix, wire::prefix_end(std::string(prefix)), start, timeout,
+               [&on_event](const std::vector<WatchEvent>& events) {
+                 return std::all_of(events.begin(), events.end(), on_event);
+               });
+}
+
+std::expected<WatchEnd, Failure> Client::watch(std::string_view key, std::string_view range_end,
+                                               Revision start, std::chrono::milliseconds timeout,
+                                               const OnEvents& on_events) {
+  const std::string body = wire::watch_request(key, range_end, start);
   return on_endpoints<WatchEnd>(
       "watch", timeout,
       [&](const std::string& endpoint,
           std::chrono::milliseconds allowed) -> std::expected<WatchEnd, Failure> {
         Stream state;
         state.curl = transport_->curl;
-        state.on_event = &on_event;
+        state.on_events = &on_events;
         state.operation = "watch";
         state.endpoint = endpoint;
         const auto exchange = transport_->post(

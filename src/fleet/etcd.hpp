@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pidlock/fleet.hpp"
@@ -42,6 +43,9 @@ struct Failure {
   std::string detail;     // curl's words, etcd's message, or what was wrong with the answer
   int grpc_code = 0;      // etcd_error: the gRPC status code
   long http_status = 0;   // 0 when no HTTP answer came
+  // When every endpoint tried in the call failed: those tried before `endpoint`, and what each
+  // said, so that a message blames no single member for an outage of several.
+  std::vector<std::pair<std::string, std::string>> earlier;  // endpoint, cause()
 
   // Whether trying again later may succeed: nothing answered, or something answered that it is
   // unavailable for now (HTTP 5xx, gRPC Unavailable or DeadlineExceeded).
@@ -55,7 +59,9 @@ struct Failure {
   // roles), or wants one: authenticating again may help.
   bool token_rejected() const noexcept;
   // "etcd: Couldn't connect to server", "etcd: NotFound: etcdserver: requested lease not
-  // found", "not an etcd answer (HTTP 200): header: missing".
+  // found", "not an etcd answer (HTTP 200): header: missing"; with the earlier endpoints' causes
+  // after it: "etcd: Timeout was reached (before it, http://10.0.0.1:2379: etcd: Couldn't
+  // connect to server)".
   std::string cause() const;
 };
 
@@ -68,7 +74,7 @@ enum class WatchEnd {
 
 // How to reach the cluster.
 struct Settings {
-  std::vector<std::string> endpoints;       // none means http://127.0.0.1:2379
+  std::vector<std::string> endpoints;       // at least one: there is no default
   std::chrono::milliseconds timeout{2000};  // per HTTP request
   Tls tls;
   std::string user;  // empty: no authentication
@@ -77,7 +83,7 @@ struct Settings {
 
 class Client {
  public:
-  // Fails only when libcurl cannot be set up.
+  // Fails only when libcurl cannot be set up, or without endpoints.
   [[nodiscard]] static std::expected<Client, Failure> open(Settings settings);
   [[nodiscard]] static std::expected<Client, Failure> open(std::vector<std::string> endpoints,
                                                            std::chrono::milliseconds timeout);
@@ -100,9 +106,20 @@ class Client {
   std::expected<Revision, Failure> put(std::string_view key, std::string_view value, LeaseId lease);
   std::expected<std::optional<KeyValue>, Failure> get(std::string_view key, bool keys_only = false);
   std::expected<Range, Failure> range_prefix(std::string_view prefix);
+  // Several ranges in one request, all as of the same revision.
+  std::expected<std::vector<Range>, Failure> read(const std::vector<RangeSpec>& ranges);
   std::expected<std::int64_t, Failure> delete_key(std::string_view key);
-  // Streams the changes to keys under `prefix` from `start` on, calling `on_event` for each
-  // until it returns false, etcd ends the stream, or `timeout` passes.
+  // Deletes `key` only if it is the one created at `created`; whether it did.
+  std::expected<bool, Failure> delete_if_created(std::string_view key, Revision created);
+  // Streams the changes to keys in [key, range_end) from `start` on, calling `on_events` with
+  // each message's events (all of one revision, or of several in order) until it returns false,
+  // etcd ends the stream, or `timeout` passes. What on_events throws ends the watch as a
+  // Failure (client_setup), never through libcurl.
+  using OnEvents = std::function<bool(const std::vector<WatchEvent>& events)>;
+  std::expected<WatchEnd, Failure> watch(std::string_view key, std::string_view range_end,
+                                         Revision start, std::chrono::milliseconds timeout,
+                                         const OnEvents& on_events);
+  // As watch(), over every key under `prefix`, one event at a time.
   std::expected<WatchEnd, Failure> watch_prefix(
       std::string_view prefix, Revision start, std::chrono::milliseconds timeout,
       const std::function<bool(const WatchEvent&)>& on_event);
@@ -153,6 +170,9 @@ class Client {
   // credentials); empty when etcd said it has authentication off.
   std::optional<std::string> token_;
   int authentications_ = 0;
+  // The last request that failed since one last succeeded: named when a deadline leaves no time
+  // to ask anyone, rather than an endpoint that was not even tried.
+  std::optional<Failure> last_failure_;
 };
 
 }  // namespace pidlock::fleet::etcd

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <ctime>
 #include <limits>
@@ -14,8 +15,10 @@
 #include <variant>
 
 #include "../escape.hpp"
+#include "certificate.hpp"
 #include "etcd.hpp"
 #include "keys.hpp"
+#include "lock_view.hpp"
 #include "slot_record.hpp"
 #include "timing.hpp"
 
@@ -25,11 +28,11 @@ namespace {
 using Clock = timing::Clock;
 using etcd::Failure;
 
-// The shortest watch a waiter opens (see wait_for_a_free_slot).
+// The shortest watch a waiter opens (see wait_for_a_turn).
 constexpr std::chrono::milliseconds min_watch{200};
 
 // etcd's own limit (MaxLeaseTTL): it refuses longer leases.
-constexpr std::chrono::seconds max_ttl{9'000'000'000};
+constexpr std::chrono::seconds max_ttl = etcd::max_lease_ttl;
 
 class Category final : public std::error_category {
  public:
@@ -94,13 +97,6 @@ std::string host_name() {
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
 
-std::string slots_prefix(const Options& options, std::string_view name) {
-  return keys::slots_prefix(options.key_prefix, name);
-}
-std::string waiters_prefix(const Options& options, std::string_view name) {
-  return keys::waiters_prefix(options.key_prefix, name);
-}
-
 ErrorKind kind_of(const Failure& failure) {
   switch (failure.kind) {
     case etcd::FailureKind::unreachable:
@@ -143,6 +139,43 @@ errc code_of(const Failure& failure) {
   return errc::unreachable;
 }
 
+// Up to 1 MiB of a file we were given (a certificate), or nothing.
+std::optional<std::string> small_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return std::nullopt;
+  constexpr std::size_t limit = std::size_t{1} << 20U;
+  std::string text;
+  std::array<char, 4096> buffer{};
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n <= 0 || text.size() + static_cast<std::size_t>(n) > limit) break;
+    text.append(buffer.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+// What the client certificate's own dates say about a refused session: etcd answers an expired
+// one with a bare "bad certificate".
+std::string certificate_dates(const Tls& tls) {
+  if (tls.cert_file.empty()) return {};
+  const auto pem = small_file(tls.cert_file);
+  if (!pem) return {};
+  const auto dates = certificate::validity(*pem);
+  if (!dates) return {};
+  const std::string file = etcd::wire::printable(tls.cert_file);
+  const auto now = unix_now();
+  if (now > dates->not_after) {
+    return "; the client certificate " + file + " expired on " +
+           certificate::utc(dates->not_after) + ": renew it";
+  }
+  if (now < dates->not_before) {
+    return "; the client certificate " + file + " is not valid before " +
+           certificate::utc(dates->not_before) + " (check this host's clock)";
+  }
+  return {};
+}
+
 // What to fix when etcd refuses the caller itself. Never the password.
 std::string hint(const Failure& failure, const Options& options) {
   const std::string user = etcd::wire::printable(options.user);
@@ -157,6 +190,8 @@ std::string hint(const Failure& failure, const Options& options) {
       return "; " + who + " needs a role with readwrite on the keys under " + prefix +
              " (etcdctl role grant-permission --prefix ROLE readwrite " + prefix + ")";
     }
+    case etcd::FailureKind::tls:
+      return certificate_dates(options.tls);
     default:
       return {};
   }
@@ -188,34 +223,6 @@ etcd::Settings settings_of(const Options& options) {
   return settings;
 }
 
-template <class Entry>
-void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
-  entry.host = std::move(reading.record.host);
-  entry.pid = reading.record.pid;
-  entry.command = std::move(reading.record.command);
-  if (!reading.well_formed()) {
-    entry.malformed = true;
-    entry.problem = std::move(reading.problem);
-    entry.raw = etcd::wire::printable(value);
-  }
-}
-
-SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
-  SlotHolder holder;
-  holder.slot = slot;
-  holder.lease = kv.lease;
-  holder.fence = kv.create_revision;
-  auto reading = record::parse(kv.value);
-  holder.started_at = reading.record.started_at;
-  holder.slots = reading.record.slots;
-  if (holder.started_at > 0) {
-    holder.held_for =
-        std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
-  }
-  fill_from(holder, reading, kv.value);
-  return holder;
-}
-
 // A slot's holder as messages name any holder (pidlock::describe): what it runs, on which host.
 Holder as_holder(const SlotHolder& slot) {
   Holder holder;
@@ -227,20 +234,48 @@ Holder as_holder(const SlotHolder& slot) {
   return holder;
 }
 
+// A word a shell passes on as it is; anything else in single quotes.
+std::string for_shell(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+           std::string_view("/._-%:+=,@").find(c) != std::string_view::npos;
+  });
+  if (plain) return word;
+  std::string quoted = "'";
+  for (const char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The slots held, and the waiters that come before the asker: those free slots are theirs.
+struct Busy {
+  std::vector<SlotHolder> holders;
+  std::size_t waiting = 0;
+};
+
 // Everything in it that holders wrote into etcd is escaped for a terminal, as in every message.
-Error busy(const Options& options, std::string_view name, const std::vector<SlotHolder>& holders) {
+Error busy(const Options& options, std::string_view name, const Busy& found) {
   std::string described;
   std::optional<Holder> first;
-  for (const auto& h : holders) {
+  for (const auto& h : found.holders) {
     described += (described.empty() ? "" : "; ") +
                  (h.malformed ? "slot " + std::to_string(h.slot) + ": " : "") + describe(h);
+    // A key that never expires holds its slot until someone deletes it: say so, and how.
+    if (const auto advice = removal_hint(h); !advice.empty()) described += ", " + advice;
     if (!first && !h.malformed) first = as_holder(h);
   }
-  return Error::busy_with_message("another " + text::for_terminal(options.role) + " is running (" +
-                                      described + ") — fleet lock: " + text::for_terminal(name) +
-                                      ", " + std::to_string(holders.size()) + " of " +
-                                      std::to_string(options.slots) + " slots held",
-                                  std::move(first));
+  std::string counts =
+      std::to_string(found.holders.size()) + " of " + std::to_string(options.slots) + " slots held";
+  if (found.waiting > 0) {
+    counts += ", " + std::to_string(found.waiting) + (found.waiting == 1 ? " waiter" : " waiters") +
+              " first in line";
+  }
+  const std::string role = text::for_terminal(options.role);
+  std::string message =
+      described.empty()
+          ? "another " + role + " is next (a waiter that came first gets the free slot)"
+          : "another " + role + " is running (" + described + ")";
+  return Error::busy_with_message(
+      message + " — fleet lock: " + text::for_terminal(name) + ", " + counts, std::move(first));
 }
 
 // A part of a TTL, in the clock's units: seconds would round 5 s / 3 down to 1 s.
@@ -283,15 +318,14 @@ struct Taken {
   int slot = -1;
   etcd::Revision created = 0;
 };
-struct Busy {
-  std::vector<SlotHolder> holders;
-  etcd::Revision revision = 0;  // of the last read: watch from the next one
-  bool raced = false;           // a holder came between the read and a create: read again
-};
 // Holders that were started with another slot count.
 struct Mismatch {
   int slots = 0;
   bool at_least = false;  // no count recorded, but a slot held at slots - 1
+};
+// Options::on_wait threw: the wait is over.
+struct Cancelled {
+  Error error;
 };
 
 // "pidlock: acquire NAME: the fleet lock has 3 slots, as its holders were started with; this
@@ -317,51 +351,79 @@ std::optional<Mismatch> disagreement(const SlotHolder& holder, int slots) {
   return std::nullopt;
 }
 
+std::optional<Mismatch> disagreement(const std::vector<SlotHolder>& holders, int slots) {
+  for (const auto& holder : holders) {
+    if (auto other = disagreement(holder, slots)) return other;
+  }
+  return std::nullopt;
+}
+
+Error on_wait_threw(std::string_view name, std::string_view what) {
+  const auto code = std::make_error_code(std::errc::operation_canceled);
+  return Error::fleet_failure(ErrorKind::cancelled, "on_wait", std::string(name), code,
+                              code.message() + ": the callback threw (" + std::string(what) +
+                                  "); the wait was stopped and no slot taken");
+}
+
 // Keeps Options::on_wait informed: at the start of a wait, every progress_interval, and at once
-// when etcd stops or starts answering.
+// when etcd stops or starts answering. What on_wait throws is kept, never let through: each
+// report says whether the waiter may go on.
 class Reporter {
  public:
-  Reporter(const Options& options, Clock::time_point started)
-      : options_(options), started_(started) {}
+  Reporter(const Options& options, std::string_view name, Clock::time_point started)
+      : options_(options), name_(name), started_(started) {}
 
-  void answered(std::vector<SlotHolder> holders) {
+  [[nodiscard]] bool answered(std::vector<SlotHolder> holders) {
     holders_ = std::move(holders);
     const bool changed = failure_.has_value();
     failure_.reset();
-    report(changed);
+    return report(changed);
   }
-  void failed(const Failure& failure) {
+  [[nodiscard]] bool failed(const Failure& failure) {
     const bool changed = !failure_.has_value();
     failure_ = error_of(failure, options_);
-    report(changed);
+    return report(changed);
   }
-  void tick() { report(false); }
+  [[nodiscard]] bool tick() { return report(false); }
   // When the next report is due: a watch must not outlast it.
   Clock::time_point next_due() const {
     return options_.on_wait ? timing::saturating_add(last_, options_.progress_interval)
                             : Clock::time_point::max();
   }
+  const std::optional<Error>& thrown() const { return thrown_; }
 
  private:
-  void report(bool changed) {
-    if (!options_.on_wait) return;
+  bool report(bool changed) {
+    if (!options_.on_wait || thrown_) return !thrown_;
     const auto now = Clock::now();
-    if (!changed && reported_ && now < next_due()) return;
+    if (!changed && reported_ && now < next_due()) return true;
     reported_ = true;
     last_ = now;
-    options_.on_wait(WaitProgress{now - started_, holders_, failure_});
+    try {
+      options_.on_wait(WaitProgress{now - started_, holders_, failure_});
+    } catch (const std::exception& e) {
+      thrown_ = on_wait_threw(name_, e.what());
+    } catch (...) {
+      // No C++ exception at all: the unwinding of a cancelled thread, which must go on.
+      if (!std::current_exception()) throw;
+      thrown_ = on_wait_threw(name_, "not a std::exception");
+    }
+    return !thrown_;
   }
 
   const Options& options_;
+  std::string_view name_;
   Clock::time_point started_;
   Clock::time_point last_{};
   bool reported_ = false;
   std::vector<SlotHolder> holders_;
   std::optional<Error> failure_;
+  std::optional<Error> thrown_;
 };
 
-// One waiter's way to a slot: a lease, a try at each slot, a watch until one frees; retried,
-// while the failures may pass, until the deadline.
+// One waiter's way to a slot: a lease; one read of the lock; a slot taken if one is free and no
+// waiter came first; else a place in the queue, and a watch that follows the slots and the queue
+// until it is our turn. Retried, while the failures may pass, until the deadline.
 class Acquirer {
  public:
   Acquirer(etcd::Client& client, const Options& options, std::string_view name)
@@ -370,35 +432,18 @@ class Acquirer {
         name_(name),
         started_(Clock::now()),
         deadline_(timing::saturating_add(started_, options.wait)),
-        reporter_(options, started_) {}
+        reporter_(options, name, started_),
+        view_(view::keys_of(options.key_prefix, name)) {}
 
   std::expected<Taken, Error> run() {
-    timing::Backoff backoff;
-    std::optional<Busy> last_seen;
     for (;;) {
-      auto outcome = try_once();
-      if (outcome && std::holds_alternative<Taken>(*outcome))
-        return taken(std::get<Taken>(*outcome));
-      // Not worth waiting out: the next holders will be started as the last ones were.
-      if (outcome && std::holds_alternative<Mismatch>(*outcome))
-        return give_up(mismatch(options_, name_, std::get<Mismatch>(*outcome)));
-      if (outcome) {
-        last_seen = std::move(std::get<Busy>(*outcome));
-        if (Clock::now() >= deadline_) return give_up(busy(options_, name_, last_seen->holders));
-        backoff.reset();
-        reporter_.answered(last_seen->holders);
-        register_as_waiter();
-        auto woke = wait_for_a_free_slot(last_seen->revision);
-        if (woke) continue;
-        // The wait ran out while a watch was still connecting: the slots were busy at last look.
-        if (Clock::now() >= deadline_) return give_up(busy(options_, name_, last_seen->holders));
-        outcome = std::unexpected(woke.error());
-      }
+      auto outcome = attempt();
+      if (outcome) return conclude(*outcome);
       const Failure& failure = outcome.error();
       if (!failure.transient() || Clock::now() >= deadline_)
         return give_up(error_of(failure, options_));
-      reporter_.failed(failure);
-      const auto pause = std::min(backoff.next(), timing::time_between(Clock::now(), deadline_));
+      if (!reporter_.failed(failure)) return give_up(cancelled().error);
+      const auto pause = std::min(backoff_.next(), timing::time_between(Clock::now(), deadline_));
       std::this_thread::sleep_for(pause);
     }
   }
@@ -406,6 +451,61 @@ class Acquirer {
   const LeaseClock& lease() const { return lease_; }
 
  private:
+  using Outcome = std::variant<Taken, Busy, Mismatch, Cancelled>;
+  enum class Woke { turn, deadline, read_again, cancelled };
+
+  std::expected<Taken, Error> conclude(const Outcome& outcome) {
+    if (const auto* slot = std::get_if<Taken>(&outcome)) return taken(*slot);
+    // Not worth waiting out: the next holders will be started as the last ones were.
+    if (const auto* other = std::get_if<Mismatch>(&outcome)) {
+      return give_up(mismatch(options_, name_, *other));
+    }
+    if (const auto* found = std::get_if<Busy>(&outcome))
+      return give_up(busy(options_, name_, *found));
+    const auto* stopped = std::get_if<Cancelled>(&outcome);  // the one left
+    return give_up(stopped != nullptr ? stopped->error : Error());
+  }
+
+  Cancelled cancelled() const { return {reporter_.thrown().value_or(Error())}; }
+
+  // After this many creates in a row that a holder overtook (each followed by a read), the lock
+  // counts as busy: the asker is told so, or waits for the watch, instead of asking on and on.
+  static constexpr int max_overtaken = 4;
+
+  // One read, then tries and watches until a slot is ours, the wait is over, or etcd fails.
+  std::expected<Outcome, Failure> attempt() {
+    if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
+    if (auto read = read_lock(); !read) return std::unexpected(read.error());
+    int overtaken = 0;
+    for (;;) {
+      auto mine = own_slot();
+      if (!mine) return std::unexpected(mine.error());
+      if (const std::optional<Taken>& found = *mine) return *found;
+      if (auto other = disagreement(view_.holders(), options_.slots)) return *other;
+      if (overtaken < max_overtaken) {
+        if (const auto slot = slot_to_take()) {
+          auto tried = try_slot(*slot);
+          if (!tried) return std::unexpected(tried.error());
+          if (const std::optional<Taken>& got = *tried) return *got;
+          ++overtaken;  // our view was behind: look again
+          if (auto read = read_lock(); !read) return std::unexpected(read.error());
+          continue;
+        }
+      }
+      if (Clock::now() >= deadline_) return Busy{view_.holders(), waiting_before_us()};
+      if (!reporter_.answered(view_.holders())) return cancelled();
+      if (auto queued = join_the_queue(); !queued) return std::unexpected(queued.error());
+      auto woke = wait_for_a_turn();
+      if (!woke) return std::unexpected(woke.error());
+      if (*woke == Woke::cancelled) return cancelled();
+      if (*woke == Woke::read_again) {
+        if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
+        if (auto read = read_lock(); !read) return std::unexpected(read.error());
+      }
+      overtaken = 0;
+    }
+  }
+
   // The lease we wait and hold under: granted once, renewed when due, and granted anew when etcd
   // has let it expire (a stall longer than the TTL).
   std::expected<void, Failure> ensure_lease() {
@@ -427,95 +527,67 @@ class Acquirer {
     return {};
   }
 
+  // Our place in the queue went with the lease.
   void forget_lease() {
     lease_ = {};
-    registered_ = false;  // the waiter's key went with the lease
+    queued_at_ = 0;
+    waiter_key_.clear();
   }
 
-  // One pass: the first slot that does not exist is created, bound to our lease.
-  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_once() {
-    if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
-    auto outcome = try_slots();
-    if (!outcome && outcome.error().lease_not_found()) {
-      // Expired between our renewal and the transaction: one more try with a fresh lease.
+  std::expected<void, Failure> read_lock() {
+    auto read = view::read_lock(client_, view_.keys(), false);
+    if (!read) return std::unexpected(read.error());
+    view_.reset(read->slots, read->waiters, read->revision);
+    backoff_.reset();  // etcd answers
+    return {};
+  }
+
+  // A slot already bound to our lease: a create of ours that etcd carried out but whose answer
+  // was lost. One is kept; any other (a lower slot taken on a later try) is given back at once,
+  // so that a lease never holds two slots.
+  std::expected<std::optional<Taken>, Failure> own_slot() {
+    const auto mine = view_.held_under(lease_.id);
+    if (mine.empty()) return std::nullopt;
+    for (std::size_t i = 1; i < mine.size(); ++i) {
+      auto given_back = client_.delete_if_created(mine[i].key, mine[i].fence);
+      if (!given_back) return std::unexpected(given_back.error());
+    }
+    return Taken{mine.front().slot, mine.front().fence};
+  }
+
+  // The free slot that is ours to take, if any: the waiters before us are served first, the
+  // first of them the first free slot, and so on, so that waiters served together do not ask for
+  // the same one.
+  std::optional<int> slot_to_take() const {
+    // Until the watch has shown our own place, waiters that came just before us may be missing.
+    if (queued_at_ != 0 && view_.revision() < queued_at_) return std::nullopt;
+    const std::size_t ahead = waiting_before_us();
+    if (ahead >= view_.free_count(options_.slots)) return std::nullopt;
+    return view_.nth_free(options_.slots, ahead);
+  }
+
+  std::size_t waiting_before_us() const { return view_.waiters_before(queued_at_); }
+
+  // Each slot is created on the condition that no slot key was created or changed since the
+  // view's revision, so that two starting at once with different slot counts cannot both get
+  // in: the later one's transaction fails, and it reads again. Nothing when overtaken.
+  std::expected<std::optional<Taken>, Failure> try_slot(int slot) {
+    const view::Keys& keys = view_.keys();
+    const etcd::Unchanged since_seen{keys.slots_begin(), keys.slots_end(), view_.revision()};
+    auto created = client_.create_if_absent(keys.slots + std::to_string(slot), record_now(),
+                                            lease_.id, since_seen);
+    if (!created && created.error().lease_not_found()) {
+      // Expired between our renewal and the transaction: a fresh lease, and the view read again.
       forget_lease();
       if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
-      outcome = try_slots();
+      return std::nullopt;
     }
-    return outcome;
-  }
-
-  // Each slot is created on the condition that no holder came since the holders were read, so
-  // that two starting at once with different slot counts cannot both get in: the later one's
-  // transaction fails, and it reads again. A few times: holders coming that fast make the lock
-  // busy, which the caller waits out (a watch, its deadline) as any other.
-  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots() {
-    constexpr int passes = 4;
-    const std::string prefix = slots_prefix(options_, name_);
-    for (int pass = 1;; ++pass) {
-      auto outcome = try_slots_since_read(prefix);
-      if (!outcome) return std::unexpected(outcome.error());
-      const auto* busy = std::get_if<Busy>(&*outcome);
-      if (busy == nullptr || !busy->raced || pass == passes) return outcome;
-    }
-  }
-
-  // One read of the holders, then the slots in order.
-  std::expected<std::variant<Taken, Busy, Mismatch>, Failure> try_slots_since_read(
-      const std::string& prefix) {
-    Busy busy_now;
-    // All holders first, beyond our count too: one started with 3 slots holding slot 2 must
-    // stop us, started with 2, as much as one holding slot 0.
-    auto read = read_holders(prefix);
-    if (!read) return std::unexpected(read.error());
-    Holders& others = *read;
-    if (const auto& mismatch = others.mismatch) return *mismatch;
-    // Slot keys only (a decimal index after the prefix): another key there holds nothing, and
-    // whatever rewrites it must not hold askers up.
-    const etcd::Unchanged since_read{prefix + "0", prefix + ":", others.revision};
-    const std::string mine = record_now();
-    for (int slot = 0; slot < options_.slots; ++slot) {
-      auto created =
-          client_.create_if_absent(prefix + std::to_string(slot), mine, lease_.id, since_read);
-      if (!created) return std::unexpected(created.error());
-      busy_now.revision = std::max(busy_now.revision, created->revision);
-      if (created->created) return Taken{slot, created->revision};
-      const auto& existing = created->existing;
-      if (!existing) {  // free, but a holder came since the read: say who was there then
-        busy_now.holders = std::move(others.holders);
-        busy_now.raced = true;
-        return busy_now;
-      }
-      // Ours already: an earlier try reached etcd but its answer did not reach us.
-      if (existing->lease == lease_.id) return Taken{slot, existing->create_revision};
-      busy_now.holders.push_back(holder_from(*existing, slot));
-      // Taken since we looked, by a holder started with another count.
-      if (auto other = disagreement(busy_now.holders.back(), options_.slots)) return *other;
-    }
-    return busy_now;
-  }
-
-  struct Holders {
-    std::vector<SlotHolder> holders;
-    std::optional<Mismatch> mismatch;  // the first holder started with another slot count
-    etcd::Revision revision = 0;       // of the read
-  };
-
-  std::expected<Holders, Failure> read_holders(const std::string& prefix) {
-    auto held = client_.range_prefix(prefix);
-    if (!held) return std::unexpected(held.error());
-    Holders holders;
-    holders.revision = held->revision;
-    for (const auto& kv : held->kvs) {
-      const auto slot = record::slot_index(kv.key, prefix);
-      if (!slot) continue;
-      holders.holders.push_back(holder_from(kv, *slot));
-      if (auto other = disagreement(holders.holders.back(), options_.slots)) {
-        holders.mismatch = other;
-        break;
-      }
-    }
-    return holders;
+    if (!created) return std::unexpected(created.error());
+    if (created->created) return Taken{slot, created->revision};
+    // Ours already: an earlier try reached etcd but its answer did not reach us.
+    const auto& existing = created->existing;
+    if (existing && existing->lease == lease_.id) return Taken{slot, existing->create_revision};
+    return std::nullopt;
   }
 
   // Who we are, for status; started now, so that "held for" does not count the wait. The slot
@@ -525,24 +597,48 @@ class Acquirer {
         {host_name(), ::getpid(), options_.command, unix_now(), options_.role, options_.slots});
   }
 
-  // A key under the same lease, so that status can list us, and that vanishes with us. Only for
-  // status: a failure here is not worth failing the wait for.
-  void register_as_waiter() {
-    if (registered_) return;
-    const std::string key = waiters_prefix(options_, name_) + host_name() + ":" +
-                            std::to_string(::getpid()) + ":" + std::to_string(lease_.id);
-    registered_ = client_.put(key, record_now(), lease_.id).has_value();
-    if (registered_) waiter_key_ = key;
+  // A key under our lease, so that status lists us, and that vanishes with us; its creation
+  // revision is our place in the queue. Created only if absent, so that a try whose answer was
+  // lost finds its own key and its place.
+  std::expected<void, Failure> join_the_queue() {
+    if (queued_at_ != 0) return {};
+    const std::string key = view_.keys().waiters + host_name() + ":" + std::to_string(::getpid()) +
+                            ":" + std::to_string(lease_.id);
+    auto created = client_.create_if_absent(key, record_now(), lease_.id);
+    if (!created) return std::unexpected(created.error());
+    const std::optional<etcd::KeyValue>& existing = created->existing;
+    if (created->created) {
+      queued_at_ = created->revision;
+    } else if (existing && existing->lease == lease_.id) {
+      queued_at_ = existing->create_revision;
+    } else {
+      Failure taken_by_another;
+      taken_by_another.kind = etcd::FailureKind::etcd_error;
+      taken_by_another.operation = "txn";
+      taken_by_another.endpoint = client_.endpoint();
+      taken_by_another.detail = "the waiter key " + etcd::wire::printable(key) +
+                                " exists, under another lease: cannot queue";
+      return std::unexpected(std::move(taken_by_another));
+    }
+    waiter_key_ = key;
+    return {};
   }
 
-  // Blocks until a slot key is deleted after `revision`, or until the deadline, keeping our
-  // lease alive and the progress reports going meanwhile.
-  std::expected<void, Failure> wait_for_a_free_slot(etcd::Revision revision) {
-    const std::string prefix = slots_prefix(options_, name_);
+  // Whether the view says something to act on: a slot of ours, a holder with another count, or
+  // a free slot that is ours to take.
+  bool my_turn() const {
+    return !view_.held_under(lease_.id).empty() ||
+           disagreement(view_.holders(), options_.slots).has_value() || slot_to_take().has_value();
+  }
+
+  // Follows the slots and the queue, without asking etcd anything, until it is our turn or the
+  // deadline; keeps our lease alive and the progress reports going meanwhile.
+  std::expected<Woke, Failure> wait_for_a_turn() {
+    const view::Keys& keys = view_.keys();
     const etcd::LeaseId waiting_under = lease_.id;
     for (;;) {
       const auto now = Clock::now();
-      if (now >= deadline_) return {};
+      if (now >= deadline_) return Woke::deadline;
       const auto until =
           std::min({deadline_, reporter_.next_due(),
                     timing::saturating_add(lease_.renewed_at, renewal_period(lease_.ttl))});
@@ -551,21 +647,27 @@ class Acquirer {
       const auto slice = std::max(
           std::chrono::duration_cast<std::chrono::milliseconds>(timing::time_between(now, until)),
           min_watch);
-      auto woke =
-          client_.watch_prefix(prefix, revision + 1, slice, [](const etcd::WatchEvent& event) {
-            return event.type != etcd::EventType::del;  // a freed slot ends the watch
-          });
+      bool turn = false;
+      auto woke = client_.watch(keys.slots_begin(), keys.waiters_end(), view_.revision() + 1, slice,
+                                [&](const std::vector<etcd::WatchEvent>& events) {
+                                  view_.apply(events);
+                                  turn = my_turn();
+                                  return !turn;
+                                });
       if (!woke) return std::unexpected(woke.error());
-      // A freed slot, or a stream etcd ended (e.g. our start revision was compacted): look again.
-      if (*woke != etcd::WatchEnd::timed_out) return {};
-      reporter_.tick();
+      if (turn) return Woke::turn;
+      // A stream etcd ended (e.g. our start revision was compacted): read again.
+      if (*woke != etcd::WatchEnd::timed_out) return Woke::read_again;
+      if (!reporter_.tick()) return Woke::cancelled;
       if (auto leased = ensure_lease(); !leased) return std::unexpected(leased.error());
-      // A new lease: etcd lost track of us for a while, and the slots may have changed meanwhile.
-      if (lease_.id != waiting_under) return {};
+      // A new lease: etcd lost track of us for a while, and our place in the queue with it.
+      if (lease_.id != waiting_under) return Woke::read_again;
     }
   }
 
   std::expected<Taken, Error> taken(Taken slot) {
+    // Served: out of the queue, so that it moves on at once (until then, waiters after us count
+    // our lease's slot and pass over us anyway).
     if (!waiter_key_.empty()) (void)client_.delete_key(waiter_key_);
     return slot;
   }
@@ -584,8 +686,10 @@ class Acquirer {
   Clock::time_point started_;
   Clock::time_point deadline_;
   Reporter reporter_;
+  timing::Backoff backoff_;
   LeaseClock lease_;
-  bool registered_ = false;
+  view::LockView view_;
+  etcd::Revision queued_at_ = 0;  // our waiter key's creation; 0 until we queue
   std::string waiter_key_;
 };
 
@@ -602,11 +706,25 @@ std::string unreadable(std::string_view what, const std::string& path) {
   return {};
 }
 
+// `endpoint` fit for a message: the password in user:password@ (refused, but it must not be
+// repeated in the refusal, a log or a terminal's scrollback) replaced with ***.
+std::string redacted(const std::string& endpoint) {
+  const auto scheme_end = endpoint.find("://");
+  const std::size_t authority = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+  const auto at = endpoint.find('@', authority);
+  const auto slash = endpoint.find('/', authority);
+  if (at == std::string::npos || (slash != std::string::npos && slash < at)) return endpoint;
+  const auto colon = endpoint.find(':', authority);
+  std::string shown = endpoint;
+  if (colon != std::string::npos && colon < at) shown.replace(colon + 1, at - colon - 1, "***");
+  return shown;
+}
+
 // Empty when `endpoint` is a URL the client may be given, else why not. Credentials in it
 // (user:password@) would sit in every message and, from a command line, in /proc/PID/cmdline.
 std::string bad_endpoint(const std::string& endpoint) {
   const auto shown = [&endpoint] {
-    return "etcd endpoint '" + etcd::wire::printable(endpoint) + "'";
+    return "etcd endpoint '" + etcd::wire::printable(redacted(endpoint)) + "'";
   };
   if (endpoint.empty()) return "an empty etcd endpoint";
   for (const char c : endpoint) {
@@ -639,10 +757,42 @@ struct Unusable {
   std::string why;
 };
 
+// TLS files that cannot be read, or a client certificate without its key, are TLS set up wrong,
+// as one that does not verify: named now, not as the TLS library's words at the first request
+// (which, for a certificate file without a key, call the certificate file the key).
+std::optional<Unusable> check_tls(const Tls& tls) {
+  if (!tls.key_file.empty() && tls.cert_file.empty()) {
+    return Unusable{ErrorKind::invalid_argument, "a client key file needs its certificate file"};
+  }
+  const std::pair<std::string_view, const std::string*> files[] = {
+      {"CA file", &tls.ca_file},
+      {"client certificate file", &tls.cert_file},
+      {"client key file", &tls.key_file}};
+  for (const auto& [what, path] : files) {
+    if (path->empty()) continue;
+    if (auto bad = unreadable(what, *path); !bad.empty()) return Unusable{ErrorKind::tls, bad};
+  }
+  if (!tls.cert_file.empty() && tls.key_file.empty()) {
+    const auto pem = small_file(tls.cert_file);
+    if (pem && !certificate::holds_private_key(*pem)) {
+      return Unusable{ErrorKind::tls, "the client certificate file " +
+                                          etcd::wire::printable(tls.cert_file) +
+                                          " holds no private key, and no key file was given "
+                                          "(--key)"};
+    }
+  }
+  return std::nullopt;
+}
+
 // What acquire and inspect both need: a name, endpoints, a usable prefix, and credentials and
 // TLS files that hang together.
 std::optional<Unusable> check_connection(std::string_view name, const Options& options) {
   if (name.empty()) return Unusable{ErrorKind::invalid_argument, "a fleet lock needs a name"};
+  // Never a default: a lock taken in whatever cluster happens to listen on this host's
+  // 127.0.0.1:2379 would exclude nobody.
+  if (options.endpoints.empty()) {
+    return Unusable{ErrorKind::invalid_argument, "a fleet lock needs etcd endpoints (none given)"};
+  }
   for (const auto& endpoint : options.endpoints) {
     if (auto bad = bad_endpoint(endpoint); !bad.empty()) {
       return Unusable{ErrorKind::invalid_argument, bad};
@@ -673,20 +823,7 @@ std::optional<Unusable> check_connection(std::string_view name, const Options& o
                     "the password of etcd user " + etcd::wire::printable(options.user) +
                         " is not UTF-8 text, which etcd's API cannot carry"};
   }
-  const Tls& tls = options.tls;
-  if (!tls.key_file.empty() && tls.cert_file.empty()) {
-    return Unusable{ErrorKind::invalid_argument, "a client key file needs its certificate file"};
-  }
-  // A TLS file that cannot be read is TLS set up wrong, as one that does not verify.
-  const std::pair<std::string_view, const std::string*> files[] = {
-      {"CA file", &tls.ca_file},
-      {"client certificate file", &tls.cert_file},
-      {"client key file", &tls.key_file}};
-  for (const auto& [what, path] : files) {
-    if (path->empty()) continue;
-    if (auto bad = unreadable(what, *path); !bad.empty()) return Unusable{ErrorKind::tls, bad};
-  }
-  return std::nullopt;
+  return check_tls(options.tls);
 }
 
 Error unusable(std::string_view operation, std::string_view name, const Unusable& problem) {
@@ -707,6 +844,12 @@ std::optional<Error> check_options(std::string_view name, const Options& options
                            "the lease TTL must be from 1 s to 9000000000 s (etcd's limit)");
   }
   return std::nullopt;
+}
+
+// etcd's refusals of who asks: once the user may no longer renew or read its own slot, the slot
+// cannot be checked any more, and is given up rather than held unchecked.
+bool refused_the_user(const Failure& failure) {
+  return failure.kind == etcd::FailureKind::permission || failure.kind == etcd::FailureKind::auth;
 }
 
 }  // namespace
@@ -755,7 +898,7 @@ std::expected<Slot, Error> Slot::acquire(std::string_view name, const Options& o
   auto state = std::make_unique<State>(options, std::string(name), std::move(*client));
   state->lease = acquirer.lease();
   state->slot = taken->slot;
-  state->key = slots_prefix(options, name) + std::to_string(taken->slot);
+  state->key = keys::slots_prefix(options.key_prefix, name) + std::to_string(taken->slot);
   state->created = taken->created;
   return Slot(std::move(state));
 }
@@ -770,6 +913,14 @@ std::expected<void, Error> Slot::keep_alive() {
     state_->loss = loss;
     return std::unexpected(std::move(loss));
   };
+  auto refused = [this](const Failure& failure) {
+    Error loss = Error::fleet_failure(ErrorKind::lease_lost, failure.operation, failure.endpoint,
+                                      make_error_code(errc::slot_lost),
+                                      failure.cause() + hint(failure, state_->options) +
+                                          "; the slot can no longer be checked, and is given up");
+    state_->loss = loss;
+    return std::unexpected(std::move(loss));
+  };
   const auto sent = Clock::now();
   // Whatever the endpoints left to try, give up when the slot expires, so that the caller can
   // act on it in time. Past that (with --on-lease-loss warn) every call gets the full timeout.
@@ -777,6 +928,7 @@ std::expected<void, Error> Slot::keep_alive() {
   std::optional<etcd::Client::Deadline> in_time;
   if (sent < expires) in_time.emplace(state_->client, expires);
   auto ttl = state_->client.keep_alive(state_->lease.id);
+  if (!ttl && refused_the_user(ttl.error())) return refused(ttl.error());
   if (!ttl && !ttl.error().lease_not_found())
     return std::unexpected(error_of(ttl.error(), state_->options));
   if (!ttl || ttl->count() <= 0) {
@@ -786,6 +938,7 @@ std::expected<void, Error> Slot::keep_alive() {
   // The lease lives, but the key may not: deleted by hand, or by a revoke and then re-created by
   // another holder. Checked at every renewal, so it is noticed within one renewal period.
   auto read = state_->client.get(state_->key, true);
+  if (!read && refused_the_user(read.error())) return refused(read.error());
   if (!read) return std::unexpected(error_of(read.error(), state_->options));
   const std::optional<etcd::KeyValue>& key = *read;
   if (!key) return lose("slot check", "the key " + state_->key + " was deleted; the slot is lost");
@@ -811,18 +964,36 @@ std::chrono::nanoseconds Slot::kill_after() const noexcept {
   return std::max<Clock::duration>(left - margin, Clock::duration::zero());
 }
 
-std::error_code Slot::release() noexcept {
+std::expected<void, Error> Slot::revoke() noexcept {
   if (!state_) return {};
   auto revoked = state_->client.revoke(state_->lease.id);
-  const std::error_code error =
-      revoked ? std::error_code() : make_error_code(code_of(revoked.error()));
+  std::expected<void, Error> outcome;
+  if (!revoked) {
+    const Failure& failure = revoked.error();
+    outcome = std::unexpected(Error::fleet_failure(
+        kind_of(failure), failure.operation, failure.endpoint, make_error_code(code_of(failure)),
+        failure.cause() + hint(failure, state_->options) + "; the slot frees when the lease " +
+            "expires, within " + std::to_string(state_->lease.ttl.count()) + " s"));
+  }
   state_.reset();
-  return error;
+  return outcome;
+}
+
+std::error_code Slot::release() noexcept {
+  auto revoked = revoke();
+  return revoked ? std::error_code() : revoked.error().code();
 }
 
 int Slot::index() const noexcept { return state_ ? state_->slot : -1; }
 std::int64_t Slot::fence() const noexcept { return state_ ? state_->created : 0; }
 bool Slot::held() const noexcept { return state_ != nullptr; }
+
+std::string removal_hint(const SlotHolder& holder) {
+  if (holder.lease != 0 || holder.key.empty()) return {};
+  return "key " + text::for_terminal(holder.key) +
+         ": it has no lease, so it never expires; remove it with etcdctl del " +
+         text::for_terminal(for_shell(holder.key));
+}
 
 std::string describe(const SlotHolder& holder) {
   if (holder.malformed) return "a malformed record (" + text::for_terminal(holder.problem) + ")";
@@ -835,31 +1006,31 @@ std::expected<Status, Error> inspect(std::string_view name, const Options& optio
   }
   auto client = etcd::Client::open(settings_of(options));
   if (!client) return std::unexpected(error_of(client.error(), options));
+  const auto keys = view::keys_of(options.key_prefix, name);
+  auto read = view::read_lock(*client, keys, true);
+  if (!read) return std::unexpected(error_of(read.error(), options));
   Status status;
   status.name = std::string(name);
   status.slots = options.slots;
-  const std::string slots = slots_prefix(options, name);
-  auto held = client->range_prefix(slots);
-  if (!held) return std::unexpected(error_of(held.error(), options));
-  for (const auto& kv : held->kvs) {
-    // Keys no pidlock would compete for block nobody: not slots.
-    const auto slot = record::slot_index(kv.key, slots);
+  for (const auto& kv : read->slots) {
+    const auto slot = record::slot_index(kv.key, keys.slots);
     if (!slot) continue;
-    status.holders.push_back(holder_from(kv, *slot));
+    status.holders.push_back(view::holder_from(kv, *slot));
     // A held slot N means the lock has at least N + 1, whatever its holder recorded.
     const int implied = *slot < std::numeric_limits<int>::max() ? *slot + 1 : *slot;
     status.slots = std::max({status.slots, status.holders.back().slots, implied});
   }
   std::sort(status.holders.begin(), status.holders.end(),
             [](const SlotHolder& a, const SlotHolder& b) { return a.slot < b.slot; });
-  auto waiters = client->range_prefix(waiters_prefix(options, name));
-  if (!waiters) return std::unexpected(error_of(waiters.error(), options));
-  for (const auto& kv : waiters->kvs) {
-    SlotWaiter waiter;
-    auto reading = record::parse(kv.value);
-    status.slots = std::max(status.slots, reading.record.slots);
-    fill_from(waiter, reading, kv.value);
-    status.waiters.push_back(std::move(waiter));
+  // In the order they came: the order they will be served in.
+  auto waiters = read->waiters;
+  std::stable_sort(waiters.begin(), waiters.end(),
+                   [](const etcd::KeyValue& a, const etcd::KeyValue& b) {
+                     return a.create_revision < b.create_revision;
+                   });
+  for (const auto& kv : waiters) {
+    status.waiters.push_back(view::waiter_from(kv));
+    status.slots = std::max(status.slots, status.waiters.back().slots);
   }
   status.endpoint = client->endpoint();
   return status;

@@ -2,8 +2,13 @@
 // saturates: a wait of nanoseconds::max() - 1 is "forever", not an overflow into the past.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <random>
 
 #include "../sys.hpp"
 
@@ -19,22 +24,36 @@ constexpr Clock::duration time_between(Clock::time_point earlier, Clock::time_po
   return later > earlier ? later - earlier : Clock::duration::zero();
 }
 
-// Capped exponential backoff between retries: 50 ms, 100 ms, … up to one second, so that a
-// waiter notices a recovered etcd within a second, without hammering a struggling one.
+// Capped exponential backoff between retries, jittered: each pause is a random point in the upper
+// half of its step (50 ms, 100 ms, … up to one second), so that waiters that failed together do
+// not all come back together, and a waiter notices a recovered etcd within a second, without
+// hammering a struggling one.
 class Backoff {
  public:
+  // Seeded apart in each process and each Backoff: two waiters started together draw apart.
+  Backoff() : Backoff(fresh_seed()) {}
+  explicit Backoff(std::uint64_t seed) : random_(static_cast<std::uint_fast32_t>(seed)) {}
+
   Clock::duration next() {
-    const auto delay = delay_;
-    delay_ = std::min<Clock::duration>(delay_ * 2, cap);
-    return delay;
+    const auto step = step_;
+    step_ = std::min<Clock::duration>(step_ * 2, cap);
+    std::uniform_int_distribution<Clock::rep> within(step.count() / 2, step.count());
+    return Clock::duration(within(random_));
   }
-  void reset() { delay_ = first; }
+  void reset() { step_ = first; }
 
   static constexpr Clock::duration first = std::chrono::milliseconds(50);
   static constexpr Clock::duration cap = std::chrono::seconds(1);
 
  private:
-  Clock::duration delay_ = first;
+  static std::uint64_t fresh_seed() {
+    static std::atomic<std::uint64_t> made{0};
+    const auto now = static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
+    return now ^ (static_cast<std::uint64_t>(::getpid()) << 32U) ^ (++made * 0x9E3779B97F4A7C15U);
+  }
+
+  Clock::duration step_ = first;
+  std::minstd_rand random_;
 };
 
 }  // namespace pidlock::fleet::timing

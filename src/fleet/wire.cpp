@@ -172,11 +172,13 @@ std::optional<Status> read_status(const json& object) {
   Fields fields(object, "");
   Status status;
   // Unary errors say "code", stream errors "grpc_code"; both say "message".
-  status.code =
-      static_cast<int>(fields.has("grpc_code") ? fields.int64("grpc_code") : fields.int64("code"));
+  // Checked as read, before it is narrowed: 2^32 + 5 must not pass for 5 (NotFound).
+  const std::int64_t code =
+      fields.has("grpc_code") ? fields.int64("grpc_code") : fields.int64("code");
   status.message = fields.text("message");
   if (status.message.empty()) status.message = fields.text("error");
-  if (!fields.ok() || status.code < 0 || status.code > 16) return std::nullopt;
+  if (!fields.ok() || code < 0 || code > 16) return std::nullopt;
+  status.code = static_cast<int>(code);
   if (status.code == 0) {
     if (status.message.empty()) return std::nullopt;  // no error at all: not etcd's
     status.code = 2;                                  // Unknown: an error without a code
@@ -253,7 +255,31 @@ std::string range_request(std::string_view key, std::string_view range_end, bool
   return dumped(request);
 }
 
+namespace {
+json range_object(const RangeSpec& range) {
+  json request = {{"key", base64::encode(range.key)}};
+  if (!range.range_end.empty()) request["range_end"] = base64::encode(range.range_end);
+  if (range.keys_only) request["keys_only"] = true;
+  if (range.revision > 0) request["revision"] = std::to_string(range.revision);
+  return request;
+}
+}  // namespace
+
+std::string read_request(const std::vector<RangeSpec>& ranges) {
+  json success = json::array();
+  for (const auto& range : ranges) success.push_back({{"request_range", range_object(range)}});
+  return dumped({{"success", std::move(success)}});
+}
+
 std::string delete_request(std::string_view key) { return dumped({{"key", base64::encode(key)}}); }
+
+std::string delete_if_created_request(std::string_view key, Revision created) {
+  const std::string encoded_key = base64::encode(key);
+  return dumped({{"compare", json::array({{{"target", "CREATE"},
+                                           {"key", encoded_key},
+                                           {"create_revision", std::to_string(created)}}})},
+                 {"success", json::array({{{"request_delete_range", {{"key", encoded_key}}}}})}});
+}
 
 std::string watch_request(std::string_view key, std::string_view range_end, Revision start) {
   return dumped({{"create_request",
@@ -289,6 +315,7 @@ Parsed<Lease> parse_grant(std::string_view body) {
   if (const auto refused = fields.text("error"); !refused.empty()) fields.fail("error", refused);
   if (fields.ok() && lease.id == 0) fields.fail("ID", "missing: etcd granted no lease");
   if (fields.ok() && lease.ttl.count() <= 0) fields.fail("TTL", "not positive");
+  if (fields.ok() && lease.ttl > max_lease_ttl) fields.fail("TTL", "beyond etcd's longest lease");
   return checked(fields, lease);
 }
 
@@ -303,6 +330,7 @@ Parsed<KeepAlive> parse_keep_alive(std::string_view body) {
   Fields inner(**result, "result.");
   read_header(inner);
   answer.ttl = std::chrono::seconds(std::max<std::int64_t>(0, inner.int64("TTL")));
+  if (inner.ok() && answer.ttl > max_lease_ttl) inner.fail("TTL", "beyond etcd's longest lease");
   return checked(inner, answer);
 }
 
@@ -345,6 +373,38 @@ Parsed<Range> parse_range(std::string_view body) {
   range.revision = read_header(fields);
   range.kvs = read_key_values(fields, "kvs");
   return checked(fields, std::move(range));
+}
+
+Parsed<std::vector<Range>> parse_read(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  const Revision revision = read_header(fields);
+  std::vector<Range> ranges;
+  const json* responses = fields.array("responses");
+  for (std::size_t i = 0; responses != nullptr && i < responses->size() && fields.ok(); ++i) {
+    const std::string context = "responses[" + std::to_string(i) + "].";
+    Fields response((*responses)[i], context);
+    if (const json* range = response.object("response_range")) {
+      Fields range_fields(*range, context + "response_range.");
+      Range read;
+      read.revision = revision;
+      read.kvs = read_key_values(range_fields, "kvs");
+      if (!range_fields.ok()) response.fail_with(range_fields.take_problem());
+      ranges.push_back(std::move(read));
+    }
+    if (!response.ok()) fields.fail_with(response.take_problem());
+  }
+  return checked(fields, std::move(ranges));
+}
+
+Parsed<bool> parse_succeeded(std::string_view body) {
+  auto root = parse_json(body);
+  if (!root) return Problem{root.error()};
+  Fields fields(*root, "");
+  read_header(fields);
+  const bool succeeded = fields.boolean("succeeded");
+  return checked(fields, succeeded);
 }
 
 Parsed<std::int64_t> parse_delete(std::string_view body) {

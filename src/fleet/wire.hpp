@@ -52,6 +52,19 @@ struct Range {
   Revision revision = 0;
 };
 
+// One range of a read: [key, range_end) (range_end empty: the key alone), with or without the
+// values, as of `revision` (0: the latest).
+struct RangeSpec {
+  std::string key;
+  std::string range_end;
+  bool keys_only = false;
+  Revision revision = 0;
+};
+
+// etcd refuses a lease longer than this (MaxLeaseTTL); an answer that grants or renews one for
+// longer is not etcd's, and would overflow any deadline counted in nanoseconds.
+inline constexpr std::chrono::seconds max_lease_ttl{9'000'000'000};
+
 // A gRPC status, as the gateway reports etcd's errors.
 struct Status {
   int code = 0;  // 5 NotFound, 14 Unavailable, …
@@ -118,7 +131,11 @@ std::string create_if_absent_request(std::string_view key, std::string_view valu
                                      const std::optional<Unchanged>& unchanged = std::nullopt);
 std::string put_request(std::string_view key, std::string_view value, LeaseId lease);
 std::string range_request(std::string_view key, std::string_view range_end, bool keys_only);
+// One transaction that reads every range at the same revision (a txn without conditions).
+std::string read_request(const std::vector<RangeSpec>& ranges);
 std::string delete_request(std::string_view key);
+// A transaction that deletes `key` only if it is the one created at `created`.
+std::string delete_if_created_request(std::string_view key, Revision created);
 std::string watch_request(std::string_view key, std::string_view range_end, Revision start);
 std::string authenticate_request(std::string_view user, std::string_view password);
 
@@ -131,6 +148,10 @@ Parsed<Revision> parse_revoke(std::string_view body);
 Parsed<Created> parse_create_if_absent(std::string_view body);
 Parsed<Revision> parse_put(std::string_view body);
 Parsed<Range> parse_range(std::string_view body);
+// A read's ranges, in the order asked, each with the transaction's revision.
+Parsed<std::vector<Range>> parse_read(std::string_view body);
+// Whether a conditional transaction's condition held (delete_if_created).
+Parsed<bool> parse_succeeded(std::string_view body);
 Parsed<std::int64_t> parse_delete(std::string_view body);  // how many keys were deleted
 Parsed<WatchMessage> parse_watch_message(std::string_view line);
 // The token of an authenticate answer. It goes back in an HTTP header, so anything but a short
