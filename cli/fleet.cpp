@@ -207,7 +207,9 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
         return slot->kill_after();
       }};
   const Ending ending = supervise(request.command, inherited, &watchdog);
-  slot->release();
+  // A release etcd refused leaves the slot to expire with its lease: said, not hidden; the exit
+  // status stays the command's.
+  if (auto released = slot->revoke(); !released) say(stderr, "{}\n", released.error().message());
   return end_as(ending);
 }
 
