@@ -1,10 +1,12 @@
-// pidlock's command line. Numbers and the operands are read here, not by CLI11: see below.
+// pidlock's command line: what each subcommand declares, and the one parse. Numbers are read here,
+// not by CLI11 (see below); where options end is words.cpp's.
 #include "command_line.hpp"
 
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -14,7 +16,9 @@
 #include <system_error>
 #include <utility>
 
+#include "fleet_environment.hpp"
 #include "process.hpp"
+#include "words.hpp"
 
 namespace pidlock::cli {
 namespace {
@@ -81,114 +85,55 @@ class OperandFormatter : public CLI::Formatter {
   }
 };
 
-// The command line cut where flock(1) and getopt's "+" cut it: options up to the first operand
-// (FILE, or NAME in fleet mode), then everything verbatim as the command. A "--" before the
-// operand ends the options (the operand may then start with '-'); one right after it is the
-// customary separator and is dropped; any other belongs to the command.
-struct Words {
-  std::vector<std::string> for_cli11;  // the subcommand, and the options with their values
-  std::optional<std::string> operand;
-  std::vector<std::string> command;
-  std::optional<std::string> unknown_subcommand;
+// Fleet mode's options, by their long names: any of them asks for fleet mode. They are declared
+// only when a word of the command line names one (see needed_by), and each declaration is checked
+// against this list.
+constexpr std::array<std::string_view, 13> fleet_option_names{
+    "--etcd",         "--fleet",         "--slots", "--prefix",
+    "--cacert",       "--cert",          "--key",   "--insecure-skip-verify",
+    "--user",         "--password-file", "--ttl",   "--kill-after",
+    "--on-lease-loss"};
+
+bool names_fleet_option(std::string_view word) {
+  const auto name = word.substr(0, word.find('='));
+  return std::find(fleet_option_names.begin(), fleet_option_names.end(), name) !=
+         fleet_option_names.end();
+}
+
+// Which options to declare. CLI11 builds every option declared before it parses, and declaring
+// them all is a fifth of a whole `pidlock run F -- true`; most runs need one subcommand's local
+// options. What the words ask for decides, before the one parse: fleet mode's options when a word
+// names one (a command's own --etcd after FILE costs them too, and means nothing: it is the
+// command's), everything for help, the version, or a word that is no subcommand.
+struct Declarations {
+  bool run = true;
+  bool status = true;
+  bool fleet = true;
 };
 
-bool looks_like_option(const std::string& word) { return word.size() > 1 && word.front() == '-'; }
-
-bool takes_operand(const CLI::App& app) {
-  return !app.get_options([](const CLI::Option* option) { return option->get_positional(); })
-              .empty();
-}
-
-const CLI::App* subcommand_named(const CLI::App& app, const std::string& word) {
-  const auto found =
-      app.get_subcommands([&word](const CLI::App* sub) { return sub->check_name(word); });
-  return found.empty() ? nullptr : found.front();
-}
-
-// How many of the words after `word` are its values, by CLI11's own count of the values each
-// option expects, less one given in the word itself (--wait=5, -w5). A cluster of short options
-// (-no) ends with the first that takes a value. An unknown option takes none: CLI11 reports it.
-std::size_t values_after(const CLI::App& app, const std::string& word) {
-  const auto expected = [](const CLI::Option* option) {
-    return static_cast<std::size_t>(std::max(0, option->get_items_expected_min()));
+Declarations needed_by(const std::vector<std::string>& args) {
+  const Declarations everything;
+  if (args.empty() || (args.front() != "run" && args.front() != "status")) return everything;
+  const auto asks_for_help = [](const std::string& word) {
+    return word == "-h" || word == "--help" || word == "-V" || word == "--version";
   };
-  if (word.starts_with("--")) {
-    const auto equals = word.find('=');
-    const CLI::Option* option = app.get_option_no_throw(word.substr(0, equals));
-    if (option == nullptr) return 0;
-    const std::size_t inline_values = equals == std::string::npos ? 0 : 1;
-    return expected(option) - std::min(expected(option), inline_values);
-  }
-  for (std::size_t at = 1; at < word.size(); ++at) {
-    const CLI::Option* option = app.get_option_no_throw(std::string{'-', word[at]});
-    if (option == nullptr) return 0;
-    if (expected(option) > 0) {
-      const std::size_t inline_values = at + 1 < word.size() ? 1 : 0;
-      return expected(option) - std::min(expected(option), inline_values);
-    }
-  }
-  return 0;
+  if (std::any_of(args.begin(), args.end(), asks_for_help)) return everything;
+  Declarations needed;
+  needed.run = args.front() == "run";
+  needed.status = !needed.run;
+  needed.fleet = std::any_of(args.begin(), args.end(), names_fleet_option);
+  return needed;
 }
 
-Words split_words(const CLI::App& root, const std::vector<std::string>& args) {
-  Words words;
-  const CLI::App* app = &root;
-  std::size_t at = 0;
-  while (at < args.size()) {
-    const std::string& word = args[at];
-    if (word == "--" && takes_operand(*app)) {
-      if (++at < args.size()) words.operand = args[at++];
-      break;
-    }
-    if (looks_like_option(word)) {
-      const std::size_t end = std::min(args.size(), at + 1 + values_after(*app, word));
-      words.for_cli11.insert(words.for_cli11.end(), args.begin() + static_cast<std::ptrdiff_t>(at),
-                             args.begin() + static_cast<std::ptrdiff_t>(end));
-      at = end;
-      continue;
-    }
-    if (takes_operand(*app)) {
-      words.operand = word;
-      ++at;
-      break;
-    }
-    const CLI::App* sub = subcommand_named(*app, word);
-    if (sub == nullptr) {
-      words.unknown_subcommand = word;
-      return words;
-    }
-    words.for_cli11.push_back(word);
-    app = sub;
-    ++at;
-  }
-  if (words.operand && at < args.size() && args[at] == "--") ++at;
-  words.command.assign(args.begin() + static_cast<std::ptrdiff_t>(at), args.end());
-  return words;
-}
-
-// The command line of pidlock and of pidlock-fleet, one setup per subcommand. The operands
+// The command line of pidlock and of pidlock-fleet, declared as `Declarations` say. The operands
 // (FILE and COMMAND) are declared for --help only: CLI11 sees the options, split_words() finds
 // the operands.
 class CommandLine {
  public:
-  // Everything: both subcommands with all their options, fleet mode's included.
-  CommandLine() {
+  explicit CommandLine(const Declarations& declared) {
     set_up_app();
-    add_run(true);
-    add_status(true);
-  }
-
-  // One subcommand and its local options only. CLI11 builds every option declared before it
-  // parses, and declaring all of them was a fifth of a whole `pidlock run F -- true`; this is
-  // what most runs need. Whatever it cannot parse (an option it lacks: every fleet option, a
-  // mistake) is parsed again with everything declared, and checked there, in one place.
-  explicit CommandLine(Subcommand only) {
-    set_up_app();
-    if (only == Subcommand::run) {
-      add_run(false);
-    } else {
-      add_status(false);
-    }
+    if (declared.run) add_run(declared.fleet);
+    if (declared.status) add_status(declared.fleet);
   }
   CommandLine(const CommandLine&) = delete;
   CommandLine& operator=(const CommandLine&) = delete;
@@ -275,13 +220,17 @@ class CommandLine {
     return sub.get_options([](const CLI::Option* option) { return option->get_positional(); });
   }
 
+  CLI::Option* declare_fleet_option(CLI::Option* option) {
+    // A fleet option missing from fleet_option_names would be declared too late to be parsed.
+    if (!names_fleet_option("--" + option->get_single_name())) std::abort();
+    fleet_options_.push_back(option);
+    return option->group("Fleet mode (FILE is the fleet lock's name)");
+  }
+
   // Fleet mode's options, for run and status alike. Any of them asks for fleet mode.
   void add_fleet_options(CLI::App& sub, std::string_view slots_help) {
     FleetRequest& fleet = invocation_.fleet;
-    auto fleet_option = [this](CLI::Option* option) {
-      fleet_options_.push_back(option);
-      return option->group("Fleet mode (FILE is the fleet lock's name)");
-    };
+    auto fleet_option = [this](CLI::Option* option) { return declare_fleet_option(option); };
     fleet_option(sub.add_option("--etcd", fleet.endpoints,
                                 "etcd endpoints, comma-separated (default: PIDLOCK_ETCD_ENDPOINTS)")
                      ->delimiter(',')
@@ -318,10 +267,7 @@ class CommandLine {
   // How a fleet slot's holder keeps it: run's own fleet options.
   void add_holder_options(CLI::App& sub) {
     FleetRequest& fleet = invocation_.fleet;
-    auto fleet_option = [this](CLI::Option* option) {
-      fleet_options_.push_back(option);
-      return option->group("Fleet mode (FILE is the fleet lock's name)");
-    };
+    auto fleet_option = [this](CLI::Option* option) { return declare_fleet_option(option); };
     fleet_option(add_whole(sub, "--ttl", "--ttl", fleet.ttl_seconds, 1, 3600, "whole seconds",
                            "Lease TTL in seconds (default 5)", "SECONDS"));
     fleet_option(add_seconds(sub, "--kill-after", "--kill-after", fleet.kill_after_seconds,
@@ -392,8 +338,9 @@ class CommandLine {
   }
 };
 
-int usage_error(const CommandLine& cli, std::string_view message) {
-  say(stderr, "pidlock: {}\n{}", message, cli.synopsis());
+int usage_error(std::string_view message) {
+  const CommandLine everything{Declarations{}};
+  say(stderr, "pidlock: {}\n{}", message, everything.synopsis());
   return exit_code::usage;
 }
 
@@ -404,7 +351,7 @@ std::optional<int> parse(CommandLine& cli, std::vector<std::string> words) {
     cli.app.parse(words);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() != static_cast<int>(CLI::ExitCodes::Success)) {
-      return usage_error(cli, e.what());
+      return usage_error(e.what());
     }
     std::ostringstream out;
     std::ostringstream err;
@@ -431,67 +378,7 @@ std::optional<std::string> operand_problem(Subcommand subcommand, const Words& w
   return std::nullopt;
 }
 
-const char* environment(const char* name) {
-  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): one thread here
-  return value != nullptr && *value != '\0' ? value : nullptr;
-}
-
-// Fleet settings that the command line left unset, from the environment, as etcdctl takes
-// ETCDCTL_*: so that a fleet's hosts can share one configuration. The password is not read here
-// but where it is used (fleet.cpp), and --insecure-skip-verify has no variable: turning off
-// verification must be visible on the command line.
-std::optional<std::string> take_environment(const CommandLine& cli, FleetRequest& fleet) {
-  if (fleet.endpoints.empty()) {
-    if (const char* endpoints = environment("PIDLOCK_ETCD_ENDPOINTS")) {
-      std::string_view rest = endpoints;
-      while (!rest.empty()) {
-        const auto comma = rest.find(',');
-        if (comma != 0) fleet.endpoints.push_back(std::string(rest.substr(0, comma)));
-        rest.remove_prefix(comma == std::string_view::npos ? rest.size() : comma + 1);
-      }
-    }
-    if (fleet.endpoints.empty()) {
-      return "fleet mode needs etcd endpoints: --etcd URL[,URL...] or PIDLOCK_ETCD_ENDPOINTS";
-    }
-  }
-  const auto take = [&cli](const std::string& option, const char* variable, std::string& value) {
-    if (cli.given(option)) return;
-    if (const char* from_environment = environment(variable)) value = from_environment;
-  };
-  take("--prefix", "PIDLOCK_ETCD_PREFIX", fleet.prefix);
-  take("--cacert", "PIDLOCK_ETCD_CACERT", fleet.cacert);
-  take("--cert", "PIDLOCK_ETCD_CERT", fleet.cert);
-  take("--key", "PIDLOCK_ETCD_KEY", fleet.key);
-  take("--user", "PIDLOCK_ETCD_USER", fleet.user);
-  if (fleet.user.find(':') != std::string::npos) {
-    return std::string(cli.given("--user") ? "--user" : "PIDLOCK_ETCD_USER") +
-           " takes a name only: a password on the command line is readable by every user (ps); "
-           "use --password-file FILE or PIDLOCK_ETCD_PASSWORD";
-  }
-  return std::nullopt;
-}
-
 }  // namespace
-
-// The invoked subcommand's local options only, saying nothing: an invocation of the local lock
-// when that is all the command line asks for, nothing when it needs more (a fleet option, which
-// this parser does not declare; help; a mistake), to be parsed and checked in full.
-std::optional<Invocation> parse_locally(const std::vector<std::string>& args) {
-  if (args.empty() || (args.front() != "run" && args.front() != "status")) return std::nullopt;
-  const Subcommand subcommand = args.front() == "run" ? Subcommand::run : Subcommand::status;
-  CommandLine cli(subcommand);
-  Words words = split_words(cli.app, args);
-  if (words.unknown_subcommand || operand_problem(subcommand, words)) return std::nullopt;
-  std::reverse(words.for_cli11.begin(), words.for_cli11.end());  // CLI11 takes them reversed
-  try {
-    cli.app.parse(words.for_cli11);
-  } catch (const CLI::ParseError&) {  // help and the version too: they list everything
-    return std::nullopt;
-  }
-  // This parser declares no fleet option; should one ever be, fleet mode is still checked in full.
-  if (cli.fleet_asked()) return std::nullopt;
-  return cli.invocation(subcommand, words);
-}
 
 // What the parsed options cannot say alone: for fleet mode, the options that do not go with it,
 // and the environment's settings. The one check of a fleet command line.
@@ -499,26 +386,24 @@ std::optional<std::string> fleet_mode_problem(const CommandLine& cli, Subcommand
                                               Invocation& invocation) {
   if (!invocation.fleet.enabled) return std::nullopt;
   if (auto problem = cli.fleet_problem(subcommand)) return problem;
-  return take_environment(cli, invocation.fleet);
+  return take_environment(invocation.fleet,
+                          [&cli](const std::string& option) { return cli.given(option); });
 }
 
 std::variant<Invocation, int> parse_command_line(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
-  if (auto invocation = parse_locally(args)) {
-    invocation->fleet.argv.assign(argv, argv + argc);
-    return std::move(*invocation);
-  }
-  CommandLine cli;
+  CommandLine cli(needed_by(args));
   Words words = split_words(cli.app, args);
   if (words.unknown_subcommand) {
-    return usage_error(cli, fmt::format("unknown command '{}'", *words.unknown_subcommand));
+    return usage_error(fmt::format("unknown command '{}'", *words.unknown_subcommand));
   }
   if (const auto said = parse(cli, words.for_cli11)) return *said;
-  const Subcommand subcommand = cli.run->parsed() ? Subcommand::run : Subcommand::status;
-  if (auto problem = operand_problem(subcommand, words)) return usage_error(cli, *problem);
+  const Subcommand subcommand =
+      cli.run != nullptr && cli.run->parsed() ? Subcommand::run : Subcommand::status;
+  if (auto problem = operand_problem(subcommand, words)) return usage_error(*problem);
   Invocation invocation = cli.invocation(subcommand, words);
   if (auto problem = fleet_mode_problem(cli, subcommand, invocation)) {
-    return usage_error(cli, *problem);
+    return usage_error(*problem);
   }
   invocation.fleet.argv.assign(argv, argv + argc);
   return invocation;
