@@ -1,19 +1,15 @@
 // Running the command under the lock: in place of pidlock (the local lock's default), or as
 // pidlock's child, tied to it, where pidlock must stay to hold the lock alone (-o) or to renew a
-// fleet lease. Also the descriptors and output that every mode shares. The model is written down
-// in pidlock(1), "The command and its job".
+// fleet lease. The model is written down in pidlock(1), "The command and its job".
 #pragma once
 
-#include <fmt/core.h>
-
 #include <chrono>
-#include <cstdio>
 #include <functional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "descriptors.hpp"
+#include "output.hpp"
 
 namespace pidlock::cli {
 
@@ -60,20 +56,5 @@ bool export_to_command(const char* name, const std::string& value);
 
 // -w SECONDS as a wait; `seconds` is finite and within max_wait_seconds (the parser's promise).
 std::chrono::nanoseconds to_wait(double seconds);
-
-std::string errno_text(int error);
-
-// Writes `text` to `stream` and flushes it, ignoring failure: a closed, full or broken stdout or
-// stderr must not change pidlock's exit status, nor kill it with SIGPIPE.
-void write_quietly(std::FILE* stream, std::string_view text) noexcept;
-
-// fmt::print that never throws and never fails the caller (see write_quietly).
-template <typename... Args>
-void say(std::FILE* stream, fmt::format_string<Args...> format, Args&&... args) noexcept {
-  try {
-    write_quietly(stream, fmt::format(format, std::forward<Args>(args)...));
-  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory; nothing useful can be said
-  }
-}
 
 }  // namespace pidlock::cli
