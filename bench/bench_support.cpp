@@ -90,4 +90,30 @@ HeldElsewhere::~HeldElsewhere() {
   std::filesystem::remove_all(unrelated_dir_, ignored);
 }
 
+IdleProcesses::IdleProcesses(int count) {
+  int release[2];
+  if (::pipe2(release, O_CLOEXEC) != 0) std::abort();
+  for (int i = 0; i < count; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) std::abort();
+    if (pid == 0) {
+      ::close(release[1]);
+      char c;
+      [[maybe_unused]] auto n = ::read(release[0], &c, 1);  // EOF when the set is destroyed
+      ::_exit(0);
+    }
+    pids_.push_back(pid);
+  }
+  ::close(release[0]);
+  release_ = release[1];
+}
+
+IdleProcesses::~IdleProcesses() {
+  ::close(release_);
+  for (const pid_t pid : pids_) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+}
+
 }  // namespace pidlock::bench

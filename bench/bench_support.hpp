@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace pidlock::bench {
 
@@ -56,6 +57,20 @@ class HeldElsewhere {
   pid_t pid_ = -1;
   int release_ = -1;
   std::filesystem::path unrelated_dir_;
+};
+
+// `count` child processes that do nothing until destroyed: a machine busy with processes that
+// have nothing to do with the lock (each has the usual few descriptors open).
+class IdleProcesses {
+ public:
+  explicit IdleProcesses(int count);
+  ~IdleProcesses();
+  IdleProcesses(const IdleProcesses&) = delete;
+  IdleProcesses& operator=(const IdleProcesses&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+  int release_ = -1;
 };
 
 }  // namespace pidlock::bench
