@@ -48,7 +48,7 @@ int blocked_on(ino_t ino) {
   return blocked;
 }
 
-HeldElsewhere::HeldElsewhere(const std::filesystem::path& path, int unrelated) {
+HeldElsewhere::HeldElsewhere(const std::filesystem::path& path, int unrelated) : path_(path) {
   unrelated_dir_ = scratch(path.parent_path(), "unrelated");
   int ready[2];
   int release[2];
@@ -88,6 +88,7 @@ HeldElsewhere::~HeldElsewhere() {
   ::waitpid(pid_, &status, 0);
   std::error_code ignored;
   std::filesystem::remove_all(unrelated_dir_, ignored);
+  std::filesystem::remove(path_, ignored);  // the crowds' files were left behind
 }
 
 IdleProcesses::IdleProcesses(int count) {

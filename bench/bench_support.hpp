@@ -44,7 +44,7 @@ void futex_wake_all(std::atomic<std::uint32_t>& word);
 int blocked_on(ino_t ino);
 
 // A child process holding an exclusive flock on `path` (and, when `unrelated` > 0, that many
-// locks on other files), until destroyed.
+// locks on other files), until destroyed; then the files it made are removed.
 class HeldElsewhere {
  public:
   HeldElsewhere(const std::filesystem::path& path, int unrelated);
@@ -56,6 +56,7 @@ class HeldElsewhere {
  private:
   pid_t pid_ = -1;
   int release_ = -1;
+  std::filesystem::path path_;
   std::filesystem::path unrelated_dir_;
 };
 
