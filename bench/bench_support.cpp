@@ -48,7 +48,7 @@ int blocked_on(ino_t ino) {
   return blocked;
 }
 
-HeldElsewhere::HeldElsewhere(const std::filesystem::path& path, int unrelated) {
+HeldElsewhere::HeldElsewhere(const std::filesystem::path& path, int unrelated) : path_(path) {
   unrelated_dir_ = scratch(path.parent_path(), "unrelated");
   int ready[2];
   int release[2];
@@ -88,6 +88,33 @@ HeldElsewhere::~HeldElsewhere() {
   ::waitpid(pid_, &status, 0);
   std::error_code ignored;
   std::filesystem::remove_all(unrelated_dir_, ignored);
+  std::filesystem::remove(path_, ignored);  // the crowds' files were left behind
+}
+
+IdleProcesses::IdleProcesses(int count) {
+  int release[2];
+  if (::pipe2(release, O_CLOEXEC) != 0) std::abort();
+  for (int i = 0; i < count; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) std::abort();
+    if (pid == 0) {
+      ::close(release[1]);
+      char c;
+      [[maybe_unused]] auto n = ::read(release[0], &c, 1);  // EOF when the set is destroyed
+      ::_exit(0);
+    }
+    pids_.push_back(pid);
+  }
+  ::close(release[0]);
+  release_ = release[1];
+}
+
+IdleProcesses::~IdleProcesses() {
+  ::close(release_);
+  for (const pid_t pid : pids_) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
 }
 
 }  // namespace pidlock::bench

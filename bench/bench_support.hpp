@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace pidlock::bench {
 
@@ -43,7 +44,7 @@ void futex_wake_all(std::atomic<std::uint32_t>& word);
 int blocked_on(ino_t ino);
 
 // A child process holding an exclusive flock on `path` (and, when `unrelated` > 0, that many
-// locks on other files), until destroyed.
+// locks on other files), until destroyed; then the files it made are removed.
 class HeldElsewhere {
  public:
   HeldElsewhere(const std::filesystem::path& path, int unrelated);
@@ -55,7 +56,22 @@ class HeldElsewhere {
  private:
   pid_t pid_ = -1;
   int release_ = -1;
+  std::filesystem::path path_;
   std::filesystem::path unrelated_dir_;
+};
+
+// `count` child processes that do nothing until destroyed: a machine busy with processes that
+// have nothing to do with the lock (each has the usual few descriptors open).
+class IdleProcesses {
+ public:
+  explicit IdleProcesses(int count);
+  ~IdleProcesses();
+  IdleProcesses(const IdleProcesses&) = delete;
+  IdleProcesses& operator=(const IdleProcesses&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+  int release_ = -1;
 };
 
 }  // namespace pidlock::bench

@@ -61,42 +61,39 @@ void collect_kernel_locks(const std::string& text, const proc::FileId& file, Ker
 
 struct KernelView {
   KernelLocks locks;
-  bool consistent = true;  // the list came in one read(), so it is one snapshot
+  bool whole = false;  // the list came whole from one moment: a lock it does not show was free
 };
 
-// /proc/locks comes one page per read(), and a lock taken or dropped anywhere on the machine
-// between two reads shifts the rest of the list: an entry is then listed twice or not at all.
-// One lock's entry, with the waiters it blocks, is always written whole within one read, so a
-// list in pieces that shows the lock is right about it, and entries seen twice count once.
-//
-// Only the entry that would have opened a page can be skipped, and where pages begin depends
-// on how much the first read() asks for: the kernel fills the reader's first request, keeps the
-// rest of that record for the next read, and starts every later page where the one before it
-// ended. Each further look first asks for half as much as the one before, which moves every
-// boundary: an entry skipped by all three is one that churn pushed to a page start each time.
-constexpr std::array<std::size_t, 3> first_reads{4096, 2048, 1024};
+// /proc/locks is a seq_file: each read() returns what the kernel wrote into one buffer (a page,
+// more only for a record that alone does not fit) while it held the lock list, and the next
+// read() resumes at the next entry *by index*. A lock's entry, with the waiters it blocks, is
+// written whole within one read, so a list that shows the lock is right about it: the lock was
+// held when that read was made (entries seen twice, when locks were taken between reads, count
+// once). A list that does not show it is proof only if it came whole from one read:
+//   - between two reads, locks dropped ahead of an entry move it back across the cut, and it is
+//     listed by neither read; a full page followed by an empty read is such a list, cut once;
+//   - a read ends where the list ends or where the next record does not fit the page, and
+//     nothing tells the two apart but the room left: a record grows with every waiter the lock
+//     blocks, one line and one column deeper each (a lock with 100 waiters is one 10.7 KB
+//     record, and was seen after a first read of 1.6 KB). A read that left half a page unused
+//     ended the list unless the next record outgrew half a page: a lock with 30 waiters in line.
+// So a list that came in one read using less than half a page settles "free" for status (the
+// common case: a quiet machine); any other list that does not show the lock is settled by the
+// processes' own descriptors (see settle_unlisted()).
+bool came_whole(const sys::ProcText& list) {
+  static const auto page = static_cast<std::size_t>(std::max(::sysconf(_SC_PAGESIZE), 4096L));
+  return list.reads == 0 || (list.reads == 1 && list.first_read < page / 2);
+}
 
-std::expected<KernelView, std::error_code> read_kernel_locks_once(const proc::FileId& file,
-                                                                  std::size_t first_read) {
-  auto snapshot = sys::read_proc_file(AT_FDCWD, "/proc/locks", proc_locks_limit, first_read);
+std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file) {
+  auto snapshot = sys::read_proc_file(AT_FDCWD, "/proc/locks", proc_locks_limit);
   if (!snapshot) return std::unexpected(snapshot.error());
   KernelView out;
-  out.consistent = snapshot->reads <= 1;
+  out.whole = came_whole(*snapshot);
   collect_kernel_locks(snapshot->text, file, out.locks);
   keep_first_of_each(out.locks.lockers);
   keep_first_of_each(out.locks.waiters);
   return out;
-}
-
-// The kernel's list, looked at again with the pages cut elsewhere while it came in pieces and
-// did not show the lock.
-std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId& file) {
-  std::expected<KernelView, std::error_code> view;
-  for (const std::size_t first_read : first_reads) {
-    view = read_kernel_locks_once(file, first_read);
-    if (!view || view->locks.held || view->consistent) return view;
-  }
-  return view;
 }
 
 sys::UniqueFd open_proc_dir(int proc_root, const char* name) {
@@ -117,11 +114,12 @@ sys::UniqueFd open_pid_dir(pid_t pid) {
 
 enum class Confirmation { holds_exclusive, holds_shared, does_not, denied };
 
-// Whether the open file description behind this fdinfo holds a flock, and in which mode. Its
-// "lock:" lines list only the locks owned by that very description on its own file, so once the
-// descriptor is known to be ours, a granted FLOCK line there is our lock.
-Confirmation fdinfo_shows_flock(int fdinfo_dir, const char* fd_name) {
-  auto text = sys::read_file_at(fdinfo_dir, fd_name, small_proc_file_limit);
+// Whether the open file description behind descriptor `fd_name` holds a flock, and in which
+// mode. Its fdinfo's "lock:" lines list only the locks owned by that very description on its own
+// file, so once the descriptor is known to be ours, a granted FLOCK line there is our lock.
+Confirmation fdinfo_shows_flock(int pid_dir, const char* fd_name) {
+  const std::string fdinfo = std::string("fdinfo/") + fd_name;
+  auto text = sys::read_file_at(pid_dir, fdinfo.c_str(), small_proc_file_limit);
   if (!text) return Confirmation::does_not;
   for (const auto& lock : proc::parse_fdinfo(*text).locks) {
     if (lock.kind != proc::LockKind::flock || lock.blocked) continue;
@@ -134,6 +132,8 @@ bool holds(Confirmation c) {
   return c == Confirmation::holds_exclusive || c == Confirmation::holds_shared;
 }
 
+// A process whose descriptors we may not list is "denied"; one that exited meanwhile holds
+// nothing any more.
 Confirmation denied_or_not() {
   return errno == EACCES || errno == EPERM ? Confirmation::denied : Confirmation::does_not;
 }
@@ -142,27 +142,30 @@ Confirmation denied_or_not() {
 // our file. The descriptor is matched by stat (which, through /proc/<pid>/fd, reports what our
 // own stat of the path does, on every filesystem) and the lock by its fdinfo, so a process that
 // merely has the file open, a recycled PID, or another file with the same kernel name does not
-// pass.
+// pass. `pid_dir` pins the process: a PID recycled meanwhile reads as gone, not as another.
 Confirmation confirm_holds(int pid_dir, const FileIdentity& file) {
   sys::UniqueFd fd_dir(::openat(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd_dir) return denied_or_not();
-  sys::UniqueFd fdinfo_dir(::openat(pid_dir, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fdinfo_dir) return denied_or_not();
   DIR* listing = ::fdopendir(fd_dir.get());
   if (listing == nullptr) return Confirmation::does_not;
   const int listing_fd = fd_dir.release();  // closedir() closes it now
   Confirmation result = Confirmation::does_not;
+  bool denied = false;  // a descriptor we may list but not follow (a process that may not be
+                        // traced: another user's, a non-dumpable one, or one an LSM guards)
   // readdir() is thread-safe on a stream no other thread uses, as each of ours is.
   while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe)
     if (entry->d_name[0] == '.') continue;
     struct stat st {};
-    if (::fstatat(listing_fd, entry->d_name, &st, 0) != 0) continue;  // closed meanwhile
+    if (::fstatat(listing_fd, entry->d_name, &st, 0) != 0) {
+      denied = denied || denied_or_not() == Confirmation::denied;
+      continue;  // or closed meanwhile
+    }
     if (st.st_dev != file.dev || st.st_ino != file.inode) continue;
-    result = fdinfo_shows_flock(fdinfo_dir.get(), entry->d_name);
+    result = fdinfo_shows_flock(pid_dir, entry->d_name);
     if (holds(result)) break;
   }
   ::closedir(listing);
-  return result;
+  return denied && !holds(result) ? Confirmation::denied : result;
 }
 
 nanoseconds clock_now(clockid_t clock) {
@@ -284,39 +287,149 @@ Holder unseen_holder(pid_t pid, Verification why, bool shared = false) {
   return holder;
 }
 
-bool all_digits(const char* name) {
-  if (*name == '\0') return false;
-  for (; *name != '\0'; ++name) {
-    if (*name < '0' || *name > '9') return false;
-  }
-  return true;
+std::optional<pid_t> pid_named(const char* name) {
+  if (*name < '1' || *name > '9') return std::nullopt;
+  pid_t pid = 0;
+  const char* end = name + std::strlen(name);
+  const auto [stop, ec] = std::from_chars(name, end, pid);
+  if (ec != std::errc{} || stop != end) return std::nullopt;
+  return pid;
 }
+
+void oldest_first(std::vector<Holder>& holders) {
+  std::stable_sort(holders.begin(), holders.end(), [](const Holder& a, const Holder& b) {
+    return a.started_since_boot < b.started_since_boot;
+  });
+}
+
+// Holders found by their descriptors, and whether the search could see every process.
+struct Scan {
+  std::vector<Holder> holders;
+  // Every process's descriptors could be listed, init's among them: no other user's process,
+  // hidepid or ptrace rule kept one from us. Then finding nobody means nobody holds the lock.
+  bool complete = true;
+};
 
 // Every live process we may inspect that holds the flock: every process sharing the locked
 // description (a `pidlock run`, its command and the command's children), or, when the process
-// that took the lock is gone, those an inherited descriptor keeps it alive in.
-std::vector<Holder> scan_all_processes(const FileIdentity& file, const Hints& hints) {
-  std::vector<Holder> found;
+// that took the lock is gone, those an inherited descriptor keeps it alive in. It reads every
+// process's descriptors, so its cost grows with the machine: for a lock the kernel's list does
+// not show, or whose listed locker is gone or cannot be checked.
+Scan scan_all_processes(const FileIdentity& file, const Hints& hints) {
+  Scan out;
   DIR* proc_root = ::opendir("/proc");
-  if (proc_root == nullptr) return found;
+  if (proc_root == nullptr) {
+    out.complete = false;
+    return out;
+  }
+  bool saw_init = false;  // hidepid hides processes from the listing itself, init first
   const int root_fd = ::dirfd(proc_root);
   while (const dirent* entry =
              ::readdir(proc_root)) {  // NOLINT(concurrency-mt-unsafe): private stream
-    if (!all_digits(entry->d_name)) continue;
+    const auto pid = pid_named(entry->d_name);
+    if (!pid) continue;
     const auto pid_dir = open_proc_dir(root_fd, entry->d_name);
-    if (!pid_dir) continue;
+    if (!pid_dir) {
+      if (errno == EACCES || errno == EPERM) out.complete = false;
+      continue;  // exited since the listing
+    }
     const auto confirmation = confirm_holds(pid_dir.get(), file);
+    if (confirmation == Confirmation::denied) {
+      out.complete = false;
+      continue;
+    }
+    saw_init = saw_init || *pid == 1;
     if (!holds(confirmation)) continue;
-    pid_t pid = 0;
-    std::from_chars(entry->d_name, entry->d_name + std::strlen(entry->d_name), pid);
-    found.push_back(make_holder(pid, pid_dir.get(), Verification::verified,
-                                confirmation == Confirmation::holds_shared, hints));
+    out.holders.push_back(make_holder(*pid, pid_dir.get(), Verification::verified,
+                                      confirmation == Confirmation::holds_shared, hints));
   }
   ::closedir(proc_root);
+  out.complete = out.complete && saw_init;
   // Oldest first: the original locker's descendants before anything that joined later.
-  std::sort(found.begin(), found.end(), [](const Holder& a, const Holder& b) {
-    return a.started_since_boot < b.started_since_boot;
-  });
+  oldest_first(out.holders);
+  return out;
+}
+
+// Whether we may read other processes' descriptors at all, judged by init's: another user may
+// not, and neither may root where an LSM or the sandbox guards init. Then no scan can prove a
+// lock free.
+bool may_read_every_process() {
+  sys::UniqueFd fd_dir(::open("/proc/1/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd_dir) return false;
+  DIR* listing = ::fdopendir(fd_dir.get());
+  if (listing == nullptr) return false;
+  const int listing_fd = fd_dir.release();  // closedir() closes it now
+  bool readable = true;
+  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe): private
+    if (entry->d_name[0] == '.') continue;
+    struct stat st {};
+    readable = ::fstatat(listing_fd, entry->d_name, &st, 0) == 0 ||
+               denied_or_not() != Confirmation::denied;
+    break;  // one descriptor tells
+  }
+  ::closedir(listing);
+  return readable;
+}
+
+// The PIDs a process's threads forked, from /proc/<pid>/task/<tid>/children; nothing when the
+// kernel keeps no such list (CONFIG_PROC_CHILDREN) or the process is gone.
+std::optional<std::vector<pid_t>> children_of(int pid_dir) {
+  sys::UniqueFd task_dir(::openat(pid_dir, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!task_dir) return std::nullopt;
+  DIR* tasks = ::fdopendir(task_dir.get());
+  if (tasks == nullptr) return std::nullopt;
+  const int tasks_fd = task_dir.release();  // closedir() closes it now
+  std::optional<std::vector<pid_t>> children(std::in_place);
+  while (const dirent* entry = ::readdir(tasks)) {  // NOLINT(concurrency-mt-unsafe): private
+    if (!pid_named(entry->d_name)) continue;
+    const std::string path = std::string(entry->d_name) + "/children";
+    auto text = sys::read_file_at(tasks_fd, path.c_str(), small_proc_file_limit);
+    if (text) {
+      const auto forked = proc::parse_children(*text);
+      children->insert(children->end(), forked.begin(), forked.end());
+      continue;
+    }
+    // A thread that exited forks no more; a live one without the file: the kernel keeps none.
+    const bool thread_lives = ::faccessat(tasks_fd, entry->d_name, F_OK, 0) == 0;
+    if (thread_lives && text.error() == std::errc::no_such_file_or_directory) {
+      children.reset();
+      break;
+    }
+  }
+  ::closedir(tasks);
+  return children;
+}
+
+// Every process sharing the lock among the descendants of the verified lockers: where fork(),
+// flock(1) and `pidlock run` put them (a descendant may inherit the descriptor from a parent
+// that closed it since, so the whole tree is walked). Its cost grows with the lock's own
+// process tree, not with the machine. Nothing when the kernel keeps no children lists.
+std::optional<std::vector<Holder>> sharers_among_descendants(const std::vector<pid_t>& lockers,
+                                                             const FileIdentity& file,
+                                                             const Hints& hints) {
+  std::vector<Holder> found;
+  std::vector<pid_t> seen = lockers;
+  std::vector<pid_t> parents = lockers;
+  while (!parents.empty()) {
+    const pid_t parent = parents.back();
+    parents.pop_back();
+    const auto parent_dir = open_pid_dir(parent);
+    if (!parent_dir) continue;  // exited: its children, reparented, are no longer in this tree
+    auto children = children_of(parent_dir.get());
+    if (!children) return std::nullopt;
+    for (const pid_t child : *children) {
+      if (std::find(seen.begin(), seen.end(), child) != seen.end()) continue;
+      seen.push_back(child);
+      parents.push_back(child);
+      const auto child_dir = open_pid_dir(child);
+      if (!child_dir) continue;
+      const auto confirmation = confirm_holds(child_dir.get(), file);
+      if (!holds(confirmation)) continue;
+      found.push_back(make_holder(child, child_dir.get(), Verification::verified,
+                                  confirmation == Confirmation::holds_shared, hints));
+    }
+  }
+  oldest_first(found);
   return found;
 }
 
@@ -402,33 +515,124 @@ std::optional<Holder> confirmed_record(const FileIdentity& file, const Hints& hi
   return make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified, false, hints);
 }
 
-// Holders from the kernel's list: the verified lockers first, then every process sharing the
-// lock when asked for all or when no locker could be confirmed, then lockers we could not check.
+// What the lockers the kernel lists turned out to be.
+struct Lockers {
+  std::vector<pid_t> verified;
+  bool gone = false;       // one exited or no longer holds: its descriptor lives on elsewhere
+  bool unchecked = false;  // one is hidden from us or may not be checked
+};
+
+// Every process sharing the lock, beyond the lockers the kernel lists. Status finds them among
+// the verified lockers' descendants, at a cost that grows with the lock's own process tree;
+// among every process only when a listed locker is gone (the lock lives on in a descriptor it
+// left to someone), hidden or cannot be checked, or the kernel keeps no children lists. The busy
+// path wants one holder: it scans only when no locker could be confirmed and one is gone.
+void add_sharers(const Lockers& lockers, const FileIdentity& file, const Hints& hints, Query query,
+                 Discovery& out) {
+  if (query == Query::holder_of_busy_lock) {
+    if (!lockers.verified.empty() || !lockers.gone) return;
+  } else if (!lockers.gone && !lockers.unchecked) {
+    if (auto descendants = sharers_among_descendants(lockers.verified, file, hints)) {
+      for (auto& sharer : *descendants) add_unless_listed(out.holders, std::move(sharer));
+      return;
+    }
+  }
+  if (out.scanned) return;
+  out.scanned = true;
+  for (auto& sharer : scan_all_processes(file, hints).holders)
+    add_unless_listed(out.holders, std::move(sharer));
+}
+
+// Holders from the kernel's list: the verified lockers first, then the processes sharing the
+// lock with them (see add_sharers()), then lockers we could not check.
 void collect_holders(const KernelLocks& locks, const FileIdentity& file, const Hints& hints,
                      Query query, Discovery& out) {
   std::vector<Holder> unchecked;
-  bool any_gone = locks.lockers.empty();
+  Lockers lockers;
+  lockers.gone = locks.lockers.empty();
   out.readers = static_cast<std::size_t>(std::count_if(locks.lockers.begin(), locks.lockers.end(),
                                                        [](const Entry& e) { return e.shared; }));
   for (const Entry& entry : locks.lockers) {
     auto locker = examine_locker(entry, file, hints);
-    any_gone = any_gone || locker.gone;
+    lockers.gone = lockers.gone || locker.gone;
     if (!locker.holder) continue;
     if (locker.holder->verified()) {
+      lockers.verified.push_back(locker.holder->pid);
       out.holders.push_back(std::move(*locker.holder));
     } else {
+      lockers.unchecked = true;
       unchecked.push_back(std::move(*locker.holder));
     }
   }
-  const bool confirmed = !out.holders.empty();
-  if (query == Query::status || (!confirmed && any_gone)) {
-    for (auto& sharer : scan_all_processes(file, hints))
-      add_unless_listed(out.holders, std::move(sharer));
-  }
+  add_sharers(lockers, file, hints, query, out);
   const bool verified_any = !out.holders.empty();
   // On a shared kernel name an unverifiable locker may hold another file: the caller settles it.
   out.held = verified_any || !file.kernel_name_shared ? Held::yes : Held::maybe;
   for (auto& holder : unchecked) add_unless_listed(out.holders, std::move(holder));
+}
+
+void settle_from_list(const KernelLocks& locks, const FileIdentity& file, const Hints& hints,
+                      Query query, Discovery& out) {
+  collect_holders(locks, file, hints, query, out);
+  if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
+}
+
+// Held by the processes a scan found, while the list did not show it: the list, read again, may
+// give the waiters and the readers' count.
+void settle_from_scan(std::vector<Holder> holders, const FileIdentity& file, Query query,
+                      Discovery& out) {
+  out.held = Held::yes;
+  out.holders = std::move(holders);
+  if (query != Query::status) return;
+  const auto again = read_kernel_locks(file.kernel);
+  if (again && again->locks.held) {
+    out.waiters = describe_waiters(again->locks.waiters);
+    out.readers = static_cast<std::size_t>(std::count_if(again->locks.lockers.begin(),
+                                                         again->locks.lockers.end(),
+                                                         [](const Entry& e) { return e.shared; }));
+  } else if (std::any_of(out.holders.begin(), out.holders.end(),
+                         [](const Holder& h) { return h.shared; })) {
+    out.readers = 1;  // at least one reader's lock: the list would have counted them
+  }
+}
+
+// The kernel's list did not show the lock, which does not prove it free (see
+// read_kernel_locks()): the processes' own descriptors settle it. A scan that could list every
+// process's descriptors and found none holding the lock proves it free, without touching it.
+// One that could not (another user's processes, hidepid, a PID namespace that hides the
+// holders, a process an LSM guards) leaves it to the caller's probe; the busy path, which has
+// none, looks at the list again.
+void settle_unlisted(const FileIdentity& file, const Hints& hints, Query query, Discovery& out) {
+  const bool hidden = holders_may_be_hidden();
+  if (query == Query::status && !hidden && !may_read_every_process()) {
+    // A scan could not prove the lock free, so the probe would follow it anyway: probe first,
+    // and ask the descriptors only for the names of the holders of a lock found held.
+    out.held = Held::maybe;
+    return;
+  }
+  auto scan = scan_all_processes(file, hints);
+  out.scanned = true;
+  if (!scan.holders.empty()) {
+    settle_from_scan(std::move(scan.holders), file, query, out);
+    return;
+  }
+  if (scan.complete && !hidden) return;  // free
+  if (!hidden && query == Query::holder_of_busy_lock) {
+    // The holder is in the list, which skipped its entry (or it was released since). Status
+    // has its probe instead: a free lock's list, read again, would only cost as much again.
+    constexpr int more_looks = 2;
+    for (int look = 0; look < more_looks; ++look) {
+      const auto again = read_kernel_locks(file.kernel);
+      if (again && again->locks.held) {
+        settle_from_list(again->locks, file, hints, query, out);
+        return;
+      }
+    }
+  }
+  out.held = Held::maybe;
+  if (hidden && hints.recorded_pid) {
+    out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::outside_namespace));
+  }
 }
 
 }  // namespace
@@ -472,16 +676,16 @@ bool holders_may_be_hidden() {
 }
 
 std::optional<pid_t> writer_waiting(int fd, const struct stat& st) {
-  auto view = read_kernel_locks(identify(fd, st).kernel);
-  if (!view) return std::nullopt;
-  for (const Entry& waiter : view->locks.waiters) {
+  const auto list = read_kernel_locks(identify(fd, st).kernel);
+  if (!list) return std::nullopt;
+  for (const Entry& waiter : list->locks.waiters) {
     if (!waiter.shared) return waiter.pid;
   }
   return std::nullopt;
 }
 
-std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints) {
-  return scan_all_processes(identify(fd, st), hints);
+std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints) {
+  return scan_all_processes(identify(fd, st), hints).holders;
 }
 
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query) {
@@ -494,34 +698,21 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
     }
   }
   const FileIdentity file = identify(fd, st);
-  auto view = read_kernel_locks(file.kernel);
-  if (!view) {
+  const auto list = read_kernel_locks(file.kernel);
+  if (!list) {
     out.list_unreadable = true;
     out.held = Held::maybe;
     if (hints.recorded_pid)
       out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::no_proc));
     return out;
   }
-  const KernelLocks& locks = view->locks;
-  if (locks.held) {
-    collect_holders(locks, file, hints, query, out);
-    if (query == Query::status) out.waiters = describe_waiters(locks.waiters);
-    return out;
-  }
-  if (!view->consistent && query == Query::holder_of_busy_lock) {
-    // Our own attempt was refused a moment ago and every cut of the list missed the lock (or it
-    // was released since): the processes' own descriptors settle it. For status, which on a
-    // machine whose list spans pages sees a free lock's list "in pieces" every time, neither a
-    // scan nor a probe is worth it: three cuts that all miss a held lock's entry take churn that
-    // pushes it to a page start three times running (see docs/guarantees.md).
-    out.holders = scan_all_processes(file, hints);
-    if (!out.holders.empty()) out.held = Held::yes;
-  }
-  if (out.held == Held::no && holders_may_be_hidden()) {
-    out.held = Held::maybe;
-    if (hints.recorded_pid) {
-      out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::outside_namespace));
-    }
+  if (list->locks.held) {
+    settle_from_list(list->locks, file, hints, query, out);
+  } else if (!list->whole || query == Query::holder_of_busy_lock || holders_may_be_hidden()) {
+    // Refused a moment ago, the busy path knows the lock was held: it never takes the list's
+    // silence for an answer. In a container the list hides locks taken outside it and those
+    // whose taker died.
+    settle_unlisted(file, hints, query, out);
   }
   return out;
 }

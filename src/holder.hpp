@@ -40,11 +40,14 @@ bool holders_may_be_hidden();
 enum class Held { no, yes, maybe };
 
 struct Discovery {
-  Held held = Held::no;         // maybe: the kernel's list cannot settle it (see inspect())
+  // maybe: neither the kernel's list nor the processes we may see could settle it: the caller
+  // probes (see inspect()).
+  Held held = Held::no;
   std::vector<Holder> holders;  // primary first; verified ones, then those we could not check
   std::vector<Waiter> waiters;
   std::size_t readers = 0;       // granted shared locks the kernel lists (0 if not asked)
   bool list_unreadable = false;  // /proc/locks could not be read
+  bool scanned = false;          // every process we may see was asked: holders has them all
 };
 
 struct Hints {
@@ -63,19 +66,21 @@ enum class Query {
 
 // For a busy lock, first checks whether the recorded process holds it (through its fdinfo),
 // and is done if it does. Otherwise reads /proc/locks for granted and blocked flocks on the file
-// (a second time, cut differently, when it came in pieces and did not show the lock), confirms
-// each granted locker through its /proc/<pid>/fdinfo, and, when a locker is gone or is not the
-// one holding it (an inherited descriptor outlived it, or its PID was recycled), or when every
-// sharer is asked for, scans every process's descriptors. A locker we may not check is reported
-// with the reason (Holder::verification). `fd` is any descriptor of the file.
+// and confirms each granted locker through its /proc/<pid>/fdinfo. For status, the processes
+// sharing the lock are looked for among the verified lockers' descendants. Every process's
+// descriptors are scanned when a locker is gone or is not the one holding it (an inherited
+// descriptor outlived it, or its PID was recycled), when status finds a locker it may not
+// check, and whenever the list does not show the lock: the list, read a page at a time while it
+// changes, may name holders but never prove there are none. A locker we may not check is
+// reported with the reason (Holder::verification). `fd` is any descriptor of the file.
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query);
+
+// Every process we may inspect whose descriptor holds the lock, found by reading every process's
+// descriptors: the holders of a lock a probe found held that the kernel's list did not show.
+std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints);
 
 // The PID of a process the kernel lists as blocked waiting for the exclusive lock on the file,
 // if any (0 when the kernel cannot name it).
 std::optional<pid_t> writer_waiting(int fd, const struct stat& st);
-
-// Every live process we may inspect whose descriptor holds the lock, found by scanning them
-// all: for a lock known to be held that the kernel's list did not show.
-std::vector<Holder> sharers(int fd, const struct stat& st, const Hints& hints);
 
 }  // namespace pidlock::holder

@@ -125,25 +125,36 @@ void note_parent(const fs::path& path, Status& status) {
            : ": they can replace or remove the lock file"));
 }
 
+// Why the kernel's list and the descriptors we may read could not tell held from free.
+std::string why_probed(const holder::Discovery& found, bool hidden) {
+  if (found.list_unreadable) return "/proc is not available";
+  if (hidden) return "the kernel's lock list cannot show every holder in this PID namespace";
+  return "the kernel's lock list did not show the lock, which does not prove it free, and not "
+         "every process's descriptors may be read here";
+}
+
+// The kernel answers for itself: a non-blocking lock on a read-only descriptor, dropped at once.
 void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status,
-                     const std::function<std::vector<Holder>()>& find_sharers) {
+                     const std::function<std::vector<Holder>()>& find_holders) {
+  const bool hidden = holder::holders_may_be_hidden();
   const auto held = probe_refuses(read_fd, LOCK_EX);
   if (!held) {
     status.evidence = Evidence::none;
     status.held = false;
     status.holders.clear();
-    status.warnings.push_back(
-        "cannot tell whether the lock is held: the kernel's lock list cannot show every holder "
-        "here, and the lock file may not be opened to ask the kernel directly");
+    status.warnings.push_back("cannot tell whether the lock is held: " + why_probed(found, hidden) +
+                              ", and the lock file may not be opened to ask the kernel directly");
     return;
   }
   status.evidence = Evidence::probe;
   status.held = *held;
   if (!*held) {
     status.holders.clear();
-    status.warnings.push_back(
-        "the kernel's lock list cannot show every holder here: a probe (a non-blocking lock, "
-        "dropped at once) told that the lock is free");
+    if (hidden || found.list_unreadable) {
+      status.warnings.push_back(
+          "the kernel's lock list cannot show every holder here: a probe (a non-blocking lock, "
+          "dropped at once) told that the lock is free");
+    }
     return;
   }
   if (found.list_unreadable) {
@@ -152,16 +163,16 @@ void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status
   }
   // Readers let a shared lock through; a writer does not.
   status.shared = probe_refuses(read_fd, LOCK_SH) == false;
-  const bool hidden = holder::holders_may_be_hidden();
-  if (!hidden && status.holders.empty()) {
-    // Held, and the list did not name the holder (a shared kernel name): its descriptors may.
-    status.holders = find_sharers();
-  }
+  if (!found.scanned && status.holders.empty()) status.holders = find_holders();
   const bool any_verified = std::any_of(status.holders.begin(), status.holders.end(),
                                         [](const Holder& h) { return h.verified(); });
   if (hidden && !any_verified) {
     status.warnings.push_back(
         "the lock is held by a process this PID namespace cannot see (outside our container)");
+  } else if (status.holders.empty()) {
+    status.warnings.push_back(
+        "the lock is held by a process whose descriptors we may not read, and the kernel's lock "
+        "list did not name it");
   }
 }
 
@@ -206,7 +217,7 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   status.shared = found.readers > 0;
   if (found.held == holder::Held::maybe) {
     settle_by_probe(read_fd.get(), found, status,
-                    [&] { return holder::sharers(fd.get(), st, hints); });
+                    [&] { return holder::holders_by_descriptors(fd.get(), st, hints); });
   }
   if (!status.holders.empty()) status.holder = status.holders.front();
   status.record = classify_record(content, status);

@@ -176,6 +176,15 @@ std::optional<Device> mount_device(std::string_view mountinfo, int mount_id) {
   return std::nullopt;
 }
 
+std::vector<pid_t> parse_children(std::string_view text) {
+  std::vector<pid_t> children;
+  for (std::string_view token = next_token(text); !token.empty(); token = next_token(text)) {
+    if (token.back() == '\n') token.remove_suffix(1);
+    if (const auto pid = to_number<pid_t>(token); pid && *pid > 0) children.push_back(*pid);
+  }
+  return children;
+}
+
 std::vector<std::string> parse_cmdline(std::string_view text) {
   std::vector<std::string> args;
   while (!text.empty()) {

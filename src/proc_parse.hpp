@@ -86,6 +86,10 @@ struct StatusFields {
 };
 StatusFields parse_status(std::string_view text);
 
+// /proc/<pid>/task/<tid>/children: the PIDs the thread forked, separated by spaces ("4 7 ");
+// anything that is not a positive PID is skipped.
+std::vector<pid_t> parse_children(std::string_view text);
+
 // /proc/<pid>/cmdline: NUL-separated arguments, usually NUL-terminated.
 std::vector<std::string> parse_cmdline(std::string_view text);
 

@@ -10,11 +10,17 @@
 namespace pidlock::sys {
 namespace {
 
+constexpr std::size_t small_chunk = 4096;  // most files: a record, a /proc/<pid> entry
+constexpr std::size_t big_chunk = 65536;   // /proc/locks on a busy machine runs to tens of KiB
+
+void ignore_read_size(std::size_t /*bytes*/) {}
+
 // Reads until EOF or `limit`; /proc files are generated on read and may come in short pieces.
-template <typename ReadAt>
-std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, ReadAt read_at,
-                                                           std::size_t* reads = nullptr,
-                                                           std::size_t first_chunk = 4096) {
+// `on_read` sees the size of each read that returned data.
+template <typename ReadAt, typename OnRead>
+std::expected<std::string, std::error_code> read_until_eof(std::size_t limit,
+                                                           std::size_t first_chunk, ReadAt read_at,
+                                                           OnRead on_read) {
   std::string out;
   std::size_t chunk = std::min(limit, first_chunk);
   while (out.size() < limit) {
@@ -29,8 +35,8 @@ std::expected<std::string, std::error_code> read_until_eof(std::size_t limit, Re
     }
     out.resize(old + static_cast<std::size_t>(n));
     if (n == 0) break;
-    if (reads != nullptr) ++*reads;
-    chunk = 65536;  // /proc/locks on a busy machine runs to tens of KiB
+    on_read(static_cast<std::size_t>(n));
+    chunk = big_chunk;
   }
   return out;
 }
@@ -48,29 +54,38 @@ std::string user_name(uid_t uid) {
 }
 
 std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit) {
-  return read_until_eof(limit, [fd](char* buf, std::size_t len, std::size_t offset) {
-    return ::pread(fd, buf, len, static_cast<off_t>(offset));
-  });
-}
-
-std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
-                                                        std::size_t limit, std::size_t first_read) {
-  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
-  if (!fd) return std::unexpected(last_error());
-  ProcText out;
-  auto text = read_until_eof(
-      limit, [&fd](char* buf, std::size_t len, std::size_t) { return ::read(fd.get(), buf, len); },
-      &out.reads, std::max<std::size_t>(first_read, 1));
-  if (!text) return std::unexpected(text.error());
-  out.text = std::move(*text);
-  return out;
+  return read_until_eof(
+      limit, small_chunk,
+      [fd](char* buf, std::size_t len, std::size_t offset) {
+        return ::pread(fd, buf, len, static_cast<off_t>(offset));
+      },
+      ignore_read_size);
 }
 
 std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
                                                          std::size_t limit) {
-  auto read = read_proc_file(dirfd, name, limit);
-  if (!read) return std::unexpected(read.error());
-  return std::move(read->text);
+  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
+  if (!fd) return std::unexpected(last_error());
+  return read_until_eof(
+      limit, small_chunk,
+      [&fd](char* buf, std::size_t len, std::size_t) { return ::read(fd.get(), buf, len); },
+      ignore_read_size);
+}
+
+std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
+                                                        std::size_t limit) {
+  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW));
+  if (!fd) return std::unexpected(last_error());
+  ProcText out;
+  auto text = read_until_eof(
+      limit, big_chunk,
+      [&fd](char* buf, std::size_t len, std::size_t) { return ::read(fd.get(), buf, len); },
+      [&out](std::size_t bytes) {
+        if (out.reads++ == 0) out.first_read = bytes;
+      });
+  if (!text) return std::unexpected(text.error());
+  out.text = std::move(*text);
+  return out;
 }
 
 int fstat_descriptor(int fd, struct stat* st) noexcept {

@@ -73,8 +73,9 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-// Reads at most `limit` bytes of a small file (a /proc entry or a lock record) relative to
-// `dirfd`. /proc files are generated on read, so they are read in a loop until EOF.
+// Reads at most `limit` bytes of a file (a /proc entry or a lock record) relative to `dirfd`.
+// /proc files are generated on read, a buffer at a time, so they are read in a loop until EOF;
+// a file that changes meanwhile (/proc/locks) comes from several moments (see holder.cpp).
 std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
                                                          std::size_t limit);
 
@@ -84,15 +85,15 @@ std::string user_name(uid_t uid);
 // Reads at most `limit` bytes from an already open descriptor, from offset 0.
 std::expected<std::string, std::error_code> read_fd(int fd, std::size_t limit);
 
-// A /proc file and the number of read() calls that returned data. The kernel generates such
-// files a buffer per read() and lets them change in between, so only text that came in one
-// read is a consistent snapshot. The first read asks for `first_read` bytes, the rest for more.
+// A /proc file that the kernel generates a buffer per read() and may change in between (a
+// seq_file such as /proc/locks): the text, and how it came. Every read asks for more than the
+// kernel's buffer, so that each one returns as much as the kernel wrote in one go.
 struct ProcText {
   std::string text;
-  std::size_t reads = 0;
+  std::size_t reads = 0;       // read() calls that returned data
+  std::size_t first_read = 0;  // bytes the first one returned
 };
 std::expected<ProcText, std::error_code> read_proc_file(int dirfd, const char* name,
-                                                        std::size_t limit,
-                                                        std::size_t first_read = 4096);
+                                                        std::size_t limit);
 
 }  // namespace pidlock::sys

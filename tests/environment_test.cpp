@@ -317,6 +317,57 @@ TEST_F(Namespaces, AHolderOutsideIsNeverReportedFree) {
   }
 }
 
+// Inside a container, the kernel lists a lock under the PID of the process that took it, and
+// hides the entry once that PID is gone from the container's view. Here `pidlock run` (pid 2
+// inside) took the lock and was killed; its command, which inherited the lock, runs on. Status
+// and the busy message name the command, verified, as they do from the host: not the record's
+// dead pid 2, and not "outside our container".
+TEST_F(Namespaces, AnHeirInsideIsNamedWhenTheLockerInsideDied) {
+  const fs::path ready = dir_ / "ready";
+  ASSERT_EQ(::mkfifo(ready.c_str(), 0600), 0);
+  const std::string script =
+      "\"$0\" run \"$1\" -- sh -c 'echo $$ >\"$0\"; exec sleep 600' \"$2\" & locker=$!\n"
+      "read command <\"$2\"\n"
+      "kill -KILL $locker; wait $locker\n"  // reaped: its PID is gone from our view
+      "echo \"locker $locker command $command\"\n"
+      "\"$0\" status --json \"$1\"; echo \"status exit $?\"\n"
+      "\"$0\" run -n \"$1\" -- true 2>&1; echo \"run exit $?\"\n";
+  // When sh, the container's init, exits, the kernel kills the command with it.
+  const auto r = run({"unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script,
+                      pidlock_binary(), path_.string(), ready.string()});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::istringstream lines(r.out);
+  std::string ids, status_text, status_exit, busy_text, busy_exit;
+  std::getline(lines, ids);
+  std::getline(lines, status_text);
+  std::getline(lines, status_exit);
+  std::getline(lines, busy_text);
+  std::getline(lines, busy_exit);
+  pid_t locker = 0, command = 0;
+  std::string word;
+  std::istringstream(ids) >> word >> locker >> word >> command;
+  ASSERT_EQ(locker, 2) << r.out;
+  ASSERT_GT(command, 2) << r.out;
+
+  EXPECT_EQ(status_exit, "status exit 75") << r.out;
+  const json st = json::parse(status_text, nullptr, false);
+  EXPECT_EQ(st["state"], "held") << r.out;
+  ASSERT_TRUE(st["holder"].is_object()) << r.out;
+  EXPECT_EQ(st["holder"]["pid"], command) << r.out;
+  EXPECT_EQ(st["holder"]["verified"], true) << r.out;
+  EXPECT_EQ(st["holder"]["command"], "sleep") << r.out;
+  EXPECT_EQ(st["recorded_pid"], 2);
+  EXPECT_EQ(st["record"], "stale") << r.out;
+  for (const auto& warning : st["warnings"]) {
+    EXPECT_EQ(warning.get<std::string>().find("outside our container"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(busy_exit, "run exit 75") << r.out;
+  EXPECT_EQ(busy_text.find("another installer is running (pid " + std::to_string(command) +
+                           ", sleep, for "),
+            0u)
+      << r.out;
+}
+
 TEST_F(Namespaces, AnUnprivilegedViewerInARootlessContainerWhoCannotOpenTheFileCannotTell) {
   Held held = hold_with_pidlock(path_);  // a 0600 file of root's
   const auto r = run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare",

@@ -5,11 +5,13 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <sstream>
 
 #include "pidlock/pidlock.hpp"
@@ -322,6 +324,149 @@ TEST(Holder, EveryProcessSharingTheLockIsListed) {
   EXPECT_EQ(status->holder->command, "sh");
   run.close_stdin();
   EXPECT_EQ(run.wait(), 0);
+}
+
+std::vector<pid_t> pids_of(const std::vector<Holder>& holders) {
+  std::vector<pid_t> pids;
+  for (const auto& h : holders) pids.push_back(h.pid);
+  return pids;
+}
+
+std::vector<pid_t> sorted(std::vector<pid_t> pids) {
+  std::sort(pids.begin(), pids.end());
+  return pids;
+}
+
+// The locker forks A, which keeps the inherited descriptor, and B, which forks G and then closes
+// its own copy: the lock is shared by the locker, A and G. Status finds sharers among the
+// locker's descendants, so it must walk the whole tree (G's parent no longer holds it) and
+// list exactly those three, the locker first.
+TEST(Holder, DescendantsThatInheritedTheLockAreListedWithTheLocker) {
+  TempDir dir;
+  Child locker = Child::fork([path = dir / "l"] {
+    auto lock = Lock::acquire(path);
+    if (!lock) return 1;
+    const pid_t a = ::fork();
+    if (a == 0) {
+      test::wait_for_eof_on_stdin();
+      ::_exit(0);
+    }
+    int g_pid[2];
+    if (::pipe(g_pid) != 0) return 2;
+    const pid_t b = ::fork();
+    if (b == 0) {
+      const pid_t g = ::fork();
+      if (g == 0) {
+        test::wait_for_eof_on_stdin();
+        ::_exit(0);
+      }
+      // A forked copy's release() closes its own descriptor and leaves the lock alone.
+      if (lock->release()) ::_exit(3);
+      [[maybe_unused]] auto w = ::write(g_pid[1], &g, sizeof g);
+      test::wait_for_eof_on_stdin();
+      ::_exit(0);
+    }
+    pid_t g = 0;
+    if (::read(g_pid[0], &g, sizeof g) != sizeof g) return 4;
+    std::printf("%d %d %d\n", a, b, g);
+    std::fflush(stdout);
+    test::wait_for_eof_on_stdin();
+    return 0;
+  });
+  std::istringstream ids(locker.read_line());
+  pid_t a = 0, b = 0, g = 0;
+  ids >> a >> b >> g;
+  ASSERT_GT(g, 0);
+
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status) << status.error().message();
+  ASSERT_TRUE(status->held);
+  ASSERT_FALSE(status->holders.empty());
+  EXPECT_EQ(status->holders.front().pid, locker.pid()) << "the kernel's locker comes first";
+  for (const auto& h : status->holders) EXPECT_TRUE(h.verified()) << h.pid;
+  EXPECT_EQ(sorted(pids_of(status->holders)), sorted({locker.pid(), a, g}))
+      << "B closed its descriptor; G, forked before that, holds the lock";
+  locker.close_stdin();  // A, B and G inherited the same stdin: they all see EOF
+  EXPECT_EQ(locker.wait(), 0);
+}
+
+// Passes `fd` over a UNIX socket (SCM_RIGHTS): the receiver gets the same open file description.
+bool send_descriptor(int socket, int fd) {
+  char byte = 'f';
+  iovec data{&byte, 1};
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int))> control{};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control.data();
+  message.msg_controllen = control.size();
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+  return ::sendmsg(socket, &message, 0) == 1;
+}
+
+int receive_descriptor(int socket) {
+  char byte = 0;
+  iovec data{&byte, 1};
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int))> control{};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control.data();
+  message.msg_controllen = control.size();
+  if (::recvmsg(socket, &message, MSG_CMSG_CLOEXEC) != 1) return -1;
+  const cmsghdr* header = CMSG_FIRSTHDR(&message);
+  if (header == nullptr || header->cmsg_type != SCM_RIGHTS) return -1;
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
+  return fd;
+}
+
+// The locker sends its locked descriptor to a process that is not its descendant (a sibling,
+// over a socket) and exits. The kernel still lists the dead locker; the lock lives on in the
+// receiver, which status and the busy message must find.
+TEST(Holder, ADescriptorSentToAnUnrelatedProcessIsFoundAfterTheLockerExits) {
+  TempDir dir;
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  Child receiver = Child::fork([socket = pair[1]] {
+    const int fd = receive_descriptor(socket);
+    if (fd < 0) return 1;
+    std::printf("received\n");
+    std::fflush(stdout);
+    test::wait_for_eof_on_stdin();
+    return 0;
+  });
+  Child locker = Child::fork([path = dir / "l", socket = pair[0]] {
+    auto lock = Lock::acquire(path);
+    if (!lock || !send_descriptor(socket, lock->native_handle())) return 1;
+    // Gone without unlocking: ~Lock would unlock the description the receiver now shares.
+    ::_exit(0);
+  });
+  ::close(pair[0]);
+  ::close(pair[1]);
+  ASSERT_EQ(locker.wait(), 0);
+  ASSERT_EQ(receiver.read_line(), "received");
+
+  auto status = inspect(dir / "l");
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_TRUE(status->held);
+  ASSERT_TRUE(status->holder);
+  EXPECT_EQ(status->holder->pid, receiver.pid());
+  EXPECT_TRUE(status->holder->verified());
+  EXPECT_EQ(pids_of(status->holders), std::vector<pid_t>{receiver.pid()});
+  EXPECT_EQ(status->recorded_pid, locker.pid());
+  EXPECT_EQ(status->record, Record::stale);
+
+  auto busy = Lock::acquire(dir / "l");
+  ASSERT_FALSE(busy);
+  ASSERT_TRUE(busy.error().holder());
+  EXPECT_EQ(busy.error().holder()->pid, receiver.pid());
+  receiver.close_stdin();
+  EXPECT_EQ(receiver.wait(), 0);
 }
 
 TEST(Holder, HeldForComesFromTheRecordWhenItAgrees) {

@@ -173,6 +173,13 @@ TEST(Cmdline, SplitsOnNul) {
   EXPECT_TRUE(proc::parse_cmdline("").empty());
 }
 
+TEST(Children, SpaceSeparatedPidsAndNothingElse) {
+  EXPECT_EQ(proc::parse_children("4 7 1234 "), (std::vector<pid_t>{4, 7, 1234}));
+  EXPECT_EQ(proc::parse_children("4\n"), (std::vector<pid_t>{4}));
+  EXPECT_TRUE(proc::parse_children("").empty());
+  EXPECT_EQ(proc::parse_children("0 -3 x 12a 99999999999 5"), (std::vector<pid_t>{5}));
+}
+
 TEST(Filesystem, NetworkFilesystemsAreFlaggedLocalOnesAreNot) {
   for (const long magic : {0x6969L, 0x65735546L, 0xFF534D42L, 0xFE534D42L, 0x517BL, 0x01021997L}) {
     const auto kind = fstype::classify(magic);

@@ -2,11 +2,21 @@
 // on one counter, through the library (blocking and timed waits) and through `pidlock run -w`.
 // Zero lost updates and zero overlapping holders, detected directly (an O_EXCL marker and a
 // journal that must alternate enter/leave), not inferred from the count.
+//
+// And the truth of status under lock churn: a lock held by flock(1) while other processes take
+// and drop hundreds of locks on other files, asked about thousands of times.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <random>
+#include <sstream>
 
 #include "critical_section.hpp"
 #include "pidlock/pidlock.hpp"
@@ -135,6 +145,156 @@ INSTANTIATE_TEST_SUITE_P(Load, MutualExclusion,
                                                           Through::mixed),
                                           testing::Values(4, 16, 64)),
                          name);
+
+// --- status under lock churn
+// ----------------------------------------------------------------------
+
+// On `cpu`, opens `count` files of its own in `dir`, prints "ready", then until its stdin closes
+// takes a shared flock on every one, keeps them for up to 3 ms, drops them all, and waits up to
+// 3 ms again. The kernel's lock list grows and shrinks by `count` entries at each turn, and every
+// entry listed after them moves by as many: a reader that reads the list a page at a time sees
+// entries cross the boundary between two of its reads.
+test::Child lock_churner(const std::filesystem::path& dir, int index, int count, std::size_t cpu) {
+  test::Child child = test::Child::fork([=] {
+    cpu_set_t only{};
+    CPU_SET(cpu, &only);
+    ::sched_setaffinity(0, sizeof only, &only);  // best effort: the churn matters, not where
+    std::vector<int> fds;
+    for (int i = 0; i < count; ++i) {
+      const auto file = dir / ("churn-" + std::to_string(index) + "-" + std::to_string(i));
+      const int fd = ::open(file.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) return 1;
+      fds.push_back(fd);
+    }
+    std::printf("ready\n");
+    std::fflush(stdout);
+    std::minstd_rand random(static_cast<unsigned>(::getpid()));
+    std::uniform_int_distribution<int> pause_ms(0, 3);
+    pollfd in{.fd = 0, .events = POLLIN, .revents = 0};
+    for (int op = LOCK_SH;; op = op == LOCK_SH ? LOCK_UN : LOCK_SH) {
+      for (const int fd : fds) {
+        if (::flock(fd, op) != 0) return 1;
+      }
+      // The pause is the churn's rhythm; stdin closing (EOF) is the signal to stop.
+      if (::poll(&in, 1, pause_ms(random)) != 0) return 0;
+    }
+  });
+  EXPECT_EQ(child.read_line(), "ready");
+  return child;
+}
+
+class Churn {
+ public:
+  Churn(const std::filesystem::path& dir, int churners, int locks_each) {
+    cpu_set_t usable{};
+    EXPECT_EQ(::sched_getaffinity(0, sizeof usable, &usable), 0);
+    std::vector<std::size_t> cpus;
+    for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &usable)) cpus.push_back(cpu);
+    }
+    for (int i = 0; i < churners; ++i) {
+      const std::size_t cpu = cpus[static_cast<std::size_t>(i) % cpus.size()];
+      churners_.push_back(lock_churner(dir, i, locks_each, cpu));
+    }
+  }
+  ~Churn() {
+    for (test::Child& churner : churners_) churner.close_stdin();
+    for (test::Child& churner : churners_) EXPECT_EQ(churner.wait(), 0);
+  }
+  Churn(const Churn&) = delete;
+  Churn& operator=(const Churn&) = delete;
+
+ private:
+  std::vector<test::Child> churners_;
+};
+
+struct Wrong {
+  int free = 0;       // held, and called free (or unknown)
+  int no_holder = 0;  // held, and nobody named
+  int wrong_pid = 0;  // somebody named who does not hold it
+  int acquired = 0;   // the acquire that had to be refused was granted
+  int total() const { return free + no_holder + wrong_pid + acquired; }
+};
+
+int churn_scale() {
+  const char* env = std::getenv("PIDLOCK_STRESS_ITERATIONS");
+  return std::max(1, env != nullptr ? std::atoi(env) : 200);
+}
+
+// The reproduction, made faster: `flock L` holds L while four processes take and drop
+// 100 shared locks each on other files every few milliseconds (the list grows and shrinks by up
+// to 400 entries, 5 pages, and often falls below one page). Every answer about L must say held
+// and name flock or its command. Before the list was read for what it can prove, 0.5 % of the
+// inspect() calls and of the refused acquires went wrong here (the issue's own setup, 5-40 ms
+// pauses, 0.1 %).
+TEST(Churn, AHeldLockIsNeverCalledFreeNorLeftWithoutItsHolder) {
+  TempDir dir;
+  const auto lock = dir / "held.lock";
+  test::Child holder = test::Child::spawn(
+      {test::flock_binary, lock.string(), "sh", "-c", "echo $$; exec cat >/dev/null"});
+  const pid_t command = std::stoi(holder.read_line());
+  const auto holds = [&](pid_t pid) { return pid == holder.pid() || pid == command; };
+
+  const int rounds = churn_scale() * 20;  // 4,000 of each library call, 400 status commands
+  Wrong inspected, refused, commanded;
+  int inspect_calls = 0, acquire_calls = 0, status_commands = 0;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Churn churn(dir.path(), 4, 100);
+    for (int round = 0; round < rounds; ++round) {
+      auto status = inspect(lock);
+      ++inspect_calls;
+      if (!status || !status->held) {
+        ++inspected.free;
+      } else if (!status->holder) {
+        ++inspected.no_holder;
+      } else if (!holds(status->holder->pid)) {
+        ++inspected.wrong_pid;
+      }
+
+      auto busy = Lock::acquire(lock);
+      ++acquire_calls;
+      if (busy) {
+        ++refused.acquired;
+      } else if (!busy.error().held()) {
+        ++refused.free;
+      } else if (!busy.error().holder()) {
+        ++refused.no_holder;
+      } else if (!holds(busy.error().holder()->pid)) {
+        ++refused.wrong_pid;
+      }
+
+      if (round % 10 == 0) {
+        const auto r = test::run({test::pidlock_binary(), "status", lock.string()});
+        ++status_commands;
+        if (r.code != 75) {
+          ++commanded.free;
+        } else if (r.out.find("held by pid ") == std::string::npos) {
+          ++commanded.no_holder;
+        } else if (r.out.find("held by pid " + std::to_string(holder.pid()) + ",") ==
+                       std::string::npos &&
+                   r.out.find("held by pid " + std::to_string(command) + ",") ==
+                       std::string::npos) {
+          ++commanded.wrong_pid;
+        }
+      }
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf(
+      "under churn, %.1f s: inspect %d calls, %d free, %d without holder, %d wrong holder; "
+      "refused acquire %d calls, %d granted, %d not busy, %d without holder, %d wrong holder; "
+      "pidlock status %d runs, %d not held, %d without holder, %d wrong holder\n",
+      seconds, inspect_calls, inspected.free, inspected.no_holder, inspected.wrong_pid,
+      acquire_calls, refused.acquired, refused.free, refused.no_holder, refused.wrong_pid,
+      status_commands, commanded.free, commanded.no_holder, commanded.wrong_pid);
+  EXPECT_EQ(inspected.total(), 0);
+  EXPECT_EQ(refused.total(), 0);
+  EXPECT_EQ(commanded.total(), 0);
+  holder.close_stdin();
+  EXPECT_EQ(holder.wait(), 0);
+}
 
 }  // namespace
 }  // namespace pidlock
