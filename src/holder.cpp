@@ -77,9 +77,9 @@ struct KernelView {
 //     blocks, one line and one column deeper each (a lock with 100 waiters is one 10.7 KB
 //     record, and was seen after a first read of 1.6 KB). A read that left half a page unused
 //     ended the list unless the next record outgrew half a page: a lock with 30 waiters in line.
-// So a list that came in one read using less than half a page settles "free" for status (the
-// common case: a quiet machine); any other list that does not show the lock is settled by the
-// processes' own descriptors (see settle_unlisted()).
+// So a list that shows the lock settles "held"; nothing settles "free" but a probe or the
+// processes' own descriptors (see settle_unlisted()). Whether it came whole from one read still
+// tells a deferring reader whether to look twice for a waiting writer (exclusive_waiters()).
 bool came_whole(const sys::ProcText& list) {
   static const auto page = static_cast<std::size_t>(std::max(::sysconf(_SC_PAGESIZE), 4096L));
   return list.reads == 0 || (list.reads == 1 && list.first_read < page / 2);
@@ -350,27 +350,6 @@ Scan scan_all_processes(const FileIdentity& file, const Hints& hints) {
   return out;
 }
 
-// Whether we may read other processes' descriptors at all, judged by init's: another user may
-// not, and neither may root where an LSM or the sandbox guards init. Then no scan can prove a
-// lock free.
-bool may_read_every_process() {
-  sys::UniqueFd fd_dir(::open("/proc/1/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd_dir) return false;
-  DIR* listing = ::fdopendir(fd_dir.get());
-  if (listing == nullptr) return false;
-  const int listing_fd = fd_dir.release();  // closedir() closes it now
-  bool readable = true;
-  while (const dirent* entry = ::readdir(listing)) {  // NOLINT(concurrency-mt-unsafe): private
-    if (entry->d_name[0] == '.') continue;
-    struct stat st {};
-    readable = ::fstatat(listing_fd, entry->d_name, &st, 0) == 0 ||
-               denied_or_not() != Confirmation::denied;
-    break;  // one descriptor tells
-  }
-  ::closedir(listing);
-  return readable;
-}
-
 // The PIDs a process's threads forked, from /proc/<pid>/task/<tid>/children; nothing when the
 // kernel keeps no such list (CONFIG_PROC_CHILDREN) or the process is gone.
 std::optional<std::vector<pid_t>> children_of(int pid_dir) {
@@ -604,9 +583,10 @@ void settle_from_scan(std::vector<Holder> holders, const FileIdentity& file, Que
 // none, looks at the list again.
 void settle_unlisted(const FileIdentity& file, const Hints& hints, Query query, Discovery& out) {
   const bool hidden = holders_may_be_hidden();
-  if (query == Query::status && !hidden && !may_read_every_process()) {
-    // A scan could not prove the lock free, so the probe would follow it anyway: probe first,
-    // and ask the descriptors only for the names of the holders of a lock found held.
+  if (query == Query::status && !hidden) {
+    // The probe settles it in microseconds, where a scan costs time in proportion to the machine
+    // (and proves nothing where a process may not be read): probe first, and ask the descriptors
+    // only for the names of the holders of a lock found held, or when the probe cannot be made.
     out.held = Held::maybe;
     return;
   }
@@ -675,17 +655,29 @@ bool holders_may_be_hidden() {
   return st.st_ino != initial_pid_namespace;
 }
 
-std::optional<pid_t> writer_waiting(int fd, const struct stat& st) {
-  const auto list = read_kernel_locks(identify(fd, st).kernel);
-  if (!list) return std::nullopt;
-  for (const Entry& waiter : list->locks.waiters) {
-    if (!waiter.shared) return waiter.pid;
+std::vector<pid_t> exclusive_waiters(const proc::FileId& file) {
+  std::vector<pid_t> found;
+  for (int look = 0; look < 2 && found.empty(); ++look) {
+    const auto list = read_kernel_locks(file);
+    if (!list) return found;
+    for (const Entry& waiter : list->locks.waiters) {
+      if (!waiter.shared) found.push_back(waiter.pid);
+    }
+    if (list->whole) break;  // one moment's list: none means none
   }
-  return std::nullopt;
+  return found;
 }
 
 std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints) {
   return scan_all_processes(identify(fd, st), hints).holders;
+}
+
+std::optional<std::vector<Holder>> every_holder_by_descriptors(int fd, const struct stat& st,
+                                                               const Hints& hints) {
+  if (holders_may_be_hidden()) return std::nullopt;
+  auto scan = scan_all_processes(identify(fd, st), hints);
+  if (!scan.complete && scan.holders.empty()) return std::nullopt;
+  return std::move(scan.holders);
 }
 
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query) {
@@ -708,10 +700,10 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
   }
   if (list->locks.held) {
     settle_from_list(list->locks, file, hints, query, out);
-  } else if (!list->whole || query == Query::holder_of_busy_lock || holders_may_be_hidden()) {
-    // Refused a moment ago, the busy path knows the lock was held: it never takes the list's
-    // silence for an answer. In a container the list hides locks taken outside it and those
-    // whose taker died.
+  } else {
+    // The list's silence is never an answer (see read_kernel_locks()): refused a moment ago, the
+    // busy path knows the lock was held; status confirms a free lock with a probe. In a container
+    // the list also hides locks taken outside it and those whose taker died.
     settle_unlisted(file, hints, query, out);
   }
   return out;

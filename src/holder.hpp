@@ -79,8 +79,15 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
 // descriptors: the holders of a lock a probe found held that the kernel's list did not show.
 std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints);
 
-// The PID of a process the kernel lists as blocked waiting for the exclusive lock on the file,
-// if any (0 when the kernel cannot name it).
-std::optional<pid_t> writer_waiting(int fd, const struct stat& st);
+// As holders_by_descriptors(), when the answer is complete: the holders found, or none when the
+// search could read every process and none holds the lock (proof that it is free, without
+// touching it). nullopt when it found none but could not look everywhere.
+std::optional<std::vector<Holder>> every_holder_by_descriptors(int fd, const struct stat& st,
+                                                               const Hints& hints);
+
+// The processes the kernel lists as blocked waiting for the exclusive lock on `file` (its kernel
+// name, see identify()), in the list's order; 0 for one it cannot name. A list that came in
+// pieces and shows none is read once more.
+std::vector<pid_t> exclusive_waiters(const proc::FileId& file);
 
 }  // namespace pidlock::holder

@@ -130,14 +130,27 @@ std::string why_probed(const holder::Discovery& found, bool hidden) {
   if (found.list_unreadable) return "/proc is not available";
   if (hidden) return "the kernel's lock list cannot show every holder in this PID namespace";
   return "the kernel's lock list did not show the lock, which does not prove it free, and not "
-         "every process's descriptors may be read here";
+         "every process's descriptors may be read here to prove it";
 }
 
 // The kernel answers for itself: a non-blocking lock on a read-only descriptor, dropped at once.
 void settle_by_probe(int read_fd, const holder::Discovery& found, Status& status,
-                     const std::function<std::vector<Holder>()>& find_holders) {
+                     const std::function<std::vector<Holder>()>& find_holders,
+                     const std::function<std::optional<std::vector<Holder>>()>& find_every_holder) {
   const bool hidden = holder::holders_may_be_hidden();
   const auto held = probe_refuses(read_fd, LOCK_EX);
+  if (!held && !found.list_unreadable) {
+    // No probe (the file may not be opened): every process's descriptors, if all may be read.
+    if (auto every = find_every_holder()) {
+      status.evidence = Evidence::kernel;
+      status.held = !every->empty();
+      status.holders = std::move(*every);
+      status.shared = std::all_of(status.holders.begin(), status.holders.end(),
+                                  [](const Holder& h) { return h.shared; }) &&
+                      status.held;
+      return;
+    }
+  }
   if (!held) {
     status.evidence = Evidence::none;
     status.held = false;
@@ -216,8 +229,10 @@ std::expected<Status, Error> inspect(const fs::path& path) {
   status.readers = found.readers;
   status.shared = found.readers > 0;
   if (found.held == holder::Held::maybe) {
-    settle_by_probe(read_fd.get(), found, status,
-                    [&] { return holder::holders_by_descriptors(fd.get(), st, hints); });
+    settle_by_probe(
+        read_fd.get(), found, status,
+        [&] { return holder::holders_by_descriptors(fd.get(), st, hints); },
+        [&] { return holder::every_holder_by_descriptors(fd.get(), st, hints); });
   }
   if (!status.holders.empty()) status.holder = status.holders.front();
   status.record = classify_record(content, status);

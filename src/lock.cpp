@@ -317,23 +317,10 @@ std::optional<QueuedWriter> writer_behind(pid_t waiter) {
   return QueuedWriter{waiter, waiter};
 }
 
-// The first writer the kernel lists as blocked waiting for the exclusive lock on `file`. The
-// list comes a page per read() and may shift in between (see holder.cpp): one that came in pieces
-// and shows no writer is read once more, cut elsewhere.
+// The first writer the kernel lists as blocked waiting for the exclusive lock on `file`.
 std::optional<QueuedWriter> queued_writer(const proc::FileId& file) {
-  constexpr std::size_t proc_locks_limit = std::size_t{64} << 20;
-  for (const std::size_t first_read : {std::size_t{4096}, std::size_t{2048}}) {
-    auto list = sys::read_proc_file(AT_FDCWD, "/proc/locks", proc_locks_limit, first_read);
-    if (!list) return std::nullopt;
-    std::optional<QueuedWriter> found;
-    proc::for_each_lock_line(list->text, [&](const proc::LockLine& line) {
-      if (found || !line.blocked || !line.write || line.kind != proc::LockKind::flock ||
-          line.file != file) {
-        return;
-      }
-      found = writer_behind(line.pid);
-    });
-    if (found || list->reads <= 1) return found;
+  for (const pid_t waiter : holder::exclusive_waiters(file)) {
+    if (auto writer = writer_behind(waiter)) return writer;
   }
   return std::nullopt;
 }

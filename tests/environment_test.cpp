@@ -325,8 +325,12 @@ TEST_F(Namespaces, AHolderOutsideIsNeverReportedFree) {
 TEST_F(Namespaces, AnHeirInsideIsNamedWhenTheLockerInsideDied) {
   const fs::path ready = dir_ / "ready";
   ASSERT_EQ(::mkfifo(ready.c_str(), 0600), 0);
+  // pidlock becomes the outer shell (the locker, pid 2), whose child, the heir, inherits the lock
+  // and says its PID ("; :" keeps the outer shell from exec'ing it in its own place).
+  const fs::path heir = dir_ / "heir.sh";
+  test::write_text(heir, "echo $$ >\"$1\"; exec sleep 600\n");
   const std::string script =
-      "\"$0\" run \"$1\" -- sh -c 'echo $$ >\"$0\"; exec sleep 600' \"$2\" & locker=$!\n"
+      "\"$0\" run \"$1\" -- sh -c 'sh \"$0\" \"$1\"; :' \"$3\" \"$2\" & locker=$!\n"
       "read command <\"$2\"\n"
       "kill -KILL $locker; wait $locker\n"  // reaped: its PID is gone from our view
       "echo \"locker $locker command $command\"\n"
@@ -334,7 +338,7 @@ TEST_F(Namespaces, AnHeirInsideIsNamedWhenTheLockerInsideDied) {
       "\"$0\" run -n \"$1\" -- true 2>&1; echo \"run exit $?\"\n";
   // When sh, the container's init, exits, the kernel kills the command with it.
   const auto r = run({"unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script,
-                      pidlock_binary(), path_.string(), ready.string()});
+                      pidlock_binary(), path_.string(), ready.string(), heir.string()});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   std::istringstream lines(r.out);
   std::string ids, status_text, status_exit, busy_text, busy_exit;
