@@ -35,6 +35,8 @@ class Progress {
     shown_ = true;
   }
 
+  bool enabled() const { return enabled_; }
+
   void clear() {
     if (!shown_) return;
     say(stderr, "\r\033[K");
@@ -61,10 +63,13 @@ int run(const RunRequest& request) {
   options.defer_to_writers = request.defer_to_writers;
   options.wait = to_wait(request.wait_seconds);
   options.inheritable = !supervised;
-  options.on_wait = [&progress](std::chrono::nanoseconds waited,
-                                const std::optional<Holder>& holder) {
-    progress.show(waited, holder);
-  };
+  if (progress.enabled()) {
+    // Only for a terminal: naming the holder on every tick costs a look at /proc.
+    options.on_wait = [&progress](std::chrono::nanoseconds waited,
+                                  const std::optional<Holder>& holder) {
+      progress.show(waited, holder);
+    };
+  }
 
   auto lock = Lock::acquire(request.file, options);
   progress.clear();
