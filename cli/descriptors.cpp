@@ -58,7 +58,7 @@ InheritedDescriptors InheritedDescriptors::now() {
   InheritedDescriptors inherited;
   if (DIR* dir = ::opendir("/proc/self/fd")) {
     const int own = ::dirfd(dir);
-    while (const dirent* entry = ::readdir(dir)) {
+    while (const dirent* entry = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): private stream
       int fd = -1;
       const char* end = entry->d_name + std::strlen(entry->d_name);
       if (std::from_chars(entry->d_name, end, fd).ptr == end && fd > 2 && fd != own) {

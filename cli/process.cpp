@@ -79,6 +79,7 @@ struct Launch {
   } while (got < 0 && errno == EINTR);
   if (got != 1) ::_exit(127);  // pidlock gave up on starting it
   ::close(launch.go);
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): the forked child has one thread
   ::sigprocmask(SIG_SETMASK, &launch.mask, nullptr);
   ::execvp(launch.argv[0], launch.argv.data());
   const int error = errno;
@@ -96,7 +97,7 @@ std::vector<pid_t> process_tree(pid_t root) {
     const std::string tasks = "/proc/" + std::to_string(tree[i]) + "/task";
     DIR* dir = ::opendir(tasks.c_str());
     if (dir == nullptr) continue;
-    while (const dirent* task = ::readdir(dir)) {
+    while (const dirent* task = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): private stream
       if (task->d_name[0] == '.') continue;
       const std::string children = tasks + "/" + task->d_name + "/children";
       auto text = sys::read_file_at(AT_FDCWD, children.c_str(), std::size_t{1} << 20);
