@@ -11,7 +11,8 @@
 #include <string>
 #include <thread>
 
-#include "fleet/base64.hpp"
+#include "base64.hpp"
+#include "escape.hpp"
 #include "fleet/certificate.hpp"
 #include "fleet/etcd.hpp"
 #include "fleet/keys.hpp"
@@ -366,8 +367,8 @@ TEST(Wire, ReadsATransactionOfRanges) {
 }
 
 TEST(Wire, PrintableEscapesWhatATerminalWouldObey) {
-  EXPECT_EQ(etcd::wire::printable("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
-  EXPECT_EQ(etcd::wire::printable(std::string(300, 'a'), 4), "aaaa...");
+  EXPECT_EQ(text::printable_ascii("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
+  EXPECT_EQ(text::printable_ascii(std::string(300, 'a'), 4), "aaaa...");
 }
 
 TEST(Wire, PrefixEndIsTheFirstKeyPastThePrefix) {

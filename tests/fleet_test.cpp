@@ -18,7 +18,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "fleet/base64.hpp"
+#include "base64.hpp"
 #include "fleet/etcd.hpp"
 #include "fleet_support.hpp"
 
@@ -1289,7 +1289,7 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
   const auto name = unique("first-in-line");
   auto holder = fleet::Slot::acquire(name, library_options(endpoint()));
   ASSERT_TRUE(holder) << holder.error().message();
-  const std::string slot_key = fleet::base64::encode("pidlock/" + name + "/slots/0");
+  const std::string slot_key = base64::encode("pidlock/" + name + "/slots/0");
   std::atomic<bool> released{false};
   test::FakeEndpoint::Answer relaying;
   relaying.relay_to_port = test::port_of(endpoint());

@@ -3,7 +3,7 @@
 #include <array>
 #include <ctime>
 
-#include "base64.hpp"
+#include "../base64.hpp"
 
 namespace pidlock::fleet::certificate {
 namespace {

@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "../escape.hpp"
+
 namespace pidlock::fleet::etcd {
 namespace {
 
@@ -150,7 +152,7 @@ FailureKind kind_of(const Status& error) {
 Failure etcd_failure(const Status& error, long status, std::string_view operation,
                      const std::string& endpoint) {
   Failure failure =
-      make_failure(kind_of(error), operation, endpoint, wire::printable(error.message));
+      make_failure(kind_of(error), operation, endpoint, text::printable_ascii(error.message));
   failure.grpc_code = error.code;
   failure.http_status = status;
   return failure;
@@ -169,7 +171,7 @@ Failure http_failure(long status, std::string_view body, std::string_view operat
     failure.http_status = status;
     return failure;
   }
-  return malformed(operation, endpoint, status, "not etcd's error: " + wire::printable(body));
+  return malformed(operation, endpoint, status, "not etcd's error: " + text::printable_ascii(body));
 }
 
 Failure stream_failure(const Status& error, std::string_view operation,

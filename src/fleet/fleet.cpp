@@ -163,7 +163,7 @@ std::string certificate_dates(const Tls& tls) {
   if (!pem) return {};
   const auto dates = certificate::validity(*pem);
   if (!dates) return {};
-  const std::string file = etcd::wire::printable(tls.cert_file);
+  const std::string file = text::printable_ascii(tls.cert_file);
   const auto now = unix_now();
   if (now > dates->not_after) {
     return "; the client certificate " + file + " expired on " +
@@ -178,14 +178,14 @@ std::string certificate_dates(const Tls& tls) {
 
 // What to fix when etcd refuses the caller itself. Never the password.
 std::string hint(const Failure& failure, const Options& options) {
-  const std::string user = etcd::wire::printable(options.user);
+  const std::string user = text::printable_ascii(options.user);
   switch (failure.kind) {
     case etcd::FailureKind::auth:
       if (options.user.empty())
         return "; this etcd has authentication on: give a user and password";
       return "; check the password of etcd user " + user + ", and that the user exists";
     case etcd::FailureKind::permission: {
-      const std::string prefix = etcd::wire::printable(options.key_prefix);
+      const std::string prefix = text::printable_ascii(options.key_prefix);
       const std::string who = options.user.empty() ? "the user" : "etcd user " + user;
       return "; " + who + " needs a role with readwrite on the keys under " + prefix +
              " (etcdctl role grant-permission --prefix ROLE readwrite " + prefix + ")";
@@ -616,7 +616,7 @@ class Acquirer {
       taken_by_another.kind = etcd::FailureKind::etcd_error;
       taken_by_another.operation = "txn";
       taken_by_another.endpoint = client_.endpoint();
-      taken_by_another.detail = "the waiter key " + etcd::wire::printable(key) +
+      taken_by_another.detail = "the waiter key " + text::printable_ascii(key) +
                                 " exists, under another lease: cannot queue";
       return std::unexpected(std::move(taken_by_another));
     }
@@ -699,7 +699,7 @@ std::string unreadable(std::string_view what, const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int error = errno;
-    return "cannot read the " + std::string(what) + " " + etcd::wire::printable(path) + ": " +
+    return "cannot read the " + std::string(what) + " " + text::printable_ascii(path) + ": " +
            std::system_category().message(error);
   }
   ::close(fd);
@@ -724,7 +724,7 @@ std::string redacted(const std::string& endpoint) {
 // (user:password@) would sit in every message and, from a command line, in /proc/PID/cmdline.
 std::string bad_endpoint(const std::string& endpoint) {
   const auto shown = [&endpoint] {
-    return "etcd endpoint '" + etcd::wire::printable(redacted(endpoint)) + "'";
+    return "etcd endpoint '" + text::printable_ascii(redacted(endpoint)) + "'";
   };
   if (endpoint.empty()) return "an empty etcd endpoint";
   for (const char c : endpoint) {
@@ -776,7 +776,7 @@ std::optional<Unusable> check_tls(const Tls& tls) {
     const auto pem = small_file(tls.cert_file);
     if (pem && !certificate::holds_private_key(*pem)) {
       return Unusable{ErrorKind::tls, "the client certificate file " +
-                                          etcd::wire::printable(tls.cert_file) +
+                                          text::printable_ascii(tls.cert_file) +
                                           " holds no private key, and no key file was given "
                                           "(--key)"};
     }
@@ -809,18 +809,18 @@ std::optional<Unusable> check_connection(std::string_view name, const Options& o
   }
   if (!options.user.empty() && options.password.empty()) {
     return Unusable{ErrorKind::invalid_argument,
-                    "etcd user " + etcd::wire::printable(options.user) + " needs a password"};
+                    "etcd user " + text::printable_ascii(options.user) + " needs a password"};
   }
   // etcd's API carries them as JSON text: other bytes would reach it altered, and a password
   // altered on the way comes back as the wrong password.
   if (!text::valid_utf8(options.user)) {
     return Unusable{ErrorKind::invalid_argument,
-                    "etcd user " + etcd::wire::printable(options.user) +
+                    "etcd user " + text::printable_ascii(options.user) +
                         ": not UTF-8 text, which etcd's API cannot carry"};
   }
   if (!text::valid_utf8(options.password)) {
     return Unusable{ErrorKind::invalid_argument,
-                    "the password of etcd user " + etcd::wire::printable(options.user) +
+                    "the password of etcd user " + text::printable_ascii(options.user) +
                         " is not UTF-8 text, which etcd's API cannot carry"};
   }
   return check_tls(options.tls);

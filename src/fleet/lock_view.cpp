@@ -5,6 +5,7 @@
 #include <ctime>
 #include <limits>
 
+#include "../escape.hpp"
 #include "keys.hpp"
 #include "slot_record.hpp"
 
@@ -35,7 +36,7 @@ void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
   if (!reading.well_formed()) {
     entry.malformed = true;
     entry.problem = std::move(reading.problem);
-    entry.raw = etcd::wire::printable(value);
+    entry.raw = text::printable_ascii(value);
   }
 }
 

@@ -168,9 +168,5 @@ std::optional<Status> parse_cancel_reason(std::string_view reason);
 // "NotFound", "Unavailable", …: the gRPC name of a status code, or "code N".
 std::string grpc_code_name(int code);
 
-// Bytes from an endpoint or a record, fit for a message and for JSON: at most `limit` of them,
-// printable ASCII as is, anything else as \xNN, and "..." when cut.
-std::string printable(std::string_view bytes, std::size_t limit = 200);
-
 }  // namespace wire
 }  // namespace pidlock::fleet::etcd
