@@ -1,5 +1,7 @@
 // The etcd client from below: base64, the wire format and slot records on their own; the typed
 // calls against a real etcd on loopback ports and against endpoints that are not etcd.
+#include "fleet/etcd_client.hpp"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -14,7 +16,6 @@
 #include "base64.hpp"
 #include "escape.hpp"
 #include "fleet/certificate.hpp"
-#include "fleet/etcd.hpp"
 #include "fleet/keys.hpp"
 #include "fleet/slot_record.hpp"
 #include "fleet/timing.hpp"

@@ -9,7 +9,7 @@
 #include <string>
 #include <thread>
 
-#include "fleet/etcd.hpp"
+#include "fleet/etcd_client.hpp"
 #include "fleet_support.hpp"
 #include "pidlock/fleet.hpp"
 

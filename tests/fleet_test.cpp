@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "base64.hpp"
-#include "fleet/etcd.hpp"
+#include "fleet/etcd_client.hpp"
 #include "fleet_support.hpp"
 
 namespace pidlock {

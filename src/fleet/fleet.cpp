@@ -16,7 +16,7 @@
 
 #include "../escape.hpp"
 #include "certificate.hpp"
-#include "etcd.hpp"
+#include "etcd_client.hpp"
 #include "keys.hpp"
 #include "lock_view.hpp"
 #include "slot_record.hpp"

@@ -20,12 +20,6 @@ namespace {
 constexpr std::size_t slot_values_per_request = 16;
 constexpr std::size_t waiter_values_per_request = 4;
 
-// etcd's answer to a read at a revision it has compacted since: read again, at a newer one.
-constexpr int grpc_out_of_range = 11;
-bool compacted(const etcd::Failure& failure) {
-  return failure.kind == etcd::FailureKind::etcd_error && failure.grpc_code == grpc_out_of_range;
-}
-
 std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
 
 template <class Entry>
@@ -219,7 +213,7 @@ std::expected<Read, etcd::Failure> read_lock(etcd::Client& client, const Keys& k
   constexpr int tries = 3;
   for (int attempt = 1;; ++attempt) {
     auto read = read_once(client, keys, waiter_values);
-    if (read || !compacted(read.error()) || attempt == tries) return read;
+    if (read || !read.error().revision_compacted() || attempt == tries) return read;
   }
 }
 

@@ -72,11 +72,11 @@ std::optional<Status> read_status(const json& object) {
       fields.has("grpc_code") ? fields.int64("grpc_code") : fields.int64("code");
   status.message = fields.text("message");
   if (status.message.empty()) status.message = fields.text("error");
-  if (!fields.ok() || code < 0 || code > 16) return std::nullopt;
+  if (!fields.ok() || code < 0 || code > grpc::unauthenticated) return std::nullopt;
   status.code = static_cast<int>(code);
   if (status.code == 0) {
     if (status.message.empty()) return std::nullopt;  // no error at all: not etcd's
-    status.code = 2;                                  // Unknown: an error without a code
+    status.code = grpc::unknown;                      // an error without a code
   }
   return status;
 }

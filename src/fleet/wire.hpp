@@ -65,6 +65,19 @@ struct RangeSpec {
 // longer is not etcd's, and would overflow any deadline counted in nanoseconds.
 inline constexpr std::chrono::seconds max_lease_ttl{9'000'000'000};
 
+// The gRPC status codes the client acts on, as etcd's errors carry them.
+namespace grpc {
+inline constexpr int unknown = 2;
+inline constexpr int invalid_argument = 3;
+inline constexpr int deadline_exceeded = 4;
+inline constexpr int not_found = 5;
+inline constexpr int permission_denied = 7;
+inline constexpr int failed_precondition = 9;
+inline constexpr int out_of_range = 11;  // a read at a revision etcd has compacted
+inline constexpr int unavailable = 14;
+inline constexpr int unauthenticated = 16;  // the last code gRPC defines
+}  // namespace grpc
+
 // A gRPC status, as the gateway reports etcd's errors.
 struct Status {
   int code = 0;  // 5 NotFound, 14 Unavailable, …
