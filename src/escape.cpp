@@ -193,6 +193,17 @@ std::string replace_invalid_utf8(std::string_view bytes) {
   return out;
 }
 
+std::string command_line_for_terminal(const std::vector<std::string>& words) {
+  constexpr std::size_t limit = 80;
+  std::string line;
+  for (const auto& word : words) {
+    if (!line.empty()) line += ' ';
+    line += word;
+  }
+  if (line.size() > limit) line = line.substr(0, limit - 3) + "...";
+  return for_terminal(line);
+}
+
 std::string printable_ascii(std::string_view bytes, std::size_t limit) {
   std::string out;
   for (std::size_t i = 0; i < bytes.size(); ++i) {

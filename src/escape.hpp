@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pidlock::text {
 
@@ -39,6 +40,11 @@ std::optional<std::string> from_terminal(std::string_view escaped);
 // that Python's bytes.decode("utf-8", "replace") and browsers make, so that a reader's own
 // decoder would show the same text. Lossy; where the exact bytes matter, carry base64(bytes).
 std::string replace_invalid_utf8(std::string_view bytes);
+
+// Words someone else chose, as messages name what a holder runs: joined by spaces, cut at 80
+// bytes ("..." for the rest: a message names the holder, it does not reproduce its command
+// line), and escaped for a terminal.
+std::string command_line_for_terminal(const std::vector<std::string>& words);
 
 // `bytes` as printable ASCII, cut at `limit` bytes ("..." after them when cut): printable ASCII
 // but the backslash as is, every other byte as \xNN (two lowercase hex digits), so that a

@@ -16,6 +16,7 @@
 #include "base64.hpp"
 #include "escape.hpp"
 #include "fleet/certificate.hpp"
+#include "fleet/errors.hpp"
 #include "fleet/keys.hpp"
 #include "fleet/slot_record.hpp"
 #include "fleet/timing.hpp"
@@ -62,6 +63,51 @@ TEST(Base64, RefusesWhatIsNotACanonicalEncoding) {
     EXPECT_FALSE(base64::decode(text)) << text;
   }
   EXPECT_FALSE(base64::decode(std::string("Zm\0v", 4)));
+}
+
+// --- Errors ---
+
+TEST(Errors, FleetFailuresNameTheirPlace) {
+  const auto e = Errors::failure(errc::unreachable, "lease grant", "http://127.0.0.1:1",
+                                 "etcd: Couldn't connect to server");
+  EXPECT_EQ(e.kind(), ErrorKind::unreachable);
+  EXPECT_EQ(e.place(), "http://127.0.0.1:1");
+  EXPECT_EQ(e.message(),
+            "pidlock: lease grant http://127.0.0.1:1: etcd: Couldn't connect to server");
+}
+
+// One table: each failure of the etcd client has a code, and the code decides the kind.
+TEST(Errors, EachClientFailureHasOneCodeAndOneKind) {
+  const std::pair<etcd::FailureKind, std::pair<errc, ErrorKind>> table[] = {
+      {etcd::FailureKind::unreachable, {errc::unreachable, ErrorKind::unreachable}},
+      {etcd::FailureKind::timeout, {errc::timed_out, ErrorKind::unreachable}},
+      {etcd::FailureKind::etcd_error, {errc::etcd_error, ErrorKind::etcd_error}},
+      {etcd::FailureKind::malformed_response, {errc::malformed_response, ErrorKind::etcd_error}},
+      {etcd::FailureKind::client_setup, {errc::client_setup, ErrorKind::system}},
+      {etcd::FailureKind::tls, {errc::tls_failed, ErrorKind::tls}},
+      {etcd::FailureKind::auth, {errc::auth_failed, ErrorKind::authentication}},
+      {etcd::FailureKind::permission, {errc::permission_denied, ErrorKind::permission_denied}},
+  };
+  for (const auto& [failure_kind, meaning] : table) {
+    etcd::Failure failure;
+    failure.kind = failure_kind;
+    failure.operation = "range";
+    failure.endpoint = "http://127.0.0.1:1";
+    const Error error = error_of(failure, Options{});
+    EXPECT_EQ(error.code(), meaning.first) << error.message();
+    EXPECT_EQ(error.kind(), meaning.second) << error.message();
+  }
+  EXPECT_EQ(kind_of(errc::slot_lost), ErrorKind::lease_lost);
+  EXPECT_EQ(kind_of(errc::slot_count_mismatch), ErrorKind::slot_count_mismatch);
+}
+
+// A fleet holder's record says when it took its slot: "for" is how long it has held it.
+TEST(Describe, AFleetHolderIsNamedWithItsHost) {
+  SlotHolder holder;
+  holder.pid = 77;
+  holder.host = "web-2";
+  holder.held_for = std::chrono::seconds(9);
+  EXPECT_EQ(describe(holder), "pid 77 on web-2, for 9s");
 }
 
 // --- Keys ---

@@ -1,3 +1,4 @@
+// A client certificate's validity dates and whether a PEM file holds a key, read from PEM text.
 #include "certificate.hpp"
 
 #include <array>

@@ -1,13 +1,14 @@
+// One lock's slots and queue, read once and kept current from a watch.
 #include "lock_view.hpp"
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 #include <limits>
 
 #include "../escape.hpp"
 #include "keys.hpp"
 #include "slot_record.hpp"
+#include "timing.hpp"
 
 namespace pidlock::fleet::view {
 namespace {
@@ -19,8 +20,6 @@ namespace {
 // second to come.
 constexpr std::size_t slot_values_per_request = 16;
 constexpr std::size_t waiter_values_per_request = 4;
-
-std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
 
 template <class Entry>
 void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
@@ -104,7 +103,7 @@ SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
   holder.slots = reading.record.slots;
   if (holder.started_at > 0) {
     holder.held_for =
-        std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
+        std::chrono::seconds(std::max<std::int64_t>(0, timing::unix_now() - holder.started_at));
   }
   fill_from(holder, reading, kv.value);
   return holder;
