@@ -1,7 +1,9 @@
-// pidlock's exit statuses, and the one table that turns an error into one. pidlock(1), EXIT
-// STATUS, documents this table.
+// pidlock's exit statuses, and the one table that turns an error into one, local or fleet.
+// pidlock(1), EXIT STATUS, documents this table. It names the fleet's kinds (pidlock/fleet.hpp, a
+// header alone: the plain pidlock does not link the fleet library).
 #pragma once
 
+#include "pidlock/fleet.hpp"
 #include "pidlock/pidlock.hpp"
 
 namespace pidlock::cli {
@@ -28,10 +30,13 @@ inline constexpr int not_found = 127;
 // file it cannot use is EX_CANTCREAT); `status` only reads it (EX_NOINPUT).
 enum class FileUse { lock, read };
 
-// The table: the exit code for each kind of error.
+// The table: the exit code for each kind of error. A fleet kind the local lock has too
+// (busy, invalid_argument, permission_denied, system, cancelled) gets the same code.
 int exit_code_for(ErrorKind kind, FileUse use);
+int exit_code_for(fleet::ErrorKind kind);
 
 // The exit code for a failed acquire or inspect; `busy_code` for a busy lock (-E).
 int exit_code_for(const Error& error, FileUse use, int busy_code = exit_code::busy);
+int exit_code_for(const fleet::Error& error, int busy_code = exit_code::busy);
 
 }  // namespace pidlock::cli

@@ -147,7 +147,7 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
   if (!slot) {
     // The library escapes what came out of etcd, as every message.
     say(stderr, "{}\n", slot.error().message());
-    return exit_code_for(slot.error(), FileUse::lock, request.busy_exit_code);
+    return exit_code_for(slot.error(), request.busy_exit_code);
   }
   // The fencing token, and which lock and slot it is for, for the command to hand on.
   if (!export_to_command("PIDLOCK_FENCE", std::to_string(slot->fence())) ||
@@ -201,7 +201,7 @@ int run_fleet(const RunRequest& request, const FleetRequest& fleet) {
             fleet.warn_on_lease_loss ? "; it goes on (--on-lease-loss warn)" : "");
         return fleet.warn_on_lease_loss;
       },
-      exit_code_for(ErrorKind::lease_lost, FileUse::lock),
+      exit_code_for(fleet::ErrorKind::lease_lost),
       [&]() -> std::chrono::nanoseconds {
         if (fleet.kill_after_seconds >= 0) return to_wait(fleet.kill_after_seconds);
         return slot->kill_after();
@@ -298,7 +298,7 @@ int status_fleet(const StatusRequest& request, const FleetRequest& fleet) {
   auto found = fleet::inspect(request.file, options);
   if (!found) {
     say(stderr, "{}\n", found.error().message());
-    return exit_code_for(found.error(), FileUse::read);
+    return exit_code_for(found.error());
   }
   const bool full = static_cast<int>(found->holders.size()) >= found->slots;
   if (request.json) {

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base64.hpp"
 #include "escape.hpp"
 
 namespace pidlock::cli {
@@ -24,7 +25,7 @@ inline void put_text(json& object, const std::string& key, std::string_view byte
     return;
   }
   object[key] = text::replace_invalid_utf8(bytes);
-  object[key + "_base64"] = text::base64(bytes);
+  object[key + "_base64"] = base64::encode(bytes);
 }
 
 // An array of strings the same way; "<key>_base64", when present, encodes every element, so that
@@ -39,7 +40,7 @@ inline void put_texts(json& object, const std::string& key, const std::vector<st
   object[key] = std::move(readable);
   if (all_valid) return;
   json exact = json::array();
-  for (const auto& item : items) exact.push_back(text::base64(item));
+  for (const auto& item : items) exact.push_back(base64::encode(item));
   object[key + "_base64"] = std::move(exact);
 }
 

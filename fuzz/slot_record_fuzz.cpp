@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "fleet/slot_record.hpp"
+#include "record.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace record = pidlock::fleet::record;
@@ -12,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto reading = record::parse(value);
   if (!reading.well_formed()) return 0;
   const auto& r = reading.record;
-  if (r.pid < 1 || r.pid > record::max_pid || r.started_at < 0 || r.slots < 0) __builtin_trap();
+  if (r.pid < 1 || r.pid > pidlock::record::max_pid || r.started_at < 0 || r.slots < 0)
+    __builtin_trap();
   const auto again = record::parse(record::format(r));
   if (!again.well_formed()) __builtin_trap();
   const auto& a = again.record;

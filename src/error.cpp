@@ -1,4 +1,5 @@
-// Errors and the messages operators read.
+// The local lock's errors and the messages operators read: how holders, durations and failures
+// are worded.
 #include <time.h>
 
 #include <algorithm>
@@ -10,19 +11,6 @@
 
 namespace pidlock {
 namespace {
-
-// Long command lines are cut: the message names the holder, it does not reproduce it.
-constexpr std::size_t command_line_limit = 80;
-
-std::string joined(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& word : words) {
-    if (!out.empty()) out += ' ';
-    out += word;
-  }
-  if (out.size() > command_line_limit) out = out.substr(0, command_line_limit - 3) + "...";
-  return out;
-}
 
 std::string why_unverified(Verification verification) {
   switch (verification) {
@@ -42,13 +30,12 @@ std::string why_unverified(Verification verification) {
   return {};
 }
 
-// Whether held_for dates the lock rather than the holder's process. A fleet holder's record says
-// when it took its slot. A local holder's is dated by the record's mtime when the record names it
-// and is not older than the process (holder.cpp); otherwise held_for is the process's age, which
-// is also all a lock taken in the process's first second can be told from. The second's margin
-// keeps a fallback to the age that a second boundary split from ours from passing for a date.
+// Whether held_for dates the lock rather than the holder's process. It is dated by the record's
+// mtime when the record names it and is not older than the process (holder.cpp); otherwise
+// held_for is the process's age, which is also all a lock taken in the process's first second
+// can be told from. The second's margin keeps a fallback to the age that a second boundary split
+// from ours from passing for a date.
 bool lock_age_known(const Holder& holder) {
-  if (!holder.host.empty()) return true;
   if (!holder.record_agrees || holder.started_since_boot == std::chrono::nanoseconds(0)) {
     return false;
   }
@@ -85,12 +72,11 @@ ErrorKind refined(ErrorKind kind, std::error_code code) {
 
 std::string describe(const Holder& holder) {
   std::string text = "pid " + std::to_string(holder.pid);
-  if (!holder.host.empty()) text += " on " + text::for_terminal(holder.host);
   if (holder.is_caller) text += ", this process";
   if (!holder.runs.empty()) {
     text += (holder.command.empty() ? ", running "
                                     : ", " + text::for_terminal(holder.command) + " running ") +
-            text::for_terminal(joined(holder.runs));
+            text::command_line_for_terminal(holder.runs);
   } else if (!holder.command.empty()) {
     text += ", " + text::for_terminal(holder.command);
   }
@@ -191,18 +177,6 @@ Error Error::failure(ErrorKind kind, std::string_view operation, std::filesystem
   return e;
 }
 
-Error Error::fleet_failure(ErrorKind kind, std::string_view operation, std::string place,
-                           std::error_code code, std::string_view detail) {
-  Error e;
-  e.kind_ = kind;
-  e.code_ = code;
-  e.operation_ = operation;
-  e.message_ = "pidlock: " + std::string(operation) + " " + text::for_terminal(place) + ": " +
-               std::string(detail);
-  e.place_ = std::move(place);
-  return e;
-}
-
 std::string_view to_string(ErrorKind kind) noexcept {
   switch (kind) {
     case ErrorKind::busy:
@@ -227,18 +201,6 @@ std::string_view to_string(ErrorKind kind) noexcept {
       return "system";
     case ErrorKind::cancelled:
       return "cancelled";
-    case ErrorKind::unreachable:
-      return "unreachable";
-    case ErrorKind::etcd_error:
-      return "etcd_error";
-    case ErrorKind::lease_lost:
-      return "lease_lost";
-    case ErrorKind::tls:
-      return "tls";
-    case ErrorKind::authentication:
-      return "authentication";
-    case ErrorKind::slot_count_mismatch:
-      return "slot_count_mismatch";
   }
   return "system";
 }

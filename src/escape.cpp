@@ -1,3 +1,4 @@
+// Escaping bytes from elsewhere for terminals and messages, and checking and repairing UTF-8.
 #include "escape.hpp"
 
 #include <array>
@@ -81,6 +82,14 @@ constexpr std::array<std::pair<char, char>, 8> named_escapes{{
 
 constexpr std::string_view hex_digits = "0123456789abcdef";
 
+// \xNN, the escape both escapers spell any byte with that has no name of its own.
+void append_hex_escape(std::string& out, char byte) {
+  const auto value = static_cast<unsigned char>(byte);
+  out += "\\x";
+  out += hex_digits[value >> 4];
+  out += hex_digits[value & 0x0Fu];
+}
+
 void append_escape(std::string& out, char byte) {
   for (const auto& [raw, name] : named_escapes) {
     if (byte == raw) {
@@ -89,10 +98,7 @@ void append_escape(std::string& out, char byte) {
       return;
     }
   }
-  const auto value = static_cast<unsigned char>(byte);
-  out += "\\x";
-  out += hex_digits[value >> 4];
-  out += hex_digits[value & 0x0Fu];
+  append_hex_escape(out, byte);
 }
 
 std::optional<unsigned> hex_value(char c) noexcept {
@@ -120,15 +126,6 @@ std::optional<char> take_escape(std::string_view& rest) {
     if (kind == name) return raw;
   }
   return std::nullopt;
-}
-
-constexpr std::string_view base64_alphabet =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::optional<unsigned> base64_value(char c) noexcept {
-  const auto at = base64_alphabet.find(c);
-  if (at == std::string_view::npos) return std::nullopt;
-  return static_cast<unsigned>(at);
 }
 
 }  // namespace
@@ -196,52 +193,32 @@ std::string replace_invalid_utf8(std::string_view bytes) {
   return out;
 }
 
-std::string base64(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const unsigned group = (unsigned{byte_at(bytes, i)} << 16) |
-                           (unsigned{byte_at(bytes, i + 1)} << 8) | byte_at(bytes, i + 2);
-    for (const unsigned shift : {18u, 12u, 6u, 0u}) {
-      out += base64_alphabet[(group >> shift) & 0x3Fu];
-    }
+std::string command_line_for_terminal(const std::vector<std::string>& words) {
+  constexpr std::size_t limit = 80;
+  std::string line;
+  for (const auto& word : words) {
+    if (!line.empty()) line += ' ';
+    line += word;
   }
-  const std::size_t left = bytes.size() - i;
-  if (left == 0) return out;
-  unsigned group = unsigned{byte_at(bytes, i)} << 16;
-  if (left == 2) group |= unsigned{byte_at(bytes, i + 1)} << 8;
-  out += base64_alphabet[(group >> 18) & 0x3Fu];
-  out += base64_alphabet[(group >> 12) & 0x3Fu];
-  out += left == 2 ? base64_alphabet[(group >> 6) & 0x3Fu] : '=';
-  out += '=';
-  return out;
+  if (line.size() > limit) line = line.substr(0, limit - 3) + "...";
+  return for_terminal(line);
 }
 
-std::optional<std::string> from_base64(std::string_view encoded) {
-  if (encoded.size() % 4 != 0) return std::nullopt;
-  std::size_t padding = 0;
-  while (padding < 2 && encoded.size() > padding && encoded[encoded.size() - 1 - padding] == '=') {
-    ++padding;
-  }
-  const std::string_view digits = encoded.substr(0, encoded.size() - padding);
-  std::string bytes;
-  bytes.reserve(digits.size() * 3 / 4);
-  unsigned group = 0;
-  unsigned bits = 0;
-  for (const char c : digits) {
-    const auto value = base64_value(c);
-    if (!value) return std::nullopt;
-    group = ((group << 6) | *value) & 0xFFFFu;  // never more than 14 bits pending
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes += static_cast<char>((group >> bits) & 0xFFu);
+std::string printable_ascii(std::string_view bytes, std::size_t limit) {
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i == limit) {
+      out += "...";
+      break;
+    }
+    const auto byte = byte_at(bytes, i);
+    if (byte >= 0x20 && byte < 0x7F && byte != '\\') {
+      out += bytes[i];
+    } else {
+      append_hex_escape(out, bytes[i]);
     }
   }
-  // Only the canonical spelling: the unused low bits of the last digit must be zero.
-  if (base64(bytes) != encoded) return std::nullopt;
-  return bytes;
+  return out;
 }
 
 }  // namespace pidlock::text

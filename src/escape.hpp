@@ -3,11 +3,14 @@
 // let them clear an operator's screen, retitle the terminal or forge whole lines of output; and
 // they need not be UTF-8 at all (comm is cut at 15 bytes, mid-character if need be), which a JSON
 // encoder must not be handed as is. Pure functions, so that they can be tested and fuzzed alone.
+// The one escaper: every message that shows bytes from elsewhere goes through one of these.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pidlock::text {
 
@@ -38,10 +41,18 @@ std::optional<std::string> from_terminal(std::string_view escaped);
 // decoder would show the same text. Lossy; where the exact bytes matter, carry base64(bytes).
 std::string replace_invalid_utf8(std::string_view bytes);
 
-// RFC 4648 base64: the standard alphabet, padded with '='.
-std::string base64(std::string_view bytes);
+// Words someone else chose, as messages name what a holder runs: joined by spaces, cut at 80
+// bytes ("..." for the rest: a message names the holder, it does not reproduce its command
+// line), and escaped for a terminal.
+std::string command_line_for_terminal(const std::vector<std::string>& words);
 
-// The bytes of a padded standard base64 text, or nothing if it is not one.
-std::optional<std::string> from_base64(std::string_view encoded);
+// `bytes` as printable ASCII, cut at `limit` bytes ("..." after them when cut): printable ASCII
+// but the backslash as is, every other byte as \xNN (two lowercase hex digits), so that a
+// backslash in the bytes cannot pass for an escape either. For what another host sent (etcd's
+// error messages, an HTTP body, a record anyone may write under the key prefix): unlike
+// for_terminal() it lets no UTF-8 through, as what an endpoint that is not etcd sends need not be
+// text in any encoding, and it is shown (and put in JSON, SlotHolder::raw) the same whatever the
+// reader's locale; and it is cut, since such an answer may be megabytes long.
+std::string printable_ascii(std::string_view bytes, std::size_t limit = 200);
 
 }  // namespace pidlock::text

@@ -12,7 +12,8 @@ namespace pidlock::record {
 // A record longer than this is junk; reading more would only let a hostile file slow us down.
 inline constexpr std::size_t read_limit = 64;
 
-// The largest PID Linux can hand out (PID_MAX_LIMIT on 64-bit).
+// The largest PID Linux can hand out (PID_MAX_LIMIT on 64-bit): the one bound on PIDs, for lock
+// file records and fleet slot records alike.
 inline constexpr long max_pid = 4L * 1024 * 1024;
 
 struct Text {

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "../cli/exit_status.hpp"
+#include "pidlock/fleet.hpp"
 #include "pidlock/pidlock.hpp"
 #include "support.hpp"
 
@@ -20,12 +21,24 @@ namespace {
 using test::TempDir;
 
 constexpr ErrorKind every_kind[] = {
-    ErrorKind::busy,           ErrorKind::invalid_argument,    ErrorKind::not_found,
-    ErrorKind::symlink,        ErrorKind::not_regular_file,    ErrorKind::kernel_interface,
-    ErrorKind::cannot_open,    ErrorKind::permission_denied,   ErrorKind::io,
-    ErrorKind::system,         ErrorKind::cancelled,           ErrorKind::unreachable,
-    ErrorKind::etcd_error,     ErrorKind::lease_lost,          ErrorKind::tls,
-    ErrorKind::authentication, ErrorKind::slot_count_mismatch,
+    ErrorKind::busy,        ErrorKind::invalid_argument,  ErrorKind::not_found,
+    ErrorKind::symlink,     ErrorKind::not_regular_file,  ErrorKind::kernel_interface,
+    ErrorKind::cannot_open, ErrorKind::permission_denied, ErrorKind::io,
+    ErrorKind::system,      ErrorKind::cancelled,
+};
+
+constexpr fleet::ErrorKind every_fleet_kind[] = {
+    fleet::ErrorKind::busy,
+    fleet::ErrorKind::invalid_argument,
+    fleet::ErrorKind::unreachable,
+    fleet::ErrorKind::etcd_error,
+    fleet::ErrorKind::lease_lost,
+    fleet::ErrorKind::tls,
+    fleet::ErrorKind::authentication,
+    fleet::ErrorKind::permission_denied,
+    fleet::ErrorKind::slot_count_mismatch,
+    fleet::ErrorKind::system,
+    fleet::ErrorKind::cancelled,
 };
 
 ErrorKind acquire_kind(const std::filesystem::path& path, const Options& options = {}) {
@@ -105,7 +118,6 @@ TEST(ErrorKinds, BusyIsHeldAndNothingElseIs) {
   EXPECT_EQ(second.error().kind(), ErrorKind::busy);
   EXPECT_TRUE(second.error().held());
   EXPECT_EQ(second.error().path(), dir / "l");
-  EXPECT_TRUE(second.error().place().empty());
 
   Options bad;
   bad.progress_interval = std::chrono::nanoseconds(0);
@@ -138,20 +150,13 @@ TEST(ErrorKinds, PermissionDeniedFromAnyStep) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
-TEST(ErrorKinds, FleetFailuresNameTheirPlaceNotAPath) {
-  const auto e = Error::fleet_failure(ErrorKind::unreachable, "lease grant", "http://127.0.0.1:1",
-                                      std::make_error_code(std::errc::host_unreachable),
-                                      "etcd: Couldn't connect to server");
-  EXPECT_EQ(e.kind(), ErrorKind::unreachable);
-  EXPECT_EQ(e.place(), "http://127.0.0.1:1");
-  EXPECT_TRUE(e.path().empty());
-  EXPECT_EQ(e.message(),
-            "pidlock: lease grant http://127.0.0.1:1: etcd: Couldn't connect to server");
-}
-
 TEST(ErrorKinds, EachHasItsOwnSpelling) {
   std::set<std::string_view> seen;
   for (const ErrorKind kind : every_kind) EXPECT_TRUE(seen.insert(to_string(kind)).second);
+  std::set<std::string_view> seen_in_fleet;
+  for (const auto kind : every_fleet_kind) {
+    EXPECT_TRUE(seen_in_fleet.insert(to_string(kind)).second);
+  }
 }
 
 // "for T" is how long the holder has held the lock where the record dates it; otherwise the
@@ -172,12 +177,7 @@ TEST(Describe, SaysWhetherTheTimeIsTheLocksOrTheProcesss) {
   EXPECT_EQ(describe(holder), "pid 4242, app-installer, for 1h00m since it started");
   holder.record_agrees = true;  // a record older than the process cannot date the lock
   EXPECT_EQ(describe(holder), "pid 4242, app-installer, for 1h00m since it started");
-  Holder fleet;  // a fleet holder's record says when it took its slot
-  fleet.pid = 77;
-  fleet.host = "web-2";
-  fleet.inspectable = true;
-  fleet.held_for = std::chrono::seconds(9);
-  EXPECT_EQ(describe(fleet), "pid 77 on web-2, for 9s");
+  // A fleet holder's record says when it took its slot: fleet::describe (etcd_client_test.cpp).
 }
 
 // The man page's EXIT STATUS names every kind beside the code the table gives it.
@@ -190,16 +190,29 @@ TEST(ExitStatus, TheManPageDocumentsTheTable) {
   const auto section = man.find(".SH EXIT STATUS");
   ASSERT_NE(section, std::string::npos);
   const std::string exit_status = man.substr(section, man.find(".SH ", section + 1) - section);
+  const auto documents = [&exit_status](int exit_code, std::string_view kind) {
+    const std::string code = std::to_string(exit_code);
+    const auto row = exit_status.find(".B " + code + "\n");
+    ASSERT_NE(row, std::string::npos) << "no entry for exit " << code << " (" << kind << ")";
+    const auto next = exit_status.find(".TP", row);
+    EXPECT_NE(exit_status.substr(row, next - row).find(std::string(kind)), std::string::npos)
+        << "exit " << code << " does not name " << kind;
+  };
   for (const ErrorKind kind : every_kind) {
     for (const auto use : {cli::FileUse::lock, cli::FileUse::read}) {
-      const std::string code = std::to_string(cli::exit_code_for(kind, use));
-      const auto row = exit_status.find(".B " + code + "\n");
-      ASSERT_NE(row, std::string::npos)
-          << "no entry for exit " << code << " (" << to_string(kind) << ")";
-      const auto next = exit_status.find(".TP", row);
-      EXPECT_NE(exit_status.substr(row, next - row).find(std::string(to_string(kind))),
-                std::string::npos)
-          << "exit " << code << " does not name " << to_string(kind);
+      documents(cli::exit_code_for(kind, use), to_string(kind));
+    }
+  }
+  for (const auto kind : every_fleet_kind) documents(cli::exit_code_for(kind), to_string(kind));
+}
+
+// A kind the fleet shares with the local lock is spelt the same and has the same exit code.
+TEST(ExitStatus, FleetKindsTheLocalLockHasTooShareItsCodes) {
+  for (const ErrorKind local : every_kind) {
+    for (const auto kind : every_fleet_kind) {
+      if (to_string(kind) != to_string(local)) continue;
+      EXPECT_EQ(cli::exit_code_for(kind), cli::exit_code_for(local, cli::FileUse::lock))
+          << to_string(kind);
     }
   }
 }

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base64.hpp"
+
 namespace pidlock {
 namespace {
 
@@ -177,13 +179,13 @@ TEST(Escape, Base64IsRfc4648) {
       {"foobar", "Zm9vYmFy"},
   };
   for (const auto& [bytes, encoded] : vectors) {
-    EXPECT_EQ(text::base64(bytes), encoded);
-    EXPECT_EQ(text::from_base64(encoded), std::string(bytes));
+    EXPECT_EQ(base64::encode(bytes), encoded);
+    EXPECT_EQ(base64::decode(encoded), std::string(bytes));
   }
-  EXPECT_EQ(text::base64("\xff\xfe\x00\x1b"sv), "//4AGw==");
+  EXPECT_EQ(base64::encode("\xff\xfe\x00\x1b"sv), "//4AGw==");
   for (const std::string_view bad : {"Zg="sv, "Zg"sv, "Zh=="sv, "Z==="sv, "===="sv, "=Zg="sv,
                                      "Zg==Zg=="sv, "Zm9v!A=="sv, "Zm9v\n"sv, "Zm-_"sv}) {
-    EXPECT_FALSE(text::from_base64(bad)) << bad;
+    EXPECT_FALSE(base64::decode(bad)) << bad;
   }
 }
 
@@ -252,7 +254,7 @@ TEST(Escape, TerminalTextHasNoControlsAndGivesTheBytesBack) {
 
 TEST(Escape, Base64GivesTheBytesBack) {
   for (const auto& bytes : hostile_samples()) {
-    ASSERT_EQ(text::from_base64(text::base64(bytes)), bytes) << spelled(bytes);
+    ASSERT_EQ(base64::decode(base64::encode(bytes)), bytes) << spelled(bytes);
   }
 }
 

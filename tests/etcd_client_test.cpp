@@ -1,5 +1,7 @@
 // The etcd client from below: base64, the wire format and slot records on their own; the typed
 // calls against a real etcd on loopback ports and against endpoints that are not etcd.
+#include "fleet/etcd_client.hpp"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,9 +13,10 @@
 #include <string>
 #include <thread>
 
-#include "fleet/base64.hpp"
+#include "base64.hpp"
+#include "escape.hpp"
 #include "fleet/certificate.hpp"
-#include "fleet/etcd.hpp"
+#include "fleet/errors.hpp"
 #include "fleet/keys.hpp"
 #include "fleet/slot_record.hpp"
 #include "fleet/timing.hpp"
@@ -60,6 +63,51 @@ TEST(Base64, RefusesWhatIsNotACanonicalEncoding) {
     EXPECT_FALSE(base64::decode(text)) << text;
   }
   EXPECT_FALSE(base64::decode(std::string("Zm\0v", 4)));
+}
+
+// --- Errors ---
+
+TEST(Errors, FleetFailuresNameTheirPlace) {
+  const auto e = Errors::failure(errc::unreachable, "lease grant", "http://127.0.0.1:1",
+                                 "etcd: Couldn't connect to server");
+  EXPECT_EQ(e.kind(), ErrorKind::unreachable);
+  EXPECT_EQ(e.place(), "http://127.0.0.1:1");
+  EXPECT_EQ(e.message(),
+            "pidlock: lease grant http://127.0.0.1:1: etcd: Couldn't connect to server");
+}
+
+// One table: each failure of the etcd client has a code, and the code decides the kind.
+TEST(Errors, EachClientFailureHasOneCodeAndOneKind) {
+  const std::pair<etcd::FailureKind, std::pair<errc, ErrorKind>> table[] = {
+      {etcd::FailureKind::unreachable, {errc::unreachable, ErrorKind::unreachable}},
+      {etcd::FailureKind::timeout, {errc::timed_out, ErrorKind::unreachable}},
+      {etcd::FailureKind::etcd_error, {errc::etcd_error, ErrorKind::etcd_error}},
+      {etcd::FailureKind::malformed_response, {errc::malformed_response, ErrorKind::etcd_error}},
+      {etcd::FailureKind::client_setup, {errc::client_setup, ErrorKind::system}},
+      {etcd::FailureKind::tls, {errc::tls_failed, ErrorKind::tls}},
+      {etcd::FailureKind::auth, {errc::auth_failed, ErrorKind::authentication}},
+      {etcd::FailureKind::permission, {errc::permission_denied, ErrorKind::permission_denied}},
+  };
+  for (const auto& [failure_kind, meaning] : table) {
+    etcd::Failure failure;
+    failure.kind = failure_kind;
+    failure.operation = "range";
+    failure.endpoint = "http://127.0.0.1:1";
+    const Error error = error_of(failure, Options{});
+    EXPECT_EQ(error.code(), meaning.first) << error.message();
+    EXPECT_EQ(error.kind(), meaning.second) << error.message();
+  }
+  EXPECT_EQ(kind_of(errc::slot_lost), ErrorKind::lease_lost);
+  EXPECT_EQ(kind_of(errc::slot_count_mismatch), ErrorKind::slot_count_mismatch);
+}
+
+// A fleet holder's record says when it took its slot: "for" is how long it has held it.
+TEST(Describe, AFleetHolderIsNamedWithItsHost) {
+  SlotHolder holder;
+  holder.pid = 77;
+  holder.host = "web-2";
+  holder.held_for = std::chrono::seconds(9);
+  EXPECT_EQ(describe(holder), "pid 77 on web-2, for 9s");
 }
 
 // --- Keys ---
@@ -366,8 +414,8 @@ TEST(Wire, ReadsATransactionOfRanges) {
 }
 
 TEST(Wire, PrintableEscapesWhatATerminalWouldObey) {
-  EXPECT_EQ(etcd::wire::printable("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
-  EXPECT_EQ(etcd::wire::printable(std::string(300, 'a'), 4), "aaaa...");
+  EXPECT_EQ(text::printable_ascii("ok \x1b[31m\\\xff"), "ok \\x1b[31m\\x5c\\xff");
+  EXPECT_EQ(text::printable_ascii(std::string(300, 'a'), 4), "aaaa...");
 }
 
 TEST(Wire, PrefixEndIsTheFirstKeyPastThePrefix) {

@@ -9,7 +9,7 @@
 #include <string>
 #include <thread>
 
-#include "fleet/etcd.hpp"
+#include "fleet/etcd_client.hpp"
 #include "fleet_support.hpp"
 #include "pidlock/fleet.hpp"
 
@@ -28,7 +28,7 @@ std::string unique(const std::string& base) { return test::unique_name(base); }
 // A refusal that no waiting fixes: the error, and how long acquire took to give it, with a
 // wait long enough that retrying would show.
 struct Refusal {
-  Error error;
+  fleet::Error error;
   Clock::duration took;
 };
 
@@ -63,7 +63,7 @@ class FleetTls : public test::SharedCluster<FleetTls> {
   static void expect_tls_failure(const fleet::Options& o, const std::string& says) {
     const auto refusal = refused(unique("tls"), o);
     ASSERT_TRUE(refusal) << "TLS let it through";
-    const Error& error = refusal->error;
+    const fleet::Error& error = refusal->error;
     EXPECT_EQ(error.code(), fleet::errc::tls_failed) << error.message();
     EXPECT_EQ(error.code(), std::errc::protocol_error);
     EXPECT_FALSE(error.held());
@@ -224,7 +224,7 @@ TEST_F(FleetAuth, WorksWithTheRightPassword) {
 TEST_F(FleetAuth, AWrongPasswordIsAnAuthFailureNotBusyAndNotRetried) {
   const auto refusal = refused(unique("auth-wrong"), as("alice", "not-the-password"));
   ASSERT_TRUE(refusal);
-  const Error& error = refusal->error;
+  const fleet::Error& error = refusal->error;
   EXPECT_EQ(error.code(), fleet::errc::auth_failed) << error.message();
   EXPECT_EQ(error.code(), std::errc::permission_denied);
   EXPECT_FALSE(error.held());
@@ -252,7 +252,7 @@ TEST_F(FleetAuth, NoCredentialsForAnEtcdThatWantsThemIsAnAuthFailure) {
 TEST_F(FleetAuth, AUserWithoutPermissionOnThePrefixIsDenied) {
   const auto refusal = refused(unique("auth-bob"), as("bob", "bob-pw"));
   ASSERT_TRUE(refusal);
-  const Error& error = refusal->error;
+  const fleet::Error& error = refusal->error;
   EXPECT_EQ(error.code(), fleet::errc::permission_denied) << error.message();
   EXPECT_EQ(error.code(), std::errc::operation_not_permitted);
   EXPECT_FALSE(error.held());
@@ -351,7 +351,7 @@ TEST_F(FleetAuth, ARoleRevokedDuringAHoldIsNoticedAndSaid) {
   const auto renewed = slot->keep_alive();
   ASSERT_FALSE(renewed) << "the revoked role went unnoticed";
   EXPECT_EQ(renewed.error().code(), fleet::errc::slot_lost);
-  EXPECT_EQ(renewed.error().kind(), ErrorKind::lease_lost);
+  EXPECT_EQ(renewed.error().kind(), fleet::ErrorKind::lease_lost);
   EXPECT_TRUE(slot->lost());
   EXPECT_TRUE(contains(renewed.error().message(), "etcd: PermissionDenied: "))
       << renewed.error().message();

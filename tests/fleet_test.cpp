@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "fleet/base64.hpp"
-#include "fleet/etcd.hpp"
+#include "base64.hpp"
+#include "fleet/etcd_client.hpp"
 #include "fleet_support.hpp"
 
 namespace pidlock {
@@ -449,7 +449,7 @@ TEST_F(Fleet, LibraryRefusesUnusableOptions) {
   const auto missing = fleet::Slot::acquire("x", options);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), fleet::errc::tls_failed);  // TLS set up wrong: exit 78
-  EXPECT_EQ(missing.error().kind(), ErrorKind::tls);
+  EXPECT_EQ(missing.error().kind(), fleet::ErrorKind::tls);
   EXPECT_NE(missing.error().message().find("cannot read the CA file /nonexistent/ca.pem: No such "
                                            "file or directory"),
             std::string::npos)
@@ -498,7 +498,7 @@ TEST_F(Fleet, LibraryHolderIsFreshAfterALongWait) {
   auto first = fleet::Slot::acquire(name, options);
   ASSERT_TRUE(first) << first.error().message();
   options.wait = 60s;
-  std::optional<std::expected<fleet::Slot, Error>> second;
+  std::optional<std::expected<fleet::Slot, fleet::Error>> second;
   std::thread waiter([&] { second = fleet::Slot::acquire(name, options); });
   ASSERT_TRUE(test::eventually([&] {
     auto status = fleet::inspect(name, library_options(endpoint()));
@@ -525,7 +525,7 @@ TEST_F(Fleet, LibraryWaitOfNearlyForeverWaits) {
   auto first = fleet::Slot::acquire(name, options);
   ASSERT_TRUE(first) << first.error().message();
   options.wait = std::chrono::nanoseconds::max() - std::chrono::nanoseconds(1);
-  std::optional<std::expected<fleet::Slot, Error>> second;
+  std::optional<std::expected<fleet::Slot, fleet::Error>> second;
   std::thread waiter([&] { second = fleet::Slot::acquire(name, options); });
   // Registered as a waiter: it waits instead of calling a deadline in the past "busy".
   const bool waits = test::eventually([&] {
@@ -935,7 +935,7 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
     EXPECT_EQ(refused.error().code(), fleet::errc::slot_count_mismatch);
     EXPECT_EQ(refused.error().code(), std::errc::invalid_argument);
     EXPECT_FALSE(refused.error().held());
-    EXPECT_EQ(refused.error().kind(), ErrorKind::slot_count_mismatch);
+    EXPECT_EQ(refused.error().kind(), fleet::ErrorKind::slot_count_mismatch);
     EXPECT_EQ(refused.error().message(),
               "pidlock: acquire " + name +
                   ": the fleet lock has 3 slots, as its holders were started with; this one asked "
@@ -952,11 +952,9 @@ TEST_F(Fleet, ADifferentSlotCountThanTheHoldersIsRefused) {
 // An asker for a fresh lock NAME, with `slots` slots, through a relay that puts `key` = `value`
 // into etcd just before it passes each of the asker's creates on: between its read of the holders
 // and its create, every time.
-std::expected<fleet::Slot, Error> acquire_with_a_put_between(test::Cluster& cluster,
-                                                             const std::string& member,
-                                                             const std::string& name, int slots,
-                                                             const std::string& key,
-                                                             const std::string& value) {
+std::expected<fleet::Slot, fleet::Error> acquire_with_a_put_between(
+    test::Cluster& cluster, const std::string& member, const std::string& name, int slots,
+    const std::string& key, const std::string& value) {
   bool put = false;
   test::FakeEndpoint::Answer relaying;
   relaying.relay_to_port = test::port_of(member);
@@ -985,7 +983,8 @@ TEST_F(Fleet, AHolderThatComesBetweenTheReadAndTheCreateIsSeen) {
       acquire_with_a_put_between(*cluster_, endpoint(), name, 1, "pidlock/" + name + "/slots/1",
                                  R"({"host":"other","pid":1,"command":"x","slots":2})");
   ASSERT_FALSE(refused) << "took slot 0 beside a holder started with 2 slots";
-  EXPECT_EQ(refused.error().kind(), ErrorKind::slot_count_mismatch) << refused.error().message();
+  EXPECT_EQ(refused.error().kind(), fleet::ErrorKind::slot_count_mismatch)
+      << refused.error().message();
   EXPECT_NE(refused.error().message().find("the fleet lock has 2 slots"), std::string::npos)
       << refused.error().message();
 }
@@ -1191,12 +1190,12 @@ TEST_F(Fleet, WhatOnWaitThrowsIsAnErrorAndTheWaitersLeaseIsRevoked) {
     options.on_wait = [&](const fleet::WaitProgress&) {
       if (++reports == throw_at) throw std::runtime_error("operator gave up");
     };
-    std::optional<std::expected<fleet::Slot, Error>> outcome;
+    std::optional<std::expected<fleet::Slot, fleet::Error>> outcome;
     EXPECT_NO_THROW(outcome = fleet::Slot::acquire(name, options));
     ASSERT_TRUE(outcome);
     ASSERT_FALSE(*outcome);
-    const Error& error = outcome->error();
-    EXPECT_EQ(error.kind(), ErrorKind::cancelled);
+    const fleet::Error& error = outcome->error();
+    EXPECT_EQ(error.kind(), fleet::ErrorKind::cancelled);
     EXPECT_EQ(error.code(), std::errc::operation_canceled);
     EXPECT_FALSE(error.held());
     EXPECT_EQ(error.message(), "pidlock: on_wait " + name +
@@ -1289,7 +1288,7 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
   const auto name = unique("first-in-line");
   auto holder = fleet::Slot::acquire(name, library_options(endpoint()));
   ASSERT_TRUE(holder) << holder.error().message();
-  const std::string slot_key = fleet::base64::encode("pidlock/" + name + "/slots/0");
+  const std::string slot_key = base64::encode("pidlock/" + name + "/slots/0");
   std::atomic<bool> released{false};
   test::FakeEndpoint::Answer relaying;
   relaying.relay_to_port = test::port_of(endpoint());
@@ -1307,7 +1306,7 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
   waiting.on_wait = [&](const fleet::WaitProgress&) {
     if (over) throw std::runtime_error("the test is over");
   };
-  std::optional<std::expected<fleet::Slot, Error>> waiter;
+  std::optional<std::expected<fleet::Slot, fleet::Error>> waiter;
   std::jthread first_in_line([&] { waiter = fleet::Slot::acquire(name, waiting); });
   ASSERT_TRUE(test::eventually([&] {
     const auto status = fleet::inspect(name, library_options(endpoint()));
@@ -1326,7 +1325,7 @@ TEST_F(Fleet, ANewcomerLeavesAFreeSlotToTheWaiterThatCameFirst) {
                 name + ", 0 of 1 slots held, 1 waiter first in line");
   ASSERT_TRUE(waiter);
   ASSERT_FALSE(*waiter) << "the relay let the waiter's create through";
-  EXPECT_EQ((*waiter).error().kind(), ErrorKind::cancelled) << (*waiter).error().message();
+  EXPECT_EQ((*waiter).error().kind(), fleet::ErrorKind::cancelled) << (*waiter).error().message();
 }
 
 // With two slots, a free slot goes to the earliest waiter still waiting: none is served before a

@@ -41,8 +41,9 @@
 
 namespace pidlock::fleet {
 
-// Error::code() of a fleet failure (besides std::errc::invalid_argument for unusable Options).
-// Each compares equal to the std::errc in brackets.
+// Error::code() of a fleet failure (besides std::errc::invalid_argument for unusable Options,
+// operation_canceled when on_wait threw and resource_unavailable_try_again when busy). Each
+// compares equal to the std::errc in brackets, and decides the Error's kind (ErrorKind).
 enum class errc {
   unreachable = 1,     // no endpoint could be reached (host_unreachable)
   timed_out,           // no endpoint answered within Options::request_timeout (timed_out)
@@ -108,6 +109,92 @@ struct Status {
   std::vector<SlotHolder> holders;  // by slot
   std::vector<SlotWaiter> waiters;
   std::string endpoint;  // the member that answered
+};
+
+// What kind of failure a fleet Error is: what a caller acts on. pidlock(1) maps each to one exit
+// code (its EXIT STATUS table), as it does pidlock::ErrorKind; to_string() gives the JSON and test
+// spelling. The kinds the local lock has too (busy, invalid_argument, permission_denied, system,
+// cancelled) mean the same here, and are spelt the same.
+enum class ErrorKind {
+  busy,                 // every slot is held, or a free one is promised to waiters that came first
+  invalid_argument,     // refused before anything was tried: a name, an endpoint, Options
+  unreachable,          // no etcd endpoint answered in time, or each said it cannot serve now
+                        // (errc::unreachable, timed_out)
+  etcd_error,           // etcd refused the request, or something that is not etcd answered
+                        // (errc::etcd_error, malformed_response)
+  lease_lost,           // a held slot is gone: its lease expired or its key was deleted
+                        // (errc::slot_lost)
+  tls,                  // no TLS session: a certificate not trusted, for another host, or missing
+  authentication,       // etcd did not accept the user and password, or wants them
+  permission_denied,    // an etcd user whose roles do not cover the key prefix
+  slot_count_mismatch,  // the lock's holders were started with another slot count
+  system,               // libcurl could not be set up (errc::client_setup)
+  cancelled,            // Options::on_wait threw: the wait was stopped, no slot taken
+};
+
+// "busy", "invalid_argument", "unreachable", "etcd_error", "lease_lost", "tls", "authentication",
+// "permission_denied", "slot_count_mismatch", "system", "cancelled". Inline, so that the
+// command's exit-code table and its test need not link the fleet library.
+constexpr std::string_view to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::busy:
+      return "busy";
+    case ErrorKind::invalid_argument:
+      return "invalid_argument";
+    case ErrorKind::unreachable:
+      return "unreachable";
+    case ErrorKind::etcd_error:
+      return "etcd_error";
+    case ErrorKind::lease_lost:
+      return "lease_lost";
+    case ErrorKind::tls:
+      return "tls";
+    case ErrorKind::authentication:
+      return "authentication";
+    case ErrorKind::permission_denied:
+      return "permission_denied";
+    case ErrorKind::slot_count_mismatch:
+      return "slot_count_mismatch";
+    case ErrorKind::system:
+      return "system";
+    case ErrorKind::cancelled:
+      return "cancelled";
+  }
+  return "system";
+}
+
+// Why acquire, keep_alive, revoke or inspect failed: a kind, the failed operation ("lease grant",
+// "acquire"), the place (the etcd endpoint, or the fleet lock's name), a code (a fleet::errc, or
+// a std::errc) and a message for operators: "pidlock: lease grant http://10.0.0.1:2379: etcd:
+// Couldn't connect to server". Either the lock is busy (kind() busy, held() true, and message()
+// names every holder), or something failed. Built by the library only.
+//
+// Fleet calls used to return a pidlock::Error, whose pidlock::ErrorKind had the fleet's kinds
+// too: code that names pidlock::Error, or pidlock::ErrorKind::unreachable and the like, for a
+// fleet call names fleet::Error and fleet::ErrorKind now. held(), message(), code(), operation()
+// and place() are as they were; holder() is the SlotHolder it names, not a pidlock::Holder.
+class Error {
+ public:
+  Error() = default;
+
+  ErrorKind kind() const noexcept { return kind_; }
+  const std::string& message() const noexcept { return message_; }
+  std::error_code code() const noexcept { return code_; }
+  bool held() const noexcept { return kind_ == ErrorKind::busy; }
+  // Busy: the first holder it names whose record is well-formed, if any.
+  const std::optional<SlotHolder>& holder() const noexcept { return holder_; }
+  // The etcd endpoint (a URL), or the fleet lock's name.
+  const std::string& place() const noexcept { return place_; }
+  const std::string& operation() const noexcept { return operation_; }
+
+ private:
+  friend class Errors;  // the library's one way to make them (src/fleet/errors.hpp)
+  ErrorKind kind_ = ErrorKind::system;
+  std::string message_;
+  std::error_code code_;
+  std::optional<SlotHolder> holder_;
+  std::string place_;
+  std::string operation_;
 };
 
 // What a waiter reports through Options::on_wait.
@@ -179,13 +266,13 @@ struct Options {
 class Slot {
  public:
   // Takes a free slot of `name` (any non-empty bytes, '/' included), waiting up to options.wait
-  // for one to free. Busy: an Error with kind busy, naming every holder as pidlock::describe()
-  // does ("another installer is running (pid 4242 on web-1, running app-installer --upgrade, for
+  // for one to free. Busy: an Error with kind busy, naming every holder as describe() does
+  // ("another installer is running (pid 4242 on web-1, running app-installer --upgrade, for
   // 3m12s) — fleet lock: NAME, 1 of 1 slots held"), or a slot free but promised to waiters that
-  // came first ("another installer is next … 1 waiter first in line"). Otherwise an Error of a
-  // fleet kind (unreachable, etcd_error, tls, authentication, permission_denied,
-  // slot_count_mismatch, invalid_argument, lease_lost) whose code() is a fleet::errc, or of kind
-  // cancelled when on_wait threw.
+  // came first ("another installer is next … 1 waiter first in line"). Otherwise an Error of
+  // another kind (unreachable, etcd_error, tls, authentication, permission_denied,
+  // slot_count_mismatch, system, lease_lost) whose code() is a fleet::errc, of kind
+  // invalid_argument (std::errc::invalid_argument), or of kind cancelled when on_wait threw.
   [[nodiscard]] static std::expected<Slot, Error> acquire(std::string_view name,
                                                           const Options& options);
 
@@ -233,7 +320,7 @@ class Slot {
 };
 
 // "pid 4242 on web-1, running app-installer --upgrade, for 3m12s": a slot's holder as
-// pidlock::describe() names any holder, escaped for a terminal. For a malformed record: "a
+// pidlock::describe() names a local one, escaped for a terminal. For a malformed record: "a
 // malformed record (PROBLEM)". (A busy Error adds removal_hint() after it, when there is one.)
 std::string describe(const SlotHolder& holder);
 // For a holder whose key has no lease: "key pidlock/g1/slots/0: it has no lease, so it never

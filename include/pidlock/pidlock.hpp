@@ -55,8 +55,7 @@ std::string_view to_string(Verification verification) noexcept;
 
 // A process that holds the lock, as the kernel reports it.
 struct Holder {
-  pid_t pid = 0;     // in our PID namespace; for outside_namespace/no_proc, as the record says
-  std::string host;  // empty for a local lock; the holder's host name for a fleet lock
+  pid_t pid = 0;  // in our PID namespace; for outside_namespace/no_proc, as the record says
   // Whether the kernel confirmed it: `verified` means one of the process's own open file
   // descriptions holds the lock, so neither a forged record nor a recycled PID can pass. Anything
   // else names the PID that the kernel's lock list (or, failing that, the record) gives, and why
@@ -159,7 +158,7 @@ struct Status {
 // code (its EXIT STATUS table); to_string() gives the JSON and test spelling.
 enum class ErrorKind {
   busy,              // the lock is held by someone else: Error::held() is true
-  invalid_argument,  // refused before anything was tried: Options, a fleet name or endpoint
+  invalid_argument,  // refused before anything was tried: Options
   // The lock file cannot be used (each names the path):
   not_found,          // a directory on the path is missing and not to be made, or not a directory
   symlink,            // the lock file is a symbolic link: never followed
@@ -170,55 +169,40 @@ enum class ErrorKind {
   io,                 // writing the record failed, or the filesystem did (EIO, ENOSPC, EDQUOT)
   system,             // any other system call failed (flock, clone, fcntl…): see operation()
   cancelled,          // Options::on_wait threw: the wait was stopped, the lock not taken
-  // Fleet mode (pidlock/fleet.hpp):
-  unreachable,     // no etcd endpoint answered in time, or each said it cannot serve now
-  etcd_error,      // etcd refused the request, or something that is not etcd answered
-  lease_lost,      // a held slot is gone: its lease expired or its key was deleted
-  tls,             // no TLS session: a certificate not trusted, for another host, or missing
-  authentication,  // etcd did not accept the user and password, or wants them
-  // (permission_denied, too: an etcd user whose roles do not cover the key prefix)
-  slot_count_mismatch,  // the fleet lock's holders were started with another slot count
 };
 
 // "busy", "invalid_argument", "not_found", "symlink", "not_regular_file", "kernel_interface",
-// "cannot_open", "permission_denied", "io", "system", "cancelled", "unreachable", "etcd_error",
-// "lease_lost", "tls", "authentication", "slot_count_mismatch".
+// "cannot_open", "permission_denied", "io", "system", "cancelled".
 std::string_view to_string(ErrorKind kind) noexcept;
 
-// Why an acquire (or inspect) failed: a kind, the failed operation, the place (a path, or an
-// etcd endpoint), the errno (or a fleet::errc), and a message for operators. Either the lock is
-// held by someone else (kind() is busy, held() true, and message() names the holder), or an
-// operation failed ("pidlock: open /x/y.lock: Permission denied").
+// Why an acquire (or inspect) failed: a kind, the failed operation, the lock file, the errno,
+// and a message for operators. Either the lock is held by someone else (kind() is busy, held()
+// true, and message() names the holder), or an operation failed ("pidlock: open /x/y.lock:
+// Permission denied"). Fleet mode has an Error of its own (pidlock/fleet.hpp).
 class Error {
  public:
   Error() = default;
-  // `readers`: how many shared locks hold it, when the holder is a reader ("3 readers hold the
-  // lock (pid 4242, …, and 2 more)").
+
+  // How the library (and the command, about its own files) makes them. `readers`: how many
+  // shared locks hold it, when the holder is a reader ("3 readers hold the lock (pid 4242, …,
+  // and 2 more)").
   static Error busy(std::filesystem::path path, std::string_view role, std::optional<Holder> holder,
                     std::optional<pid_t> recorded_pid, std::size_t readers = 0);
-  // Contention described by the caller (the fleet backend names several holders).
+  // Contention the caller words itself ("a writer waits for the lock …").
   static Error busy_with_message(std::string message, std::optional<Holder> holder);
   // `kind` is what the failed step means; an errno that says more wins over it: EACCES and EPERM
   // are permission_denied, EIO, ENOSPC and EDQUOT io, and a cannot_open with ENOENT or ENOTDIR
   // not_found. `detail` replaces the errno's text in the message.
   static Error failure(ErrorKind kind, std::string_view operation, std::filesystem::path path,
                        std::error_code code, std::string_view detail = {});
-  // A fleet failure, at an etcd endpoint or about a fleet lock's name (the place):
-  // "pidlock: OPERATION PLACE: DETAIL". The place is escaped for a terminal; `detail` must be
-  // safe to show already (anything from etcd in it escaped).
-  static Error fleet_failure(ErrorKind kind, std::string_view operation, std::string place,
-                             std::error_code code, std::string_view detail);
 
   ErrorKind kind() const noexcept { return kind_; }
   const std::string& message() const noexcept { return message_; }
   std::error_code code() const noexcept { return code_; }
   bool held() const noexcept { return kind_ == ErrorKind::busy; }
   const std::optional<Holder>& holder() const noexcept { return holder_; }
-  // The lock file (or directory) it concerns; empty for a fleet failure.
+  // The lock file (or directory) it concerns; empty for a busy_with_message one.
   const std::filesystem::path& path() const noexcept { return path_; }
-  // A fleet failure's place: the etcd endpoint (a URL), or the fleet lock's name; empty for a
-  // local one.
-  const std::string& place() const noexcept { return place_; }
   const std::string& operation() const noexcept { return operation_; }
 
  private:
@@ -227,7 +211,6 @@ class Error {
   std::error_code code_;
   std::optional<Holder> holder_;
   std::filesystem::path path_;
-  std::string place_;
   std::string operation_;
 };
 

@@ -1,9 +1,10 @@
+// A client certificate's validity dates and whether a PEM file holds a key, read from PEM text.
 #include "certificate.hpp"
 
 #include <array>
 #include <ctime>
 
-#include "base64.hpp"
+#include "../base64.hpp"
 
 namespace pidlock::fleet::certificate {
 namespace {

@@ -1,3 +1,4 @@
+// Fleet lock names written into etcd keys, so that no two names ever share a key.
 #include "keys.hpp"
 
 namespace pidlock::fleet::keys {

@@ -1,12 +1,14 @@
+// One lock's slots and queue, read once and kept current from a watch.
 #include "lock_view.hpp"
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 #include <limits>
 
+#include "../escape.hpp"
 #include "keys.hpp"
 #include "slot_record.hpp"
+#include "timing.hpp"
 
 namespace pidlock::fleet::view {
 namespace {
@@ -19,14 +21,6 @@ namespace {
 constexpr std::size_t slot_values_per_request = 16;
 constexpr std::size_t waiter_values_per_request = 4;
 
-// etcd's answer to a read at a revision it has compacted since: read again, at a newer one.
-constexpr int grpc_out_of_range = 11;
-bool compacted(const etcd::Failure& failure) {
-  return failure.kind == etcd::FailureKind::etcd_error && failure.grpc_code == grpc_out_of_range;
-}
-
-std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
-
 template <class Entry>
 void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
   entry.host = std::move(reading.record.host);
@@ -35,7 +29,7 @@ void fill_from(Entry& entry, record::Reading& reading, std::string_view value) {
   if (!reading.well_formed()) {
     entry.malformed = true;
     entry.problem = std::move(reading.problem);
-    entry.raw = etcd::wire::printable(value);
+    entry.raw = text::printable_ascii(value);
   }
 }
 
@@ -109,7 +103,7 @@ SlotHolder holder_from(const etcd::KeyValue& kv, int slot) {
   holder.slots = reading.record.slots;
   if (holder.started_at > 0) {
     holder.held_for =
-        std::chrono::seconds(std::max<std::int64_t>(0, unix_now() - holder.started_at));
+        std::chrono::seconds(std::max<std::int64_t>(0, timing::unix_now() - holder.started_at));
   }
   fill_from(holder, reading, kv.value);
   return holder;
@@ -218,7 +212,7 @@ std::expected<Read, etcd::Failure> read_lock(etcd::Client& client, const Keys& k
   constexpr int tries = 3;
   for (int attempt = 1;; ++attempt) {
     auto read = read_once(client, keys, waiter_values);
-    if (read || !compacted(read.error()) || attempt == tries) return read;
+    if (read || !read.error().revision_compacted() || attempt == tries) return read;
   }
 }
 

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "etcd.hpp"
+#include "etcd_client.hpp"
 #include "pidlock/fleet.hpp"
 
 namespace pidlock::fleet::view {

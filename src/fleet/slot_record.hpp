@@ -12,9 +12,6 @@
 
 namespace pidlock::fleet::record {
 
-// Linux's PID_MAX_LIMIT: no host hands out a larger PID.
-inline constexpr pid_t max_pid = 4194304;
-
 struct SlotRecord {
   std::string host;
   pid_t pid = 0;
@@ -34,8 +31,9 @@ struct Reading {
   bool well_formed() const noexcept { return problem.empty(); }
 };
 
-// Requires host (a string) and pid (1…max_pid); command and role must be strings, started_at
-// an integer >= 0 and slots one >= 1 when present. Other fields are ignored, for newer writers.
+// Requires host (a string) and pid (1…pidlock::record::max_pid, Linux's PID_MAX_LIMIT); command
+// and role must be strings, started_at an integer >= 0 and slots one >= 1 when present. Other
+// fields are ignored, for newer writers.
 Reading parse(std::string_view value);
 
 // The slot number a key under `prefix` names: only the digits pidlock writes ("0", "17"), so that

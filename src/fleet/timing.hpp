@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <random>
 
 #include "../sys.hpp"
@@ -18,6 +19,9 @@ using Clock = std::chrono::steady_clock;
 
 // `from + span`, clamped to the clock's range: the library's one saturating sum.
 using sys::saturating_add;
+
+// Unix seconds, on this host's clock: what records say a holder started at.
+inline std::int64_t unix_now() { return static_cast<std::int64_t>(::time(nullptr)); }
 
 // `later - earlier`, zero when `later` is not later.
 constexpr Clock::duration time_between(Clock::time_point earlier, Clock::time_point later) {

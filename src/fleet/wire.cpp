@@ -1,12 +1,12 @@
+// etcd's v3 JSON gateway on the wire: the requests pidlock sends, and checked readings of answers.
 #include "wire.hpp"
 
 #include <algorithm>
 #include <array>
-#include <charconv>
-#include <limits>
 #include <nlohmann/json.hpp>
 
-#include "base64.hpp"
+#include "../base64.hpp"
+#include "json_fields.hpp"
 
 namespace pidlock::fleet::etcd::wire {
 namespace {
@@ -18,113 +18,8 @@ std::string dumped(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::optional<std::int64_t> int64_of(const json& value) {
-  if (value.is_number_unsigned()) {
-    const auto n = value.get<std::uint64_t>();
-    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return {};
-    return static_cast<std::int64_t>(n);
-  }
-  if (value.is_number_integer()) return value.get<std::int64_t>();
-  if (!value.is_string()) return {};
-  // proto3 JSON writes int64 as a string of decimal digits.
-  const auto& text = value.get_ref<const std::string&>();
-  std::int64_t n = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (error != std::errc{} || end != text.data() + text.size() || text.empty()) return {};
-  return n;
-}
-
-// Reads the fields of one JSON object, remembering the first that is wrong. Absent fields read
-// as proto3 defaults; present ones must have the right type.
-class Fields {
- public:
-  Fields(const json& object, std::string context) : object_(object), context_(std::move(context)) {
-    if (!object_.is_object()) fail("", "not a JSON object");
-  }
-
-  std::int64_t int64(const char* name) {
-    const json* value = find(name);
-    if (value == nullptr) return 0;
-    if (const auto n = int64_of(*value)) return *n;
-    fail(name, "not a 64-bit integer");
-    return 0;
-  }
-
-  bool boolean(const char* name) {
-    const json* value = find(name);
-    if (value == nullptr) return false;
-    if (value->is_boolean()) return value->get<bool>();
-    fail(name, "not a boolean");
-    return false;
-  }
-
-  std::string text(const char* name) {
-    const json* value = find(name);
-    if (value == nullptr) return {};
-    if (value->is_string()) return value->get<std::string>();
-    fail(name, "not a string");
-    return {};
-  }
-
-  std::string bytes(const char* name) {
-    const json* value = find(name);
-    if (value == nullptr) return {};
-    if (value->is_string()) {
-      if (auto decoded = base64::decode(value->get_ref<const std::string&>())) return *decoded;
-    }
-    fail(name, "not base64");
-    return {};
-  }
-
-  // A nested object that must be there (a response header, a stream's result).
-  const json* object(const char* name) {
-    const json* value = find(name);
-    if (value == nullptr) {
-      fail(name, "missing");
-      return nullptr;
-    }
-    if (value->is_object()) return value;
-    fail(name, "not a JSON object");
-    return nullptr;
-  }
-
-  // A repeated field: absent is empty.
-  const json* array(const char* name) {
-    static const json empty = json::array();
-    const json* value = find(name);
-    if (value == nullptr) return &empty;
-    if (value->is_array()) return value;
-    fail(name, "not a JSON array");
-    return nullptr;
-  }
-
-  bool has(const char* name) const { return find(name) != nullptr; }
-  bool ok() const { return problem_.empty(); }
-  const std::string& context() const { return context_; }
-  std::string take_problem() { return std::move(problem_); }
-  void fail(std::string_view name, std::string_view what) {
-    if (!problem_.empty()) return;
-    std::string path = context_ + std::string(name);
-    if (!path.empty() && path.back() == '.') path.pop_back();
-    problem_ = path.empty() ? std::string(what) : path + ": " + std::string(what);
-  }
-  // A problem found below this object, already with its own context.
-  void fail_with(std::string problem) {
-    if (problem_.empty()) problem_ = std::move(problem);
-  }
-
- private:
-  const json* find(const char* name) const {
-    if (!object_.is_object()) return nullptr;
-    const auto it = object_.find(name);
-    if (it == object_.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-
-  const json& object_;
-  std::string context_;
-  std::string problem_;
-};
+// etcd's answers are proto3's JSON: a field set to null is one left at its default.
+using Fields = JsonFields;
 
 Parsed<json> parse_json(std::string_view text) {
   auto value = json::parse(text.begin(), text.end(), nullptr, false);
@@ -177,11 +72,11 @@ std::optional<Status> read_status(const json& object) {
       fields.has("grpc_code") ? fields.int64("grpc_code") : fields.int64("code");
   status.message = fields.text("message");
   if (status.message.empty()) status.message = fields.text("error");
-  if (!fields.ok() || code < 0 || code > 16) return std::nullopt;
+  if (!fields.ok() || code < 0 || code > grpc::unauthenticated) return std::nullopt;
   status.code = static_cast<int>(code);
   if (status.code == 0) {
     if (status.message.empty()) return std::nullopt;  // no error at all: not etcd's
-    status.code = 2;                                  // Unknown: an error without a code
+    status.code = grpc::unknown;                      // an error without a code
   }
   return status;
 }
@@ -497,26 +392,6 @@ std::string grpc_code_name(int code) {
   if (code >= 0 && static_cast<std::size_t>(code) < grpc_names.size())
     return std::string(grpc_names[static_cast<std::size_t>(code)]);
   return "code " + std::to_string(code);
-}
-
-std::string printable(std::string_view bytes, std::size_t limit) {
-  static constexpr std::string_view hex = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (i == limit) {
-      out += "...";
-      break;
-    }
-    const auto byte = static_cast<unsigned char>(bytes[i]);
-    if (byte >= 0x20 && byte < 0x7F && byte != '\\') {
-      out += static_cast<char>(byte);
-    } else {
-      out += "\\x";
-      out += hex[byte >> 4U];
-      out += hex[byte & 0xFU];
-    }
-  }
-  return out;
 }
 
 }  // namespace pidlock::fleet::etcd::wire

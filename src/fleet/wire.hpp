@@ -65,6 +65,19 @@ struct RangeSpec {
 // longer is not etcd's, and would overflow any deadline counted in nanoseconds.
 inline constexpr std::chrono::seconds max_lease_ttl{9'000'000'000};
 
+// The gRPC status codes the client acts on, as etcd's errors carry them.
+namespace grpc {
+inline constexpr int unknown = 2;
+inline constexpr int invalid_argument = 3;
+inline constexpr int deadline_exceeded = 4;
+inline constexpr int not_found = 5;
+inline constexpr int permission_denied = 7;
+inline constexpr int failed_precondition = 9;
+inline constexpr int out_of_range = 11;  // a read at a revision etcd has compacted
+inline constexpr int unavailable = 14;
+inline constexpr int unauthenticated = 16;  // the last code gRPC defines
+}  // namespace grpc
+
 // A gRPC status, as the gateway reports etcd's errors.
 struct Status {
   int code = 0;  // 5 NotFound, 14 Unavailable, …
@@ -167,10 +180,6 @@ std::optional<Status> parse_cancel_reason(std::string_view reason);
 
 // "NotFound", "Unavailable", …: the gRPC name of a status code, or "code N".
 std::string grpc_code_name(int code);
-
-// Bytes from an endpoint or a record, fit for a message and for JSON: at most `limit` of them,
-// printable ASCII as is, anything else as \xNN, and "..." when cut.
-std::string printable(std::string_view bytes, std::size_t limit = 200);
 
 }  // namespace wire
 }  // namespace pidlock::fleet::etcd

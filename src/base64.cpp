@@ -1,9 +1,10 @@
+// Base64, both ways, strict: the one codec for the etcd wire, certificates and the JSON output.
 #include "base64.hpp"
 
 #include <array>
 #include <cstdint>
 
-namespace pidlock::fleet::base64 {
+namespace pidlock::base64 {
 namespace {
 
 constexpr std::string_view alphabet =
@@ -68,4 +69,4 @@ std::optional<std::string> decode(std::string_view text) {
   return out;
 }
 
-}  // namespace pidlock::fleet::base64
+}  // namespace pidlock::base64

@@ -5,8 +5,9 @@
 // need etcd's .proto files generated into this tree, and its runtime. What pidlock needs — lease
 // grant, keep-alive and revoke, a transaction, a range and a watch — is all there.
 //
-// The client owns the wire format (wire.hpp) and the choice of endpoint; its callers see typed
-// answers or a typed Failure. Nothing here throws.
+// The client owns the wire format (wire.hpp), the choice of endpoint and the token; the transport
+// (etcd_transport.hpp) does the HTTP. Its callers see typed answers or a typed Failure
+// (etcd_failure.hpp). Nothing here throws.
 #pragma once
 
 #include <chrono>
@@ -20,50 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "etcd_failure.hpp"
+#include "etcd_transport.hpp"
 #include "pidlock/fleet.hpp"
 #include "wire.hpp"
 
 namespace pidlock::fleet::etcd {
-
-enum class FailureKind {
-  unreachable,         // no connection, or it broke before a whole answer came
-  timeout,             // no whole answer within the request timeout
-  etcd_error,          // etcd answered with an error: its gRPC status is in the Failure
-  malformed_response,  // the answer is not etcd's: detail says what was wrong with it
-  client_setup,        // libcurl could not be set up (out of memory)
-  tls,                 // no TLS session: a certificate not verified, or refused; no TLS at all
-  auth,                // etcd refused the credentials, or wants some
-  permission,          // etcd refused the user access to a key
-};
-
-struct Failure {
-  FailureKind kind = FailureKind::unreachable;
-  std::string operation;  // "lease grant", "txn", "watch", …
-  std::string endpoint;   // the last one tried
-  std::string detail;     // curl's words, etcd's message, or what was wrong with the answer
-  int grpc_code = 0;      // etcd_error: the gRPC status code
-  long http_status = 0;   // 0 when no HTTP answer came
-  // When every endpoint tried in the call failed: those tried before `endpoint`, and what each
-  // said, so that a message blames no single member for an outage of several.
-  std::vector<std::pair<std::string, std::string>> earlier;  // endpoint, cause()
-
-  // Whether trying again later may succeed: nothing answered, or something answered that it is
-  // unavailable for now (HTTP 5xx, gRPC Unavailable or DeadlineExceeded).
-  bool transient() const noexcept;
-  // Whether another endpoint may do better: a transient failure, or an answer that is not
-  // etcd's. An error etcd gave is final: another member would say the same.
-  bool worth_another_endpoint() const noexcept;
-  // etcd says the lease does not exist (any more).
-  bool lease_not_found() const noexcept;
-  // etcd no longer takes the token we sent (expired, or issued before a change to users or
-  // roles), or wants one: authenticating again may help.
-  bool token_rejected() const noexcept;
-  // "etcd: Couldn't connect to server", "etcd: NotFound: etcdserver: requested lease not
-  // found", "not an etcd answer (HTTP 200): header: missing"; with the earlier endpoints' causes
-  // after it: "etcd: Timeout was reached (before it, http://10.0.0.1:2379: etcd: Couldn't
-  // connect to server)".
-  std::string cause() const;
-};
 
 // What ended a watch.
 enum class WatchEnd {
@@ -146,8 +109,7 @@ class Client {
   };
 
  private:
-  struct Transport;
-  Client(std::unique_ptr<Transport> transport, Settings settings) noexcept;
+  Client(Transport transport, Settings settings) noexcept;
 
   template <class T, class Attempt>
   std::expected<T, Failure> on_endpoints(std::string_view operation,
@@ -162,7 +124,7 @@ class Client {
                                   const std::string& body,
                                   wire::Parsed<T> (*parse)(std::string_view));
 
-  std::unique_ptr<Transport> transport_;
+  Transport transport_;
   Settings settings_;
   std::size_t current_ = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline_;

@@ -1,12 +1,12 @@
-// Base64 (RFC 4648, section 4: the standard alphabet, with padding), as etcd's JSON gateway
-// writes keys and values.
+// Base64 (RFC 4648, section 4: the standard alphabet, with padding): how etcd's JSON gateway
+// writes keys and values, and how the command's JSON carries bytes that are not UTF-8.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace pidlock::fleet::base64 {
+namespace pidlock::base64 {
 
 std::string encode(std::string_view bytes);
 
@@ -15,4 +15,4 @@ std::string encode(std::string_view bytes);
 // or padding bits that are not zero. Strict, so that what decodes encodes back to the same text.
 std::optional<std::string> decode(std::string_view text);
 
-}  // namespace pidlock::fleet::base64
+}  // namespace pidlock::base64
