@@ -243,7 +243,8 @@ std::expected<Outcome, Failure> until_locked(int fd, int operation, Clock::time_
     if (Clock::now() >= deadline) return Outcome::timed_out;
     // A blocking flock that fails where a non-blocking one says "busy" would make this a spin.
     if (ending > 0) return std::unexpected(failure_of("flock", ending));
-    // The waiter died without the lock (somebody killed it): wait on with a new one.
+    // The waiter died without the lock (somebody killed it, or it could not run here: then the
+    // next is of another kind): wait on with a new one.
   }
 }
 

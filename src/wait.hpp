@@ -25,7 +25,7 @@
 // Where the helper cannot be cloned (an architecture it is not written for, a kernel without
 // pidfds, a seccomp filter or an emulator refusing the clone), a forked waiter does the same in
 // portable C++ from a copy of the caller (wait_forked.cpp); where no process may be started at
-// all, the caller asks flock(LOCK_NB) itself with a bounded backoff. docs/guarantees.md, item 32,
+// all, the caller asks flock(LOCK_NB) itself with a bounded backoff. docs/guarantees.md, item 38,
 // says which promises each keeps.
 #pragma once
 

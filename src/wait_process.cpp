@@ -203,6 +203,7 @@ std::expected<bool, Failure> Waiter::start_helper(const start::Request& request)
   pid_ = static_cast<pid_t>(pid);
   fd_ = request.fd;
   running_ = true;
+  helper_ = true;
   return true;
 }
 
@@ -279,7 +280,11 @@ int Waiter::reap() noexcept {
   }
   pidfd_.reset();
   exit_pipe_.reset();
-  return info.si_code == CLD_EXITED ? info.si_status : killed;
+  if (info.si_code == CLD_EXITED) return info.si_status;
+  // Every signal but SIGKILL is blocked in it: any other that ended it was its own doing (a fault,
+  // a seccomp filter's SIGSYS). It cannot run here: started again, it would only die again.
+  if (info.si_status != SIGKILL) learned.fetch_or(helper_ ? helper_refused : fork_refused);
+  return killed;
 }
 
 }  // namespace pidlock::wait::process

@@ -74,6 +74,8 @@ class Waiter {
 
   // Reaps one whose exit_fd() said it has exited: nothing left to kill.
   int reap_exited() noexcept;
+  // (One that a signal it did not block ended, a fault or a seccomp filter's SIGSYS, cannot run
+  // here: its kind is not started again in this process.)
 
  private:
   std::expected<bool, Failure> start_helper(const start::Request& request);
@@ -86,6 +88,7 @@ class Waiter {
   pid_t pid_ = 0;
   int fd_ = -1;
   bool running_ = false;
+  bool helper_ = false;  // the helper, not the forked waiter
 };
 
 }  // namespace pidlock::wait::process

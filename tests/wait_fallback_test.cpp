@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,6 +51,9 @@ enum class Where {
   // A profile that lets threads be made but no process (a clone without CLONE_THREAD, fork and
   // vfork refused): no process waits; the caller polls.
   no_process_may_be_created,
+  // A profile that kills whoever asks for PR_SET_PDEATHSIG (SIGSYS): the helper and then the
+  // forked waiter start and die at once. (Not one of the three above: a test of its own.)
+  a_waiting_process_dies_at_start,
 };
 
 std::string where_name(const testing::TestParamInfo<Where>& info) {
@@ -60,6 +64,8 @@ std::string where_name(const testing::TestParamInfo<Where>& info) {
       return "KernelWithoutPidfds";
     case Where::no_process_may_be_created:
       return "NoProcessMayBeCreated";
+    case Where::a_waiting_process_dies_at_start:
+      return "AWaitingProcessDiesAtStart";
   }
   return "unknown";
 }
@@ -103,6 +109,8 @@ std::vector<Rule> rules_for(Where where) {
             {SYS_vfork, fails_with(EPERM)},
 #endif
       };
+    case Where::a_waiting_process_dies_at_start:
+      return {{SYS_prctl, SECCOMP_RET_KILL_THREAD, Arg::equals, PR_SET_PDEATHSIG}};
   }
   return {};
 }
@@ -154,6 +162,8 @@ std::string filter_missing(Where where) {
     case Where::no_process_may_be_created:
       if (::syscall(SYS_clone, 0, 0, 0, 0, 0) == -1 && errno == EPERM) return {};
       return "a clone without CLONE_THREAD was not refused";
+    case Where::a_waiting_process_dies_at_start:
+      return {};  // asking would kill the asker
   }
   return "unknown";
 }
@@ -523,6 +533,51 @@ TEST_P(Fallback, AWriterWaitingThroughAProcessIsDeferredToAndNamed) {
   EXPECT_EQ(plain.wait(), 0);
   EXPECT_EQ(writer.read_line(), "acquired");
   EXPECT_EQ(writer.wait(), 0);
+}
+
+double cpu_ms() {
+  double total = 0;
+  for (const int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    rusage usage{};
+    ::getrusage(who, &usage);
+    total += static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
+             static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
+  }
+  return total;
+}
+
+// A waiting process that dies of a signal it did not block (a fault, a filter's SIGSYS) cannot
+// run here: its kind is not started again, the wait goes on another way, and does not spin
+// starting one after another until its deadline.
+TEST(WaitFallbacks, AWaitingProcessThatCannotRunHereIsReplacedNotStartedAgainAndAgain) {
+  if (!filters_work()) GTEST_SKIP() << "this kernel takes no seccomp filter";
+  TempDir dir;
+  Child holder = test::lock_holder(dir / "l");
+  Child waiter = under(Where::a_waiting_process_dies_at_start, [path = dir / "l"] {
+    Options options;
+    options.wait = 500ms;
+    const double before = cpu_ms();
+    auto lock = Lock::acquire(path, options);
+    const double used = cpu_ms() - before;
+    say(outcome(lock).substr(0, 11));
+    say(used < 250 ? "no spin" : "spun: " + std::to_string(used) + " ms of CPU in a 500 ms wait");
+    say("children left: " + std::to_string(our_children().size()));
+    options.wait = 60s;  // and a wait that is handed the lock, the same way
+    options.on_wait = [](std::chrono::nanoseconds, const std::optional<Holder>&) {
+      say("waiting");
+    };
+    say(outcome(Lock::acquire(path, options)));
+    return 0;
+  });
+  ASSERT_FILTERED(waiter);
+  EXPECT_EQ(waiter.read_line(), "flock held ");
+  EXPECT_EQ(waiter.read_line(), "no spin");
+  EXPECT_EQ(waiter.read_line(), "children left: 0");
+  EXPECT_EQ(waiter.read_line(), "waiting");
+  EXPECT_TRUE(kernel_waiters(dir / "l").empty()) << "a waiting process lived";
+  holder.close_stdin();
+  EXPECT_EQ(waiter.read_line(), "acquired");
+  EXPECT_EQ(waiter.wait(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(WaitFallbacks, Fallback,
