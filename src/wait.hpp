@@ -21,6 +21,12 @@
 // nothing of the caller's thread (errno, TLS) is touched. It never outlives until_locked(): it
 // is killed, reaped and its stack unmapped on every way out, an exception or a thread
 // cancellation included.
+//
+// Where the helper cannot be cloned (an architecture it is not written for, a kernel without
+// pidfds, a seccomp filter or an emulator refusing the clone), a forked waiter does the same in
+// portable C++ from a copy of the caller (wait_forked.cpp); where no process may be started at
+// all, the caller asks flock(LOCK_NB) itself with a bounded backoff. docs/guarantees.md, item 38,
+// says which promises each keeps.
 #pragma once
 
 #include <sys/types.h>
