@@ -1,3 +1,4 @@
+// Holder discovery: who holds a lock file's flock, from /proc/locks and the processes' fdinfo.
 #include "holder.hpp"
 
 #include <dirent.h>

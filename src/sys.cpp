@@ -1,3 +1,4 @@
+// The syscall wrappers: reads to EOF (/proc's included), /proc/<pid> paths, passwd names, fstat.
 #include "sys.hpp"
 
 #include <pwd.h>
