@@ -128,7 +128,8 @@ void BM_FallbackHandoff(benchmark::State& state) {
   void* memory =
       ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* shared = new (memory) Shared();
-  const auto rounds = static_cast<std::uint32_t>(held >= 100ms ? samples_per_job / 4 : samples_per_job);
+  const auto rounds =
+      static_cast<std::uint32_t>(held >= 100ms ? samples_per_job / 4 : samples_per_job);
   std::vector<std::int64_t> samples;
   for (auto _ : state) {
     const pid_t pid = ::fork();
