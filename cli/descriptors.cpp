@@ -1,3 +1,4 @@
+// The command's descriptors: closed standard ones filled, inherited ones listed, the rest closed.
 #include "descriptors.hpp"
 
 #include <dirent.h>

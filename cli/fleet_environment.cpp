@@ -1,3 +1,4 @@
+// Fleet settings from PIDLOCK_ETCD_* where the command line left them unset, and their checks.
 #include "fleet_environment.hpp"
 
 #include <cstdlib>

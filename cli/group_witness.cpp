@@ -1,3 +1,4 @@
+// The group witness: the forked process that says which signals were sent to the whole group.
 #include "group_witness.hpp"
 
 #include <poll.h>

@@ -1,3 +1,4 @@
+// pidlock's output, written so that no closed, full or broken stream changes how pidlock ends.
 #include "output.hpp"
 
 #include <pthread.h>

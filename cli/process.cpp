@@ -1,3 +1,4 @@
+// Running the command: exec'd in pidlock's place, or forked as its tied child, signals relayed.
 #include "process.hpp"
 
 #include <dirent.h>

@@ -1,3 +1,4 @@
+// Cutting pidlock's arguments into options, operand and command, by what the CLI11 app declares.
 #include "words.hpp"
 
 #include <algorithm>

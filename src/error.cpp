@@ -31,7 +31,7 @@ std::string why_unverified(Verification verification) {
 }
 
 // Whether held_for dates the lock rather than the holder's process. It is dated by the record's
-// mtime when the record names it and is not older than the process (holder.cpp); otherwise
+// mtime when the record names it and is not older than the process (process_info.cpp); otherwise
 // held_for is the process's age, which is also all a lock taken in the process's first second
 // can be told from. The second's margin keeps a fallback to the age that a second boundary split
 // from ours from passing for a date.

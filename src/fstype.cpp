@@ -1,3 +1,4 @@
+// Filesystems told by their statfs magic number, and the refusal or warning each kind earns.
 #include "fstype.hpp"
 
 #include <sys/vfs.h>

@@ -1,3 +1,4 @@
+// Holder discovery: who holds a lock file's flock, from /proc/locks and the processes' fdinfo.
 #include "holder.hpp"
 
 #include <dirent.h>
@@ -7,21 +8,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <cstring>
 
+#include "process_info.hpp"
 #include "record.hpp"
 #include "sys.hpp"
 
 namespace pidlock::holder {
 namespace {
 
-using namespace std::chrono;
-
 // /proc/locks lists every lock on the machine; tens of thousands of entries still fit.
 constexpr std::size_t proc_locks_limit = std::size_t{64} << 20;
-constexpr std::size_t small_proc_file_limit = std::size_t{64} * 1024;
 
 // One line of the kernel's list for our file: who took the lock or waits, and in which mode.
 struct Entry {
@@ -100,18 +98,6 @@ sys::UniqueFd open_proc_dir(int proc_root, const char* name) {
   return sys::UniqueFd(::openat(proc_root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
-std::array<char, 32> decimal(pid_t pid) {
-  std::array<char, 32> text{};
-  std::to_chars(text.data(), text.data() + text.size() - 1, pid);
-  return text;
-}
-
-sys::UniqueFd open_pid_dir(pid_t pid) {
-  std::array<char, 32> path{"/proc/"};
-  std::to_chars(path.data() + 6, path.data() + path.size() - 1, pid);
-  return open_proc_dir(AT_FDCWD, path.data());
-}
-
 enum class Confirmation { holds_exclusive, holds_shared, does_not, denied };
 
 // Whether the open file description behind descriptor `fd_name` holds a flock, and in which
@@ -119,7 +105,7 @@ enum class Confirmation { holds_exclusive, holds_shared, does_not, denied };
 // file, so once the descriptor is known to be ours, a granted FLOCK line there is our lock.
 Confirmation fdinfo_shows_flock(int pid_dir, const char* fd_name) {
   const std::string fdinfo = std::string("fdinfo/") + fd_name;
-  auto text = sys::read_file_at(pid_dir, fdinfo.c_str(), small_proc_file_limit);
+  auto text = sys::read_file_at(pid_dir, fdinfo.c_str(), sys::small_proc_file_limit);
   if (!text) return Confirmation::does_not;
   for (const auto& lock : proc::parse_fdinfo(*text).locks) {
     if (lock.kind != proc::LockKind::flock || lock.blocked) continue;
@@ -166,125 +152,6 @@ Confirmation confirm_holds(int pid_dir, const FileIdentity& file) {
   }
   ::closedir(listing);
   return denied && !holds(result) ? Confirmation::denied : result;
-}
-
-nanoseconds clock_now(clockid_t clock) {
-  timespec now{};
-  ::clock_gettime(clock, &now);
-  return seconds(now.tv_sec) + nanoseconds(now.tv_nsec);
-}
-
-nanoseconds to_nanoseconds(const timespec& t) { return seconds(t.tv_sec) + nanoseconds(t.tv_nsec); }
-
-// The command a `pidlock run` holder runs: its first child's argv.
-std::vector<std::string> command_run_by(int pid_dir, pid_t pid) {
-  const std::string children_path = std::string("task/") + decimal(pid).data() + "/children";
-  auto children = sys::read_file_at(pid_dir, children_path.c_str(), small_proc_file_limit);
-  if (!children) return {};
-  pid_t child = 0;
-  const char* begin = children->data();
-  const auto [end, ec] = std::from_chars(begin, begin + children->size(), child);
-  if (ec != std::errc{} || end == begin) return {};
-  const auto child_dir = open_pid_dir(child);
-  if (!child_dir) return {};
-  auto cmdline = sys::read_file_at(child_dir.get(), "cmdline", small_proc_file_limit);
-  return cmdline ? proc::parse_cmdline(*cmdline) : std::vector<std::string>{};
-}
-
-bool is_pidlock(const std::string& command) {
-  return command == "pidlock" || command == "pidlock-fleet";
-}
-
-// Fills in what /proc says of the process. Each read goes through the pid directory opened
-// before confirming the holder, so a PID recycled meanwhile reads as gone instead of as
-// somebody else. Returns its PIDs in nested namespaces, innermost last.
-std::vector<pid_t> describe(int pid_dir, Holder& holder) {
-  std::vector<pid_t> namespace_pids;
-  if (auto stat = sys::read_file_at(pid_dir, "stat", small_proc_file_limit)) {
-    if (auto fields = proc::parse_stat(*stat)) {
-      holder.inspectable = true;
-      holder.command = fields->command;
-      const auto ticks_per_second = ::sysconf(_SC_CLK_TCK);
-      if (ticks_per_second > 0) {
-        holder.started_since_boot = duration_cast<nanoseconds>(duration<double>(
-            static_cast<double>(fields->start_ticks) / static_cast<double>(ticks_per_second)));
-      }
-    }
-  }
-  if (auto cmdline = sys::read_file_at(pid_dir, "cmdline", small_proc_file_limit)) {
-    holder.cmdline = proc::parse_cmdline(*cmdline);
-  }
-  if (auto status = sys::read_file_at(pid_dir, "status", small_proc_file_limit)) {
-    auto fields = proc::parse_status(*status);
-    holder.uid = fields.euid;
-    if (holder.uid) holder.user = sys::user_name(*holder.uid);
-    namespace_pids = std::move(fields.namespace_pids);
-  }
-  if (holder.verified() && is_pidlock(holder.command))
-    holder.runs = command_run_by(pid_dir, holder.pid);
-  return namespace_pids;
-}
-
-// Whether the process started after the record was written: then it cannot be the one that
-// wrote it, and a record naming its PID names an earlier process of the same number. Start
-// times have clock-tick resolution, and the clocks are compared across a conversion.
-bool started_after_record(const Holder& holder, const Hints& hints) {
-  if (!hints.record_mtime || holder.started_since_boot == nanoseconds(0)) return false;
-  const nanoseconds boot_in_realtime = clock_now(CLOCK_REALTIME) - clock_now(CLOCK_BOOTTIME);
-  const nanoseconds started = boot_in_realtime + holder.started_since_boot;
-  constexpr auto tolerance = milliseconds(20);
-  return started > to_nanoseconds(*hints.record_mtime) + tolerance;
-}
-
-seconds held_for(const Holder& holder, const Hints& hints) {
-  if (!holder.inspectable) return seconds(0);
-  const nanoseconds age =
-      std::max(nanoseconds(0), clock_now(CLOCK_BOOTTIME) - holder.started_since_boot);
-  if (holder.record_agrees && hints.record_mtime) {
-    // The record is written right after locking, so its mtime dates the lock, unless it is older
-    // than the process (a record that happens to name a recycled PID).
-    const nanoseconds since_write = clock_now(CLOCK_REALTIME) - to_nanoseconds(*hints.record_mtime);
-    if (since_write >= nanoseconds(0) && since_write <= age) {
-      return duration_cast<seconds>(since_write);
-    }
-  }
-  return duration_cast<seconds>(age);
-}
-
-Holder make_holder(pid_t pid, int pid_dir, Verification verification, bool shared,
-                   const Hints& hints) {
-  Holder holder;
-  holder.pid = pid;
-  holder.shared = shared;
-  holder.verification = verification;
-  holder.is_caller = pid == ::getpid();
-  const auto namespace_pids = describe(pid_dir, holder);
-  const bool record_names_it =
-      hints.recorded_pid &&
-      (*hints.recorded_pid == pid ||
-       (namespace_pids.size() > 1 && *hints.recorded_pid == namespace_pids.back()));
-  if (!holder.verified() && record_names_it && started_after_record(holder, hints)) {
-    // The kernel's list keeps the PID of the process that took the lock; that process is gone
-    // and its number now belongs to a newer one, which must not be shown as the holder.
-    Holder reused;
-    reused.pid = pid;
-    reused.shared = shared;
-    reused.verification = Verification::pid_reused;
-    return reused;
-  }
-  holder.record_agrees = holder.verified() && !holder.shared && record_names_it;
-  holder.foreign_user = holder.uid && hints.file_owner && *holder.uid != *hints.file_owner;
-  holder.held_for = held_for(holder, hints);
-  return holder;
-}
-
-// A holder that only the record (or the kernel's bare list) names: we cannot see the real one.
-Holder unseen_holder(pid_t pid, Verification why, bool shared = false) {
-  Holder holder;
-  holder.pid = pid;
-  holder.shared = shared;
-  holder.verification = why;
-  return holder;
 }
 
 std::optional<pid_t> pid_named(const char* name) {
@@ -340,8 +207,9 @@ Scan scan_all_processes(const FileIdentity& file, const Hints& hints) {
     }
     saw_init = saw_init || *pid == 1;
     if (!holds(confirmation)) continue;
-    out.holders.push_back(make_holder(*pid, pid_dir.get(), Verification::verified,
-                                      confirmation == Confirmation::holds_shared, hints));
+    out.holders.push_back(process_info::make_holder(*pid, pid_dir.get(), Verification::verified,
+                                                    confirmation == Confirmation::holds_shared,
+                                                    hints));
   }
   ::closedir(proc_root);
   out.complete = out.complete && saw_init;
@@ -362,7 +230,7 @@ std::optional<std::vector<pid_t>> children_of(int pid_dir) {
   while (const dirent* entry = ::readdir(tasks)) {  // NOLINT(concurrency-mt-unsafe): private
     if (!pid_named(entry->d_name)) continue;
     const std::string path = std::string(entry->d_name) + "/children";
-    auto text = sys::read_file_at(tasks_fd, path.c_str(), small_proc_file_limit);
+    auto text = sys::read_file_at(tasks_fd, path.c_str(), sys::small_proc_file_limit);
     if (text) {
       const auto forked = proc::parse_children(*text);
       children->insert(children->end(), forked.begin(), forked.end());
@@ -392,7 +260,7 @@ std::optional<std::vector<Holder>> sharers_among_descendants(const std::vector<p
   while (!parents.empty()) {
     const pid_t parent = parents.back();
     parents.pop_back();
-    const auto parent_dir = open_pid_dir(parent);
+    const auto parent_dir = sys::open_pid_dir(parent);
     if (!parent_dir) continue;  // exited: its children, reparented, are no longer in this tree
     auto children = children_of(parent_dir.get());
     if (!children) return std::nullopt;
@@ -400,12 +268,12 @@ std::optional<std::vector<Holder>> sharers_among_descendants(const std::vector<p
       if (std::find(seen.begin(), seen.end(), child) != seen.end()) continue;
       seen.push_back(child);
       parents.push_back(child);
-      const auto child_dir = open_pid_dir(child);
+      const auto child_dir = sys::open_pid_dir(child);
       if (!child_dir) continue;
       const auto confirmation = confirm_holds(child_dir.get(), file);
       if (!holds(confirmation)) continue;
-      found.push_back(make_holder(child, child_dir.get(), Verification::verified,
-                                  confirmation == Confirmation::holds_shared, hints));
+      found.push_back(process_info::make_holder(child, child_dir.get(), Verification::verified,
+                                                confirmation == Confirmation::holds_shared, hints));
     }
   }
   oldest_first(found);
@@ -420,21 +288,22 @@ struct Locker {
 
 Locker examine_locker(const Entry& entry, const FileIdentity& file, const Hints& hints) {
   const pid_t pid = entry.pid;
-  const auto pid_dir = open_pid_dir(pid);
+  const auto pid_dir = sys::open_pid_dir(pid);
   if (!pid_dir) {
     // Gone, or hidden from us by hidepid: only a signal of 0 tells them apart.
     if (::kill(pid, 0) != 0 && errno == ESRCH) return {std::nullopt, true};
-    return {unseen_holder(pid, Verification::hidden, entry.shared), false};
+    return {process_info::unseen_holder(pid, Verification::hidden, entry.shared), false};
   }
   switch (const auto confirmation = confirm_holds(pid_dir.get(), file)) {
     case Confirmation::holds_exclusive:
     case Confirmation::holds_shared:
-      return {make_holder(pid, pid_dir.get(), Verification::verified,
-                          confirmation == Confirmation::holds_shared, hints),
+      return {process_info::make_holder(pid, pid_dir.get(), Verification::verified,
+                                        confirmation == Confirmation::holds_shared, hints),
               false};
     case Confirmation::denied: {
       // The kernel names it and we may not look closer: report it as such, never as verified.
-      auto holder = make_holder(pid, pid_dir.get(), Verification::other_user, entry.shared, hints);
+      auto holder = process_info::make_holder(pid, pid_dir.get(), Verification::other_user,
+                                              entry.shared, hints);
       const bool reused = holder.verification == Verification::pid_reused;
       return {std::move(holder), reused};
     }
@@ -452,23 +321,9 @@ void add_unless_listed(std::vector<Holder>& holders, Holder holder) {
 
 std::vector<Waiter> describe_waiters(const std::vector<Entry>& entries) {
   std::vector<Waiter> waiters;
-  for (const Entry& entry : entries) {
-    const pid_t pid = entry.pid;
-    Waiter waiter;
-    waiter.pid = pid;
-    waiter.shared = entry.shared;
-    const auto pid_dir = open_pid_dir(pid);
-    if (pid_dir) {
-      if (auto stat = sys::read_file_at(pid_dir.get(), "stat", small_proc_file_limit)) {
-        if (auto fields = proc::parse_stat(*stat)) {
-          waiter.inspectable = true;
-          waiter.command = fields->command;
-          waiter.parent = fields->parent;
-        }
-      }
-    }
-    waiters.push_back(std::move(waiter));
-  }
+  waiters.reserve(entries.size());
+  for (const Entry& entry : entries)
+    waiters.push_back(process_info::make_waiter(entry.pid, entry.shared));
   return waiters;
 }
 
@@ -486,12 +341,13 @@ FileIdentity stat_identity(const struct stat& st) {
 // descriptors, so the usual busy path stays flat on a machine full of locks.
 std::optional<Holder> confirmed_record(const FileIdentity& file, const Hints& hints) {
   if (!hints.recorded_pid) return std::nullopt;
-  const auto pid_dir = open_pid_dir(*hints.recorded_pid);
+  const auto pid_dir = sys::open_pid_dir(*hints.recorded_pid);
   // Only an exclusive holder writes the record; readers are counted from the kernel's list.
   if (!pid_dir || confirm_holds(pid_dir.get(), file) != Confirmation::holds_exclusive) {
     return std::nullopt;
   }
-  return make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified, false, hints);
+  return process_info::make_holder(*hints.recorded_pid, pid_dir.get(), Verification::verified,
+                                   false, hints);
 }
 
 // What the lockers the kernel lists turned out to be.
@@ -611,7 +467,8 @@ void settle_unlisted(const FileIdentity& file, const Hints& hints, Query query, 
   }
   out.held = Held::maybe;
   if (hidden && hints.recorded_pid) {
-    out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::outside_namespace));
+    out.holders.push_back(
+        process_info::unseen_holder(*hints.recorded_pid, Verification::outside_namespace));
   }
 }
 
@@ -627,8 +484,8 @@ Hints hints_from(const std::optional<std::string>& record_text, const struct sta
 
 FileIdentity identify(int fd, const struct stat& st) {
   FileIdentity id = stat_identity(st);
-  const std::string fdinfo_path = std::string("/proc/self/fdinfo/") + decimal(fd).data();
-  auto fdinfo = sys::read_file_at(AT_FDCWD, fdinfo_path.c_str(), small_proc_file_limit);
+  const std::string fdinfo_path = std::string("/proc/self/fdinfo/") + sys::decimal(fd).data();
+  auto fdinfo = sys::read_file_at(AT_FDCWD, fdinfo_path.c_str(), sys::small_proc_file_limit);
   if (!fdinfo) return id;
   const auto info = proc::parse_fdinfo(*fdinfo);
   if (info.inode) id.kernel.inode = *info.inode;
@@ -695,7 +552,8 @@ Discovery discover(int fd, const struct stat& st, const Hints& hints, Query quer
     out.list_unreadable = true;
     out.held = Held::maybe;
     if (hints.recorded_pid)
-      out.holders.push_back(unseen_holder(*hints.recorded_pid, Verification::no_proc));
+      out.holders.push_back(
+          process_info::unseen_holder(*hints.recorded_pid, Verification::no_proc));
     return out;
   }
   if (list->locks.held) {

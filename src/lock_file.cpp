@@ -1,3 +1,4 @@
+// What may be a lock file: statx (or fstat) of the open file, mounts known as storage, refusals.
 #include "lock_file.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// Parsing /proc/locks, fdinfo, stat, status, mountinfo, children and cmdline: text in, no I/O.
 #include "proc_parse.hpp"
 
 #include <array>

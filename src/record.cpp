@@ -1,3 +1,4 @@
+// The lock file's record: a PID written as decimal text, read back strictly, told from other data.
 #include "record.hpp"
 
 #include <sys/stat.h>

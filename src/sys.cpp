@@ -1,3 +1,4 @@
+// The syscall wrappers: reads to EOF (/proc's included), /proc/<pid> paths, passwd names, fstat.
 #include "sys.hpp"
 
 #include <pwd.h>
@@ -6,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 
 namespace pidlock::sys {
 namespace {
@@ -42,6 +44,18 @@ std::expected<std::string, std::error_code> read_until_eof(std::size_t limit,
 }
 
 }  // namespace
+
+std::array<char, 32> decimal(pid_t pid) {
+  std::array<char, 32> text{};
+  std::to_chars(text.data(), text.data() + text.size() - 1, pid);
+  return text;
+}
+
+UniqueFd open_pid_dir(pid_t pid) {
+  std::array<char, 32> path{"/proc/"};
+  std::to_chars(path.data() + 6, path.data() + path.size() - 1, pid);
+  return UniqueFd(::openat(AT_FDCWD, path.data(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+}
 
 std::string user_name(uid_t uid) {
   passwd entry{};

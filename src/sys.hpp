@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -78,6 +79,17 @@ class UniqueFd {
 // a file that changes meanwhile (/proc/locks) comes from several moments (see holder.cpp).
 std::expected<std::string, std::error_code> read_file_at(int dirfd, const char* name,
                                                          std::size_t limit);
+
+// Reads of a /proc file about one process or descriptor (stat, status, cmdline, fdinfo, a thread's
+// children) stop here: each is a few lines, or an argv, which is then cut.
+constexpr std::size_t small_proc_file_limit = std::size_t{64} * 1024;
+
+// A PID or descriptor as NUL-terminated decimal text, for the /proc paths made of them.
+std::array<char, 32> decimal(pid_t pid);
+
+// /proc/<pid>, opened as a directory. Reads through it are of that very process: once it is gone
+// they fail, and never reach a later process that took its PID.
+UniqueFd open_pid_dir(pid_t pid);
 
 // The name of `uid` in the passwd database, or empty when it has none.
 std::string user_name(uid_t uid);
