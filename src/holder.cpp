@@ -525,6 +525,21 @@ std::vector<pid_t> exclusive_waiters(const proc::FileId& file) {
   return found;
 }
 
+Discovery discover_listed(int fd, const struct stat& st, const Hints& hints, int looks) {
+  Discovery out;
+  out.held = Held::maybe;
+  const FileIdentity file = identify(fd, st);
+  for (int look = 0; look < looks; ++look) {
+    const auto list = read_kernel_locks(file.kernel);
+    if (!list) break;
+    if (list->locks.held) {
+      settle_from_list(list->locks, file, hints, Query::status, out);
+      break;
+    }
+  }
+  return out;
+}
+
 std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints) {
   return scan_all_processes(identify(fd, st), hints).holders;
 }

@@ -75,6 +75,11 @@ enum class Query {
 // reported with the reason (Holder::verification). `fd` is any descriptor of the file.
 Discovery discover(int fd, const struct stat& st, const Hints& hints, Query query);
 
+// A lock a probe found held is in the kernel's list: one that skipped it was read while it
+// shifted (it is read a page at a time). Reads the list again, up to `looks` times, and settles
+// the lock from the first that shows it, waiters included; held stays maybe if none did.
+Discovery discover_listed(int fd, const struct stat& st, const Hints& hints, int looks);
+
 // Every process we may inspect whose descriptor holds the lock, found by reading every process's
 // descriptors: the holders of a lock a probe found held that the kernel's list did not show.
 std::vector<Holder> holders_by_descriptors(int fd, const struct stat& st, const Hints& hints);

@@ -217,7 +217,8 @@ struct Wrong {
   int no_holder = 0;  // held, and nobody named
   int wrong_pid = 0;  // somebody named who does not hold it
   int acquired = 0;   // the acquire that had to be refused was granted
-  int total() const { return free + no_holder + wrong_pid + acquired; }
+  int no_waiter = 0;  // the one waiter not listed, or another listed
+  int total() const { return free + no_holder + wrong_pid + acquired + no_waiter; }
 };
 
 int churn_scale() {
@@ -228,9 +229,9 @@ int churn_scale() {
 // The reproduction, made faster: `flock L` holds L while four processes take and drop
 // 100 shared locks each on other files every few milliseconds (the list grows and shrinks by up
 // to 400 entries, 5 pages, and often falls below one page). Every answer about L must say held
-// and name flock or its command. Before the list was read for what it can prove, 0.5 % of the
-// inspect() calls and of the refused acquires went wrong here (the issue's own setup, 5-40 ms
-// pauses, 0.1 %).
+// and name flock or its command, and every status must list the one waiter. Before the list was
+// read for what it can prove, 0.5 % of the inspect() calls and of the refused acquires went wrong
+// here (the issue's own setup, 5-40 ms pauses, 0.1 %).
 TEST(Churn, AHeldLockIsNeverCalledFreeNorLeftWithoutItsHolder) {
   TempDir dir;
   const auto lock = dir / "held.lock";
@@ -238,6 +239,8 @@ TEST(Churn, AHeldLockIsNeverCalledFreeNorLeftWithoutItsHolder) {
       {test::flock_binary, lock.string(), "sh", "-c", "echo $$; exec cat >/dev/null"});
   const pid_t command = std::stoi(holder.read_line());
   const auto holds = [&](pid_t pid) { return pid == holder.pid() || pid == command; };
+  test::Child waiter = test::Child::spawn({test::flock_binary, lock.string(), "true"});
+  ASSERT_TRUE(test::someone_waits(lock));
 
   const int rounds = churn_scale() * 20;  // 4,000 of each library call, 400 status commands
   Wrong inspected, refused, commanded;
@@ -254,6 +257,8 @@ TEST(Churn, AHeldLockIsNeverCalledFreeNorLeftWithoutItsHolder) {
         ++inspected.no_holder;
       } else if (!holds(status->holder->pid)) {
         ++inspected.wrong_pid;
+      } else if (status->waiters.size() != 1 || status->waiters[0].pid != waiter.pid()) {
+        ++inspected.no_waiter;
       }
 
       auto busy = Lock::acquire(lock);
@@ -287,17 +292,19 @@ TEST(Churn, AHeldLockIsNeverCalledFreeNorLeftWithoutItsHolder) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
-      "under churn, %.1f s: inspect %d calls, %d free, %d without holder, %d wrong holder; "
+      "under churn, %.1f s: inspect %d calls, %d free, %d without holder, %d wrong holder, "
+      "%d without its waiter; "
       "refused acquire %d calls, %d granted, %d not busy, %d without holder, %d wrong holder; "
       "pidlock status %d runs, %d not held, %d without holder, %d wrong holder\n",
       seconds, inspect_calls, inspected.free, inspected.no_holder, inspected.wrong_pid,
-      acquire_calls, refused.acquired, refused.free, refused.no_holder, refused.wrong_pid,
-      status_commands, commanded.free, commanded.no_holder, commanded.wrong_pid);
+      inspected.no_waiter, acquire_calls, refused.acquired, refused.free, refused.no_holder,
+      refused.wrong_pid, status_commands, commanded.free, commanded.no_holder, commanded.wrong_pid);
   EXPECT_EQ(inspected.total(), 0);
   EXPECT_EQ(refused.total(), 0);
   EXPECT_EQ(commanded.total(), 0);
   holder.close_stdin();
   EXPECT_EQ(holder.wait(), 0);
+  EXPECT_EQ(waiter.wait(), 0);
 }
 
 }  // namespace
