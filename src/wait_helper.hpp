@@ -63,6 +63,14 @@ inline constexpr bool helper_built = false;
 // errno.
 long clone_helper(const Request& request, void* stack_top, int* pidfd) noexcept;
 
+// How each architecture's clone_helper() is defined: not inlined, not instrumented (a
+// sanitizer's call between loading the registers and the clone would clobber them).
+#if defined(__clang__)
+#define PIDLOCK_HELPER_CODE [[gnu::noinline, clang::no_sanitize("address", "thread", "undefined")]]
+#else
+#define PIDLOCK_HELPER_CODE [[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
+#endif
+
 // Starts the forked waiter: a copy of this process (no CLONE_VM, so plain C++ may run in it, on
 // any architecture) that is no clone of the helper's kind, with no exit signal, that does what
 // the helper does, and first closes every descriptor but `request.fd`, `request.granted` and

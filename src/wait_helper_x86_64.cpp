@@ -11,13 +11,7 @@
 
 namespace pidlock::wait::start {
 
-// Not instrumented: a sanitizer's call between loading the registers and the clone would clobber
-// them.
-#if defined(__clang__)
-[[gnu::noinline, clang::no_sanitize("address", "thread", "undefined")]]
-#else
-[[gnu::noinline, gnu::no_sanitize("address", "thread", "undefined")]]
-#endif
+PIDLOCK_HELPER_CODE
 long clone_helper(const Request& request, void* stack_top, int* pidfd) noexcept {
   register long result asm("rax") = SYS_clone;
   register unsigned long flags asm("rdi") = helper_clone_flags;
