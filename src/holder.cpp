@@ -94,6 +94,17 @@ std::expected<KernelView, std::error_code> read_kernel_locks(const proc::FileId&
   return out;
 }
 
+// A lock known to be held is in the kernel's list; a reading that skipped it was taken while the
+// list shifted. Reads it again, up to `looks` times: the first reading that shows the lock, if
+// any does.
+std::optional<KernelLocks> listed_again(const proc::FileId& file, int looks) {
+  for (int look = 0; look < looks; ++look) {
+    auto again = read_kernel_locks(file);
+    if (again && again->locks.held) return std::move(again->locks);
+  }
+  return std::nullopt;
+}
+
 sys::UniqueFd open_proc_dir(int proc_root, const char* name) {
   return sys::UniqueFd(::openat(proc_root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
@@ -419,12 +430,10 @@ void settle_from_scan(std::vector<Holder> holders, const FileIdentity& file, Que
   out.held = Held::yes;
   out.holders = std::move(holders);
   if (query != Query::status) return;
-  const auto again = read_kernel_locks(file.kernel);
-  if (again && again->locks.held) {
-    out.waiters = describe_waiters(again->locks.waiters);
-    out.readers = static_cast<std::size_t>(std::count_if(again->locks.lockers.begin(),
-                                                         again->locks.lockers.end(),
-                                                         [](const Entry& e) { return e.shared; }));
+  if (const auto again = listed_again(file.kernel, 1)) {
+    out.waiters = describe_waiters(again->waiters);
+    out.readers = static_cast<std::size_t>(std::count_if(
+        again->lockers.begin(), again->lockers.end(), [](const Entry& e) { return e.shared; }));
   } else if (std::any_of(out.holders.begin(), out.holders.end(),
                          [](const Holder& h) { return h.shared; })) {
     out.readers = 1;  // at least one reader's lock: the list would have counted them
@@ -456,13 +465,9 @@ void settle_unlisted(const FileIdentity& file, const Hints& hints, Query query, 
   if (!hidden && query == Query::holder_of_busy_lock) {
     // The holder is in the list, which skipped its entry (or it was released since). Status
     // has its probe instead: a free lock's list, read again, would only cost as much again.
-    constexpr int more_looks = 2;
-    for (int look = 0; look < more_looks; ++look) {
-      const auto again = read_kernel_locks(file.kernel);
-      if (again && again->locks.held) {
-        settle_from_list(again->locks, file, hints, query, out);
-        return;
-      }
+    if (const auto again = listed_again(file.kernel, 2)) {
+      settle_from_list(*again, file, hints, query, out);
+      return;
     }
   }
   out.held = Held::maybe;
@@ -529,13 +534,8 @@ Discovery discover_listed(int fd, const struct stat& st, const Hints& hints, int
   Discovery out;
   out.held = Held::maybe;
   const FileIdentity file = identify(fd, st);
-  for (int look = 0; look < looks; ++look) {
-    const auto list = read_kernel_locks(file.kernel);
-    if (!list) break;
-    if (list->locks.held) {
-      settle_from_list(list->locks, file, hints, Query::status, out);
-      break;
-    }
+  if (const auto listed = listed_again(file.kernel, looks)) {
+    settle_from_list(*listed, file, hints, Query::status, out);
   }
   return out;
 }
